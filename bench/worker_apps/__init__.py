@@ -1,0 +1,23 @@
+"""Task modules that the benchmarked systems' worker processes import.
+
+Each module defines the same two tasks for one system: ``noop(index)`` counts a
+completion and ``record_latency(enqueued_at)`` stores the pickup latency, both
+through ``probe.worker_probe()``. The harness configures them with environment
+variables before it imports them or starts a worker.
+"""
+
+import os
+
+BROKER_URL_ENV = "BENCH_BROKER_URL"
+QUEUE_NAME = "bench"
+
+
+def broker_url() -> str:
+    """Return the broker URL that the harness set for this system."""
+    try:
+        return os.environ[BROKER_URL_ENV]
+    except KeyError:
+        raise RuntimeError(
+            f"environment variable {BROKER_URL_ENV} is missing; "
+            "start workers through bench/run.py"
+        ) from None

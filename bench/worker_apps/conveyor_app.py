@@ -1,0 +1,22 @@
+"""Conveyor app for the benchmark, talking to the server at ``BENCH_CONVEYOR_URL``."""
+
+import os
+
+from conveyor import Conveyor
+
+from probe import worker_probe
+from worker_apps import QUEUE_NAME
+
+CONVEYOR_URL_ENV = "BENCH_CONVEYOR_URL"
+
+app = Conveyor(os.environ[CONVEYOR_URL_ENV])
+
+
+@app.task(queue=QUEUE_NAME)
+def noop(index: int) -> None:
+    worker_probe().mark_done()
+
+
+@app.task(queue=QUEUE_NAME)
+def record_latency(enqueued_at: float) -> None:
+    worker_probe().record_latency(enqueued_at)

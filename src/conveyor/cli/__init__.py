@@ -1,0 +1,46 @@
+"""The `conveyor` command line.
+
+Each command group lives in its own module of this package and registers
+itself on `main` when imported below.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+from .. import __version__
+
+COMMAND_MODULES = ("server", "queues", "messages", "dlq", "worker", "demo")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="conveyor")
+@click.option(
+    "--log-level",
+    envvar="CONVEYOR_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Lowest level of log records printed to stderr.",
+)
+def main(log_level: str) -> None:
+    """Conveyor: a persistent queue service and a Python task framework."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+
+
+_register_commands()

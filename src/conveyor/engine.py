@@ -1,0 +1,330 @@
+"""The queue engine: validated operations over a store, with long polls.
+
+The engine is what both the HTTP server and the in-process SDK transport
+call. Every write goes to the store's transaction; the engine adds input
+checks, long-poll waiting and a background sweeper that expires leases and
+applies retention.
+
+Each write has a blocking form (`post`) and a coroutine form (`apost`) that
+awaits the same commit without blocking an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+from . import validation as check
+from .errors import StoreUnavailable, ValidationError
+from .models import (
+    STATES,
+    EntryResult,
+    Message,
+    NewMessage,
+    PostResult,
+    QueueInfo,
+    QueueStats,
+    TaskResult,
+)
+from .settings import MAX_VISIBILITY_TIMEOUT_S, build_settings, validate_queue_name
+from .store.sqlite import SQLiteStore
+from .wakeup import AsyncWaiter, Notifier, ThreadWaiter
+
+logger = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_S = 1.0
+# A long poll re-checks the store at least this often, so it also sees
+# messages that another process committed to the same file.
+MAX_IDLE_CHECK_S = 1.0
+MAX_PEEK = 1000
+
+
+def open_store(url: str, on_commit: Callable[[set[str]], None]) -> SQLiteStore:
+    """Open the store a URL names: `sqlite:///relative.db`, `sqlite:////abs.db`."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ValidationError(
+                f"invalid store URL {url!r}: use sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db"
+            )
+        return SQLiteStore(path, on_commit)
+    if parsed.scheme in ("postgres", "postgresql"):
+        raise ValidationError(
+            f"store URL {url!r}: the PostgreSQL store is not available in this "
+            "version; use a sqlite:/// URL"
+        )
+    raise ValidationError(
+        f"invalid store URL {url!r}: use sqlite:///path/to/file.db"
+    )
+
+
+class Engine:
+    """Queue operations over one store, shared by every caller in a process."""
+
+    def __init__(
+        self,
+        url: str,
+        clock: Callable[[], float] = time.time,
+        sweep: bool = True,
+    ) -> None:
+        self.url = url
+        self.clock = clock
+        self._notifier = Notifier()
+        self.store = open_store(url, self._notifier.notify)
+        self._stopping = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        if sweep:
+            self._sweeper = threading.Thread(
+                target=self._sweep_forever, name="conveyor-sweeper", daemon=True
+            )
+            self._sweeper.start()
+
+    def close(self) -> None:
+        """Stop the sweeper and close the store; queued writes finish first."""
+        self._stopping.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=10)
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Queues ------------------------------------------------------------
+
+    def create_queue(
+        self, name: str, settings: dict[str, Any] | None = None, exist_ok: bool = False
+    ) -> QueueInfo:
+        """Create a queue (and its DLQ); raise QueueAlreadyExists unless exist_ok."""
+        validate_queue_name(name)
+        built = build_settings(settings)
+        info = self.store.create_queue(name, built, self.clock(), exist_ok).result()
+        logger.info("Queue %s is ready (%s)", name, info.settings["type"])
+        return info
+
+    def update_queue(self, name: str, changes: dict[str, Any]) -> QueueInfo:
+        """Change settings at run time; unknown keys and bad values raise."""
+        validate_queue_name(name)
+        build_settings(changes)
+        info = self.store.update_queue(name, changes, self.clock()).result()
+        logger.info("Queue %s settings changed: %s", name, sorted(changes))
+        return info
+
+    def get_queue(self, name: str) -> QueueInfo:
+        return self.store.get_queue(validate_queue_name(name))
+
+    def list_queues(self) -> list[QueueInfo]:
+        return self.store.list_queues()
+
+    def delete_queue(self, name: str) -> int:
+        """Delete a queue and its messages; return how many messages went."""
+        removed = self.store.delete_queue(validate_queue_name(name)).result()
+        logger.info("Queue %s deleted with %d messages", name, removed)
+        return removed
+
+    def purge_queue(self, name: str) -> int:
+        """Delete every message of a queue; return how many."""
+        removed = self.store.purge_queue(validate_queue_name(name)).result()
+        logger.info("Queue %s purged: %d messages deleted", name, removed)
+        return removed
+
+    # Post --------------------------------------------------------------
+
+    def post(self, queue: str, messages: list[NewMessage]) -> list[PostResult]:
+        """Post a batch, all or nothing; return ids once committed durably."""
+        return self._submit_post(queue, messages).result()
+
+    async def apost(self, queue: str, messages: list[NewMessage]) -> list[PostResult]:
+        return await asyncio.wrap_future(self._submit_post(queue, messages))
+
+    def _submit_post(self, queue: str, messages: list[NewMessage]) -> Future:
+        validate_queue_name(queue)
+        check.check_batch("messages", messages, check.MAX_POST_BATCH)
+        prepared = [check.prepare(m, i) for i, m in enumerate(messages)]
+        return self.store.post(queue, prepared, self.clock())
+
+    # Reserve -----------------------------------------------------------
+
+    def reserve(
+        self,
+        queue: str,
+        max_messages: int = 1,
+        wait_s: float = 0.0,
+        visibility_timeout_s: float | None = None,
+    ) -> list[Message]:
+        """Lease up to max_messages ready messages, waiting up to wait_s.
+
+        Returns as soon as at least one message was leased, or an empty list
+        when the wait ends. Each message carries a new receipt.
+        """
+        args = self._check_reserve(queue, max_messages, wait_s, visibility_timeout_s)
+        deadline = time.monotonic() + args[2]
+        waiter = ThreadWaiter()
+        self._notifier.register(queue, waiter)
+        try:
+            while True:
+                messages = self._submit_reserve(*args).result()
+                pause_s = self._pause_before_retry(queue, deadline)
+                if messages or pause_s <= 0:
+                    return messages
+                waiter.wait(pause_s)
+        finally:
+            self._notifier.unregister(queue, waiter)
+
+    async def areserve(
+        self,
+        queue: str,
+        max_messages: int = 1,
+        wait_s: float = 0.0,
+        visibility_timeout_s: float | None = None,
+    ) -> list[Message]:
+        args = self._check_reserve(queue, max_messages, wait_s, visibility_timeout_s)
+        deadline = time.monotonic() + args[2]
+        waiter = AsyncWaiter(asyncio.get_running_loop())
+        self._notifier.register(queue, waiter)
+        try:
+            while True:
+                messages = await asyncio.wrap_future(self._submit_reserve(*args))
+                pause_s = self._pause_before_retry(queue, deadline)
+                if messages or pause_s <= 0:
+                    return messages
+                await waiter.wait(pause_s)
+        finally:
+            self._notifier.unregister(queue, waiter)
+
+    def _check_reserve(
+        self, queue: str, max_messages: int, wait_s: float, visibility_timeout_s: float | None
+    ) -> tuple[str, int, float, float | None]:
+        validate_queue_name(queue)
+        check.check_int("max_messages", max_messages, 1, check.MAX_RESERVE_BATCH)
+        wait = check.check_optional_duration("wait_s", wait_s, 0.0, check.MAX_WAIT_S)
+        lease = check.check_optional_duration(
+            "visibility_timeout_s", visibility_timeout_s, 0.1, MAX_VISIBILITY_TIMEOUT_S
+        )
+        return queue, max_messages, wait or 0.0, lease
+
+    def _submit_reserve(
+        self, queue: str, max_messages: int, _wait_s: float, lease_s: float | None
+    ) -> Future:
+        return self.store.reserve(queue, max_messages, lease_s, self.clock())
+
+    def _pause_before_retry(self, queue: str, deadline: float) -> float:
+        """Return how long a long poll may sleep before it must look again."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return 0.0
+        pause = min(remaining, MAX_IDLE_CHECK_S)
+        next_change = self.store.next_change_at(queue)
+        if next_change is not None:
+            pause = min(pause, max(next_change - self.clock(), 0.0) + 0.001)
+        return pause
+
+    # Ack, nack, touch --------------------------------------------------
+
+    def ack(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        """Delete leased messages; each entry needs the current receipt.
+
+        An entry may carry `result` and `result_ttl_s` to store the outcome.
+        """
+        return self._submit_entries("ack", queue, entries).result()
+
+    async def aack(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        return await asyncio.wrap_future(self._submit_entries("ack", queue, entries))
+
+    def nack(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        """Fail leased messages: retry after a backoff or move to the DLQ.
+
+        Entry keys: `delay_s` overrides the backoff, `error` is kept as the
+        last error, `dead` dead-letters now, `release` returns the message at
+        once without using up an attempt.
+        """
+        return self._submit_entries("nack", queue, entries).result()
+
+    async def anack(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        return await asyncio.wrap_future(self._submit_entries("nack", queue, entries))
+
+    def touch(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        """Extend leases by `visibility_timeout_s` (default: the queue's)."""
+        return self._submit_entries("touch", queue, entries).result()
+
+    async def atouch(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        return await asyncio.wrap_future(self._submit_entries("touch", queue, entries))
+
+    def _submit_entries(
+        self, action: str, queue: str, entries: list[dict[str, Any]]
+    ) -> Future:
+        validate_queue_name(queue)
+        check.check_batch("entries", entries, check.MAX_ENTRY_BATCH)
+        checked = [check.check_receipt_entry(e, i) for i, e in enumerate(entries)]
+        operation = getattr(self.store, action)
+        return operation(queue, checked, self.clock())
+
+    # DLQ ---------------------------------------------------------------
+
+    def redrive(
+        self, dlq: str, message_ids: list[str] | None = None, limit: int | None = None
+    ) -> int:
+        """Move dead messages from a DLQ back to their source queues.
+
+        With message_ids, all of them move or none (MessageNotFound). Without,
+        every dead message moves, oldest first, up to limit.
+        """
+        validate_queue_name(dlq)
+        if message_ids is not None:
+            check.check_batch("message_ids", message_ids, check.MAX_ENTRY_BATCH)
+        if limit is not None:
+            check.check_int("limit", limit, 1, 10**9)
+        moved = self.store.redrive(dlq, message_ids, limit, self.clock())
+        logger.info("Redrove %d messages from DLQ %s", moved, dlq)
+        return moved
+
+    # Reads -------------------------------------------------------------
+
+    def peek(
+        self, queue: str, limit: int = 10, offset: int = 0, state: str | None = None
+    ) -> list[Message]:
+        """List messages in post order without leasing them."""
+        validate_queue_name(queue)
+        check.check_int("limit", limit, 1, MAX_PEEK)
+        check.check_int("offset", offset, 0, 10**12)
+        if state is not None and state not in STATES:
+            raise ValidationError(f"invalid state {state!r}: use one of {', '.join(STATES)}")
+        return self.store.peek(queue, limit, offset, state)
+
+    def get_message(self, message_id: str) -> Message:
+        return self.store.get_message(self._check_id(message_id))
+
+    def get_result(self, message_id: str) -> TaskResult | None:
+        """Return the stored outcome of a finished message, if still kept."""
+        return self.store.get_result(self._check_id(message_id), self.clock())
+
+    def stats(self, queue: str) -> QueueStats:
+        return self.store.stats(validate_queue_name(queue), self.clock())
+
+    def sweep(self) -> dict[str, int]:
+        """Expire leases and apply retention now; the sweeper does it each second."""
+        return self.store.sweep(self.clock()).result()
+
+    @staticmethod
+    def _check_id(message_id: Any) -> str:
+        if not isinstance(message_id, str) or not 1 <= len(message_id) <= 128:
+            raise ValidationError(f"invalid message id {message_id!r}")
+        return message_id
+
+    def _sweep_forever(self) -> None:
+        while not self._stopping.wait(SWEEP_INTERVAL_S):
+            try:
+                self.sweep()
+            except StoreUnavailable as exc:
+                logger.warning("Sweep failed, retrying in %.0fs: %s", SWEEP_INTERVAL_S, exc)
+            except Exception:
+                logger.exception("Sweep failed unexpectedly")

@@ -1,0 +1,166 @@
+"""Plain records passed between the engine, the server and the SDK.
+
+Times are Unix timestamps in seconds (float) and durations are in seconds.
+A message body is any JSON value, or `bytes` for binary data.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ValidationError
+
+# Message states, as stored and as reported.
+DELAYED = "delayed"
+READY = "ready"
+RESERVED = "reserved"
+DEAD = "dead"
+STATES = (DELAYED, READY, RESERVED, DEAD)
+
+
+@dataclass
+class NewMessage:
+    """A message to post; every field but the body is optional."""
+
+    body: Any
+    headers: dict[str, str] | None = None
+    priority: int = 0
+    delay_s: float | None = None
+    not_before: float | None = None
+    group: str | None = None
+    dedup_id: str | None = None
+    retention_s: float | None = None
+    max_attempts: int | None = None
+
+
+@dataclass
+class PostResult:
+    """The id given to a posted message; `deduplicated` when it existed."""
+
+    id: str
+    deduplicated: bool = False
+
+
+@dataclass
+class Message:
+    """A stored message as peek and get report it."""
+
+    id: str
+    queue: str
+    state: str
+    body: Any
+    headers: dict[str, str]
+    priority: int
+    group: str | None
+    dedup_id: str | None
+    posted_at: float
+    due_at: float
+    receive_count: int
+    max_attempts: int | None
+    last_error: str | None
+    source_queue: str | None
+    expires_at: float
+    reserved_until: float | None = None
+    receipt: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("body")
+        data.update(encode_body(self.body))
+        return data
+
+
+@dataclass
+class EntryResult:
+    """The outcome of one entry of an ack, nack or touch batch.
+
+    `error` is a problem code (`stale-receipt`, `message-not-found`) when `ok`
+    is false; `outcome` says what happened when it is true: acked, retried,
+    dead, released or touched.
+    """
+
+    id: str
+    ok: bool
+    error: str | None = None
+    detail: str | None = None
+    reserved_until: float | None = None
+    outcome: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class QueueStats:
+    """Counts per state and the age of the oldest ready message."""
+
+    queue: str
+    ready: int = 0
+    delayed: int = 0
+    reserved: int = 0
+    dead: int = 0
+    oldest_ready_age_s: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class QueueInfo:
+    """A queue's name, settings and creation time."""
+
+    name: str
+    settings: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TaskResult:
+    """The stored outcome of a finished message, kept for a time to live."""
+
+    id: str
+    queue: str
+    status: str
+    value: Any = None
+    error: str | None = None
+    finished_at: float = 0.0
+    expires_at: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def encode_body(body: Any) -> dict[str, Any]:
+    """Return the wire form of a body: `body`, or `body_base64` for bytes."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return {"body_base64": base64.b64encode(bytes(body)).decode("ascii")}
+    return {"body": body}
+
+
+def decode_body(data: dict[str, Any]) -> Any:
+    """Return the body of a wire entry that has `body` or `body_base64`."""
+    has_json = "body" in data
+    has_bytes = "body_base64" in data
+    if has_json == has_bytes:
+        raise ValidationError(
+            "each message needs exactly one of 'body' (any JSON value) "
+            "or 'body_base64' (binary data in base64)"
+        )
+    if has_json:
+        return data["body"]
+
+    encoded = data["body_base64"]
+    if not isinstance(encoded, str):
+        raise ValidationError("'body_base64' must be a base64 string")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except ValueError as exc:
+        raise ValidationError(f"'body_base64' is not valid base64: {exc}") from exc

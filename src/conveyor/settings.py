@@ -1,0 +1,152 @@
+"""Queue settings: defaults, validation and the queue name rule."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ValidationError
+
+QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
+DLQ_SUFFIX = ".dlq"
+
+KIB = 1024
+MIB = 1024 * KIB
+DAY_S = 86_400.0
+
+MAX_MESSAGE_SIZE_LIMIT = 16 * MIB
+MAX_DELAY_S = 365 * DAY_S
+MAX_RETENTION_S = 3650 * DAY_S
+MAX_VISIBILITY_TIMEOUT_S = 12 * 3600.0
+MAX_ATTEMPTS_LIMIT = 1000
+
+
+def validate_queue_name(name: Any) -> str:
+    """Return the name, or raise ValidationError naming the rule it breaks."""
+    if not isinstance(name, str) or not QUEUE_NAME_RE.fullmatch(name):
+        raise ValidationError(
+            f"invalid queue name {name!r}: use 1 to 80 letters, digits, "
+            "'_', '.' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """Settings of one queue; every field has a safe default.
+
+    Durations are in seconds and sizes in bytes.
+    """
+
+    type: str = "standard"
+    visibility_timeout_s: float = 30.0
+    max_attempts: int = 5
+    dead_letter_queue: str | None = None
+    backoff_base_s: float = 1.0
+    backoff_factor: float = 2.0
+    backoff_cap_s: float = 300.0
+    backoff_jitter: str = "full"
+    retention_s: float = 4 * DAY_S
+    max_message_size: int = 256 * KIB
+    default_delay_s: float = 0.0
+    dedup_window_s: float = 300.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, changes: dict[str, Any]) -> QueueSettings:
+        """Return a copy with the changes applied and validated."""
+        return build_settings({**self.to_dict(), **changes})
+
+    @property
+    def is_fifo(self) -> bool:
+        return self.type == "fifo"
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(QueueSettings)}
+
+
+def build_settings(values: dict[str, Any] | None) -> QueueSettings:
+    """Validate a mapping of settings and return the QueueSettings.
+
+    Raises ValidationError for an unknown key or a value out of range, so a
+    bad setting is rejected before anything is stored.
+    """
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ValidationError(
+            f"unknown queue setting {unknown[0]!r}; "
+            f"known settings are: {', '.join(FIELDS)}"
+        )
+    for key, value in values.items():
+        values[key] = _check_field(key, value)
+
+    settings = QueueSettings(**values)
+    if settings.backoff_cap_s < settings.backoff_base_s:
+        raise ValidationError(
+            f"backoff_cap_s={settings.backoff_cap_s} is below "
+            f"backoff_base_s={settings.backoff_base_s}; raise the cap"
+        )
+    return settings
+
+
+def _check_field(key: str, value: Any) -> Any:
+    if key == "type":
+        return _check_choice(key, value, ("standard", "fifo"))
+    if key == "backoff_jitter":
+        return _check_choice(key, value, ("full", "none"))
+    if key == "dead_letter_queue":
+        return None if value is None else validate_queue_name(value)
+    if key == "max_attempts":
+        return _check_int(key, value, 1, MAX_ATTEMPTS_LIMIT)
+    if key == "max_message_size":
+        return _check_int(key, value, 1, MAX_MESSAGE_SIZE_LIMIT)
+    if key == "backoff_factor":
+        return _check_number(key, value, 1.0, 100.0)
+    return _check_number(key, value, *_DURATION_RANGES[key])
+
+
+_DURATION_RANGES = {
+    "visibility_timeout_s": (0.1, MAX_VISIBILITY_TIMEOUT_S),
+    "backoff_base_s": (0.0, 86_400.0),
+    "backoff_cap_s": (0.0, 7 * DAY_S),
+    "retention_s": (60.0, MAX_RETENTION_S),
+    "default_delay_s": (0.0, MAX_DELAY_S),
+    "dedup_window_s": (0.0, 7 * DAY_S),
+}
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValidationError(
+            f"invalid {key} {value!r}: use one of {', '.join(choices)}"
+        )
+    return value
+
+
+def _check_int(key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"invalid {key} {value!r}: expected an integer")
+    if not low <= value <= high:
+        raise ValidationError(
+            f"invalid {key} {value!r}: use a value from {low} to {high}"
+        )
+    return value
+
+
+def _check_number(key: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"invalid {key} {value!r}: expected a number")
+    if not low <= value <= high or value != value:
+        raise ValidationError(
+            f"invalid {key} {value!r}: use a value from {low:g} to {high:g}"
+        )
+    return float(value)
+
+
+def dlq_name_for(name: str) -> str:
+    """Return the default dead-letter queue name of a queue."""
+    return name[: 80 - len(DLQ_SUFFIX)] + DLQ_SUFFIX

@@ -1,0 +1,569 @@
+"""The SQLite store: one file, WAL, `synchronous=FULL`, group commit.
+
+Writes run on the file's single writer thread (see `writer.py`) and return
+futures that resolve after the commit. Reads use one connection per thread,
+which WAL lets run beside the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Iterable
+
+import orjson
+
+from .. import policy
+from ..errors import MessageNotFound, QueueAlreadyExists, QueueNotFound
+from ..models import EntryResult, Message, PostResult, QueueInfo, QueueStats, TaskResult
+from ..policy import PreparedMessage
+from ..settings import DAY_S, QueueSettings, build_settings, dlq_name_for
+from . import sqlite_sql as sql
+from .writer import GroupCommitWriter, Transaction
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+DLQ_RETENTION_S = 14 * DAY_S
+REDRIVE_CHUNK = 500
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open a connection with the pragmas every Conveyor connection uses."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA cache_size=-65536")
+    return conn
+
+
+class SQLiteStore:
+    """Stores queues and messages in one SQLite file."""
+
+    def __init__(self, path: str, on_commit: Callable[[set[str]], None]) -> None:
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        with connect(path) as conn:
+            conn.executescript(sql.SCHEMA)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer = GroupCommitWriter(lambda: connect(path), on_commit)
+
+    def close(self) -> None:
+        self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+    # Queues ------------------------------------------------------------
+
+    def create_queue(
+        self, name: str, settings: QueueSettings, now: float, exist_ok: bool
+    ) -> Future:
+        def operation(tx: Transaction) -> QueueInfo:
+            existing = _select_queue(tx.conn, name)
+            if existing is not None:
+                if exist_ok:
+                    return existing
+                raise QueueAlreadyExists(
+                    f"queue {name!r} exists already; update it or pick another name"
+                )
+            info = _insert_queue(tx.conn, name, settings, now)
+            _ensure_dlq(tx.conn, info, now)
+            return info
+
+        return self._writer.submit(operation)
+
+    def update_queue(self, name: str, changes: dict[str, Any], now: float) -> Future:
+        def operation(tx: Transaction) -> QueueInfo:
+            current = _require_queue(tx.conn, name)
+            settings = build_settings({**current.settings, **changes})
+            if settings.dead_letter_queue is None:
+                settings = build_settings(
+                    {**settings.to_dict(), "dead_letter_queue": current.settings["dead_letter_queue"]}
+                )
+            tx.conn.execute(sql.UPDATE_QUEUE, (_dump(settings.to_dict()), now, name))
+            info = QueueInfo(name, settings.to_dict(), current.created_at, now)
+            _ensure_dlq(tx.conn, info, now)
+            tx.wake(name)
+            return info
+
+        return self._writer.submit(operation)
+
+    def delete_queue(self, name: str) -> Future:
+        def operation(tx: Transaction) -> int:
+            _require_queue(tx.conn, name)
+            removed = tx.conn.execute(sql.DELETE_QUEUE_MESSAGES, (name,)).rowcount
+            tx.conn.execute(sql.DELETE_QUEUE_DEDUP, (name,))
+            tx.conn.execute(sql.DELETE_QUEUE, (name,))
+            tx.wake(name)
+            return removed
+
+        return self._writer.submit(operation)
+
+    def purge_queue(self, name: str) -> Future:
+        def operation(tx: Transaction) -> int:
+            _require_queue(tx.conn, name)
+            return tx.conn.execute(sql.DELETE_QUEUE_MESSAGES, (name,)).rowcount
+
+        return self._writer.submit(operation)
+
+    def get_queue(self, name: str) -> QueueInfo:
+        return _require_queue(self._reader(), name)
+
+    def list_queues(self) -> list[QueueInfo]:
+        rows = self._reader().execute(sql.SELECT_QUEUES).fetchall()
+        return [_queue_from_row(row) for row in rows]
+
+    # Messages ----------------------------------------------------------
+
+    def post(self, queue: str, messages: list[PreparedMessage], now: float) -> Future:
+        def operation(tx: Transaction) -> list[PostResult]:
+            settings = _require_settings(tx.conn, queue)
+            policy.check_for_queue(queue, settings, messages)
+            results = [_insert_message(tx.conn, queue, settings, m, now) for m in messages]
+            tx.wake(queue)
+            return results
+
+        return self._writer.submit(operation)
+
+    def reserve(
+        self, queue: str, max_messages: int, visibility_timeout_s: float | None, now: float
+    ) -> Future:
+        def operation(tx: Transaction) -> list[Message]:
+            settings = _require_settings(tx.conn, queue)
+            tx.conn.execute(sql.PROMOTE_DUE, (queue, now))
+            _expire_leases(tx, sql.SELECT_EXPIRED_LEASES, (queue, now), now)
+
+            query = sql.SELECT_READY_FIFO if settings.is_fifo else sql.SELECT_READY
+            seqs = [row[0] for row in tx.conn.execute(query, (queue, max_messages))]
+            lease_s = visibility_timeout_s or settings.visibility_timeout_s
+            return [_lease(tx.conn, seq, now + lease_s) for seq in seqs]
+
+        return self._writer.submit(operation)
+
+    def ack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
+        def operation(tx: Transaction) -> list[EntryResult]:
+            _require_queue(tx.conn, queue)
+            return [_ack_one(tx, queue, entry, now) for entry in entries]
+
+        return self._writer.submit(operation)
+
+    def nack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
+        def operation(tx: Transaction) -> list[EntryResult]:
+            settings = _require_settings(tx.conn, queue)
+            return [_nack_one(tx, queue, settings, entry, now) for entry in entries]
+
+        return self._writer.submit(operation)
+
+    def touch(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
+        def operation(tx: Transaction) -> list[EntryResult]:
+            settings = _require_settings(tx.conn, queue)
+            return [_touch_one(tx.conn, queue, settings, entry, now) for entry in entries]
+
+        return self._writer.submit(operation)
+
+    def redrive(
+        self, dlq: str, message_ids: list[str] | None, limit: int | None, now: float
+    ) -> int:
+        """Move dead messages back to their source queues, in chunks.
+
+        Each chunk is its own transaction, so a crash part-way leaves every
+        message either dead in the DLQ or back in its source, never both.
+        """
+        if message_ids is not None:
+            return self._writer.submit(
+                lambda tx: _redrive_rows(tx, _dead_rows_by_id(tx.conn, dlq, message_ids), now)
+            ).result()
+
+        moved = 0
+        while limit is None or moved < limit:
+            chunk = REDRIVE_CHUNK if limit is None else min(REDRIVE_CHUNK, limit - moved)
+
+            def operation(tx: Transaction, chunk: int = chunk) -> int:
+                _require_queue(tx.conn, dlq)
+                rows = tx.conn.execute(sql.SELECT_DEAD, (dlq, chunk)).fetchall()
+                return _redrive_rows(tx, rows, now)
+
+            count = self._writer.submit(operation).result()
+            moved += count
+            if count < chunk:
+                break
+        return moved
+
+    def sweep(self, now: float) -> Future:
+        """Expire leases everywhere and apply retention, in one transaction."""
+
+        def operation(tx: Transaction) -> dict[str, int]:
+            expired = _expire_leases(tx, sql.SELECT_ALL_EXPIRED_LEASES, (now,), now)
+            removed = tx.conn.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
+            tx.conn.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
+            tx.conn.execute(sql.DELETE_EXPIRED_RESULTS, (now,))
+            return {"expired_leases": expired, "removed": removed}
+
+        return self._writer.submit(operation)
+
+    # Reads -------------------------------------------------------------
+
+    def peek(self, queue: str, limit: int, offset: int, state: str | None) -> list[Message]:
+        conn = self._reader()
+        _require_queue(conn, queue)
+        if state is None:
+            rows = conn.execute(sql.SELECT_PEEK, (queue, limit, offset))
+        else:
+            rows = conn.execute(sql.SELECT_PEEK_STATE, (queue, state, limit, offset))
+        return [_message_from_row(row) for row in rows]
+
+    def get_message(self, message_id: str) -> Message:
+        row = self._reader().execute(sql.SELECT_MESSAGE, (message_id,)).fetchone()
+        if row is None:
+            raise MessageNotFound(f"no message with id {message_id!r} is stored")
+        return _message_from_row(row)
+
+    def get_result(self, message_id: str, now: float) -> TaskResult | None:
+        row = self._reader().execute(sql.SELECT_RESULT, (message_id, now)).fetchone()
+        if row is None:
+            return None
+        value = None if row[3] is None else orjson.loads(row[3])
+        return TaskResult(row[0], row[1], row[2], value, row[4], row[5], row[6])
+
+    def stats(self, queue: str, now: float) -> QueueStats:
+        conn = self._reader()
+        _require_queue(conn, queue)
+        stats = QueueStats(queue=queue)
+        for state, count, oldest in conn.execute(sql.SELECT_STATE_COUNTS, (now, queue)):
+            setattr(stats, state, count)
+            if state == "ready" and oldest is not None:
+                stats.oldest_ready_age_s = max(now - oldest, 0.0)
+        stats.dead += conn.execute(sql.SELECT_DEAD_FROM_SOURCE, (queue,)).fetchone()[0]
+        return stats
+
+    def next_change_at(self, queue: str) -> float | None:
+        """Return the earliest time a delayed message or a lease comes due."""
+        conn = self._reader()
+        due = conn.execute(sql.SELECT_NEXT_DUE, (queue,)).fetchone()[0]
+        lease_end = conn.execute(sql.SELECT_NEXT_LEASE_END, (queue,)).fetchone()[0]
+        times = [t for t in (due, lease_end) if t is not None]
+        return min(times) if times else None
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+
+# Helpers run inside the writer's transaction ----------------------------
+
+
+def _dump(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _select_queue(conn: sqlite3.Connection, name: str) -> QueueInfo | None:
+    row = conn.execute(sql.SELECT_QUEUE, (name,)).fetchone()
+    return None if row is None else _queue_from_row(row)
+
+
+def _queue_from_row(row: tuple) -> QueueInfo:
+    return QueueInfo(row[0], orjson.loads(row[1]), row[2], row[3])
+
+
+def _require_queue(conn: sqlite3.Connection, name: str) -> QueueInfo:
+    info = _select_queue(conn, name)
+    if info is None:
+        raise QueueNotFound(
+            f"queue {name!r} does not exist; create it with "
+            f"'conveyor queue create {name}' or POST /v1/queues"
+        )
+    return info
+
+
+def _require_settings(conn: sqlite3.Connection, name: str) -> QueueSettings:
+    return QueueSettings(**_require_queue(conn, name).settings)
+
+
+def _insert_queue(
+    conn: sqlite3.Connection, name: str, settings: QueueSettings, now: float
+) -> QueueInfo:
+    if settings.dead_letter_queue is None:
+        settings = settings.replace({"dead_letter_queue": dlq_name_for(name)})
+    conn.execute(sql.INSERT_QUEUE, (name, _dump(settings.to_dict()), now, now))
+    return QueueInfo(name, settings.to_dict(), now, now)
+
+
+def _ensure_dlq(conn: sqlite3.Connection, info: QueueInfo, now: float) -> None:
+    """Create the queue's DLQ if it does not exist yet.
+
+    A DLQ keeps messages longer than its source (14 days by default) and is
+    its own DLQ, so a message that fails there stays dead in place.
+    """
+    dlq = info.settings["dead_letter_queue"]
+    if dlq is None or _select_queue(conn, dlq) is not None:
+        return
+    retention = max(DLQ_RETENTION_S, info.settings["retention_s"])
+    settings = QueueSettings(dead_letter_queue=dlq, retention_s=retention)
+    _insert_queue(conn, dlq, settings, now)
+
+
+def _insert_message(
+    conn: sqlite3.Connection,
+    queue: str,
+    settings: QueueSettings,
+    message: PreparedMessage,
+    now: float,
+) -> PostResult:
+    if message.dedup_id is not None:
+        row = conn.execute(sql.SELECT_DEDUP, (queue, message.dedup_id, now)).fetchone()
+        if row is not None:
+            return PostResult(row[0], deduplicated=True)
+        expiry = now + settings.dedup_window_s
+        conn.execute(sql.UPSERT_DEDUP, (queue, message.dedup_id, message.id, expiry))
+
+    due = policy.due_at(settings, message, now)
+    state = "delayed" if due > now else "ready"
+    conn.execute(
+        sql.INSERT_MESSAGE,
+        (
+            message.id,
+            queue,
+            state,
+            0 if settings.is_fifo else message.priority,
+            message.group,
+            message.dedup_id,
+            message.body,
+            int(message.is_binary),
+            message.headers,
+            now,
+            due,
+            message.max_attempts,
+            policy.expires_at(settings, message, now),
+        ),
+    )
+    return PostResult(message.id)
+
+
+def _lease(conn: sqlite3.Connection, seq: int, reserved_until: float) -> Message:
+    receipt = secrets.token_urlsafe(16)
+    row = conn.execute(sql.LEASE_MESSAGE, (receipt, reserved_until, seq)).fetchone()
+    return _message_from_row(row)
+
+
+def _expire_leases(tx: Transaction, query: str, params: tuple, now: float) -> int:
+    """Treat each expired lease as a failed attempt: retry later or dead-letter."""
+    rows = tx.conn.execute(query, params).fetchall()
+    for seq, message_id, queue, count, max_attempts in rows:
+        settings = _require_settings(tx.conn, queue)
+        error = f"lease expired after attempt {count}"
+        if policy.attempts_left(settings, max_attempts, count):
+            _retry(tx, queue, seq, policy.retry_delay_s(settings, count), error, now)
+            logger.info(
+                "Lease of message %s on queue %s expired; retrying (attempt %d)",
+                message_id, queue, count,
+            )
+        else:
+            _dead_letter(tx, queue, settings, seq, error, now)
+            logger.warning(
+                "Message %s on queue %s moved to DLQ %s: lease expired after "
+                "its last attempt (%d)",
+                message_id, queue, settings.dead_letter_queue, count,
+            )
+    return len(rows)
+
+
+def _retry(
+    tx: Transaction, queue: str, seq: int, delay_s: float, error: str | None, now: float
+) -> None:
+    state = "delayed" if delay_s > 0 else "ready"
+    tx.conn.execute(sql.RETRY_MESSAGE, (state, now + delay_s, error, seq))
+    if state == "ready":
+        tx.wake(queue)
+
+
+def _dead_letter(
+    tx: Transaction,
+    queue: str,
+    settings: QueueSettings,
+    seq: int,
+    error: str | None,
+    now: float,
+) -> str:
+    dlq = settings.dead_letter_queue or dlq_name_for(queue)
+    dlq_info = _select_queue(tx.conn, dlq)
+    if dlq_info is None:
+        dlq_info = _insert_queue(
+            tx.conn, dlq, QueueSettings(dead_letter_queue=dlq, retention_s=DLQ_RETENTION_S), now
+        )
+    expiry = now + dlq_info.settings["retention_s"]
+    tx.conn.execute(sql.DEAD_LETTER_MESSAGE, (dlq, queue, error, expiry, seq))
+    # The group's next message may now be deliverable.
+    tx.wake(queue)
+    return dlq
+
+
+def _find_lease(
+    conn: sqlite3.Connection, queue: str, entry: dict[str, Any], now: float
+) -> tuple[tuple | None, EntryResult | None]:
+    """Return the leased row, or the error result that explains its absence."""
+    message_id = entry["id"]
+    row = conn.execute(
+        sql.SELECT_LEASED, (message_id, queue, entry["receipt"], now)
+    ).fetchone()
+    if row is not None:
+        return row, None
+    found = conn.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone()
+    if found is None or found[0] != queue:
+        detail = f"no message with id {message_id!r} is in queue {queue!r}"
+        return None, EntryResult(message_id, False, "message-not-found", detail)
+    detail = (
+        f"receipt for message {message_id!r} is stale: its lease expired or "
+        "it was acked, nacked or reserved again; nothing was changed"
+    )
+    return None, EntryResult(message_id, False, "stale-receipt", detail)
+
+
+def _ack_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> EntryResult:
+    row, error = _find_lease(tx.conn, queue, entry, now)
+    if row is None:
+        return error  # type: ignore[return-value]
+    tx.conn.execute(sql.DELETE_MESSAGE, (row[0],))
+    _store_result(tx.conn, queue, entry, now)
+    # Acking the head of a FIFO group lets its next message go out.
+    tx.wake(queue)
+    return EntryResult(entry["id"], True, outcome="acked")
+
+
+def _store_result(
+    conn: sqlite3.Connection, queue: str, entry: dict[str, Any], now: float
+) -> None:
+    ttl_s = entry.get("result_ttl_s")
+    if not ttl_s:
+        return
+    value = entry.get("result")
+    blob = None if value is None else orjson.dumps(value)
+    conn.execute(
+        sql.INSERT_RESULT,
+        (entry["id"], queue, entry.get("status", "succeeded"), blob,
+         entry.get("error"), now, now + ttl_s),
+    )
+
+
+def _nack_one(
+    tx: Transaction,
+    queue: str,
+    settings: QueueSettings,
+    entry: dict[str, Any],
+    now: float,
+) -> EntryResult:
+    row, error = _find_lease(tx.conn, queue, entry, now)
+    if row is None:
+        return error  # type: ignore[return-value]
+    seq, count, max_attempts = row
+    message_id = entry["id"]
+    reason = entry.get("error")
+
+    if entry.get("release"):
+        tx.conn.execute(sql.RELEASE_MESSAGE, (now, seq))
+        tx.wake(queue)
+        return EntryResult(message_id, True, outcome="released")
+
+    if entry.get("dead") or not policy.attempts_left(settings, max_attempts, count):
+        dlq = _dead_letter(tx, queue, settings, seq, reason, now)
+        _store_result(tx.conn, queue, {**entry, "status": "dead"}, now)
+        logger.warning(
+            "Message %s on queue %s moved to DLQ %s after %d attempts: %s",
+            message_id, queue, dlq, count, reason,
+        )
+        return EntryResult(message_id, True, outcome="dead")
+
+    delay_s = entry.get("delay_s")
+    if delay_s is None:
+        delay_s = policy.retry_delay_s(settings, count)
+    _retry(tx, queue, seq, delay_s, reason, now)
+    return EntryResult(message_id, True, outcome="retried", detail=f"retry in {delay_s:.3f}s")
+
+
+def _touch_one(
+    conn: sqlite3.Connection,
+    queue: str,
+    settings: QueueSettings,
+    entry: dict[str, Any],
+    now: float,
+) -> EntryResult:
+    row, error = _find_lease(conn, queue, entry, now)
+    if row is None:
+        return error  # type: ignore[return-value]
+    lease_s = entry.get("visibility_timeout_s") or settings.visibility_timeout_s
+    conn.execute(sql.EXTEND_LEASE, (now + lease_s, row[0]))
+    return EntryResult(entry["id"], True, outcome="touched", reserved_until=now + lease_s)
+
+
+def _dead_rows_by_id(
+    conn: sqlite3.Connection, dlq: str, message_ids: Iterable[str]
+) -> list[tuple]:
+    _require_queue(conn, dlq)
+    rows = []
+    for message_id in message_ids:
+        row = conn.execute(sql.SELECT_DEAD_BY_ID, (dlq, message_id)).fetchone()
+        if row is None:
+            raise MessageNotFound(
+                f"no dead message with id {message_id!r} is in DLQ {dlq!r}; "
+                "nothing was redriven"
+            )
+        rows.append(row)
+    return sorted(rows)
+
+
+def _redrive_rows(tx: Transaction, rows: list[tuple], now: float) -> int:
+    moved = 0
+    for seq, message_id, source in rows:
+        target = _select_queue(tx.conn, source) if source else None
+        if target is None:
+            logger.warning(
+                "Dead message %s stays in its DLQ: source queue %r no longer exists",
+                message_id, source,
+            )
+            continue
+        expiry = now + target.settings["retention_s"]
+        tx.conn.execute(sql.REDRIVE_MESSAGE, (source, now, expiry, seq))
+        tx.wake(source)
+        moved += 1
+    return moved
+
+
+def _message_from_row(row: tuple) -> Message:
+    body = row[3] if row[4] else orjson.loads(row[3])
+    headers = orjson.loads(row[5]) if row[5] else {}
+    return Message(
+        id=row[0],
+        queue=row[1],
+        state=row[2],
+        body=body,
+        headers=headers,
+        priority=row[6],
+        group=row[7],
+        dedup_id=row[8],
+        posted_at=row[9],
+        due_at=row[10],
+        receive_count=row[11],
+        max_attempts=row[12],
+        last_error=row[13],
+        source_queue=row[14],
+        expires_at=row[15],
+        reserved_until=row[16],
+        receipt=row[17],
+    )

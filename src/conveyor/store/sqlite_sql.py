@@ -1,0 +1,224 @@
+"""Schema and named statements of the SQLite store.
+
+Tables and indexes:
+
+- `queues`: one row per queue, its settings as JSON.
+- `messages`: every stored message. `seq` (the rowid) is the post order and
+  is kept when a message moves to a DLQ and back, so FIFO order survives a
+  redrive. `state` is delayed, ready, reserved or dead. An acked message is
+  deleted; a dead-lettered one moves to its DLQ (`queue` changes and
+  `source_queue` remembers where it came from).
+  - `messages_ready`: the reserve query, highest priority first, then post
+    order. Partial, so rows in other states never enter the hot index.
+  - `messages_delayed`: finds delayed messages that became due.
+  - `messages_reserved`: finds leases that expired.
+  - `messages_group`: the head of each FIFO group.
+  - `messages_expiry`: retention.
+  - `messages_dead_source`: dead counts per source queue.
+- `dedup`: dedup ids and the message each one names, until the window ends;
+  kept after the message is acked.
+- `results`: the outcome of finished messages, until their time to live ends.
+"""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queues (
+    name        TEXT PRIMARY KEY,
+    settings    TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS messages (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    queue           TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    priority        INTEGER NOT NULL DEFAULT 0,
+    grp             TEXT,
+    dedup_id        TEXT,
+    body            BLOB NOT NULL,
+    is_binary       INTEGER NOT NULL DEFAULT 0,
+    headers         TEXT,
+    posted_at       REAL NOT NULL,
+    due_at          REAL NOT NULL,
+    reserved_until  REAL,
+    receipt         TEXT,
+    receive_count   INTEGER NOT NULL DEFAULT 0,
+    max_attempts    INTEGER,
+    last_error      TEXT,
+    source_queue    TEXT,
+    expires_at      REAL NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS messages_ready
+    ON messages (queue, priority DESC, seq) WHERE state = 'ready';
+CREATE INDEX IF NOT EXISTS messages_delayed
+    ON messages (queue, due_at) WHERE state = 'delayed';
+CREATE INDEX IF NOT EXISTS messages_reserved
+    ON messages (queue, reserved_until) WHERE state = 'reserved';
+CREATE INDEX IF NOT EXISTS messages_group
+    ON messages (queue, grp, seq) WHERE grp IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_expiry ON messages (expires_at);
+CREATE INDEX IF NOT EXISTS messages_dead_source
+    ON messages (source_queue) WHERE state = 'dead';
+
+CREATE TABLE IF NOT EXISTS dedup (
+    queue       TEXT NOT NULL,
+    dedup_id    TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    expires_at  REAL NOT NULL,
+    PRIMARY KEY (queue, dedup_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at);
+
+CREATE TABLE IF NOT EXISTS results (
+    id           TEXT PRIMARY KEY,
+    queue        TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    value        BLOB,
+    error        TEXT,
+    finished_at  REAL NOT NULL,
+    expires_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_expiry ON results (expires_at);
+"""
+
+MESSAGE_COLUMNS = (
+    "id, queue, state, body, is_binary, headers, priority, grp, dedup_id, "
+    "posted_at, due_at, receive_count, max_attempts, last_error, "
+    "source_queue, expires_at, reserved_until, receipt"
+)
+
+# Queues.
+SELECT_QUEUE = "SELECT name, settings, created_at, updated_at FROM queues WHERE name = ?"
+SELECT_QUEUES = "SELECT name, settings, created_at, updated_at FROM queues ORDER BY name"
+INSERT_QUEUE = "INSERT INTO queues (name, settings, created_at, updated_at) VALUES (?, ?, ?, ?)"
+UPDATE_QUEUE = "UPDATE queues SET settings = ?, updated_at = ? WHERE name = ?"
+DELETE_QUEUE = "DELETE FROM queues WHERE name = ?"
+DELETE_QUEUE_MESSAGES = "DELETE FROM messages WHERE queue = ?"
+DELETE_QUEUE_DEDUP = "DELETE FROM dedup WHERE queue = ?"
+
+# Post.
+SELECT_DEDUP = "SELECT message_id FROM dedup WHERE queue = ? AND dedup_id = ? AND expires_at > ?"
+UPSERT_DEDUP = (
+    "INSERT OR REPLACE INTO dedup (queue, dedup_id, message_id, expires_at) "
+    "VALUES (?, ?, ?, ?)"
+)
+INSERT_MESSAGE = (
+    "INSERT INTO messages (id, queue, state, priority, grp, dedup_id, body, "
+    "is_binary, headers, posted_at, due_at, max_attempts, expires_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+# Reserve: make due messages ready, then pick and lease them.
+PROMOTE_DUE = (
+    "UPDATE messages SET state = 'ready' "
+    "WHERE queue = ? AND state = 'delayed' AND due_at <= ?"
+)
+SELECT_EXPIRED_LEASES = (
+    "SELECT seq, id, queue, receive_count, max_attempts FROM messages "
+    "WHERE queue = ? AND state = 'reserved' AND reserved_until <= ?"
+)
+SELECT_ALL_EXPIRED_LEASES = (
+    "SELECT seq, id, queue, receive_count, max_attempts FROM messages "
+    "WHERE state = 'reserved' AND reserved_until <= ? LIMIT 1000"
+)
+SELECT_READY = (
+    "SELECT seq FROM messages WHERE queue = ? AND state = 'ready' "
+    "ORDER BY priority DESC, seq LIMIT ?"
+)
+# A FIFO message is deliverable only when no older message of its group is
+# still in the queue (ready, delayed or reserved): that keeps post order and
+# one message in flight per group.
+SELECT_READY_FIFO = (
+    "SELECT m.seq FROM messages AS m WHERE m.queue = ? AND m.state = 'ready' "
+    "AND NOT EXISTS (SELECT 1 FROM messages AS o WHERE o.queue = m.queue "
+    "AND o.grp = m.grp AND o.seq < m.seq) "
+    "ORDER BY m.priority DESC, m.seq LIMIT ?"
+)
+LEASE_MESSAGE = (
+    "UPDATE messages SET state = 'reserved', receipt = ?, reserved_until = ?, "
+    "receive_count = receive_count + 1 WHERE seq = ? "
+    f"RETURNING {MESSAGE_COLUMNS}"
+)
+
+# Ack, nack, touch: every statement checks the receipt and the lease.
+SELECT_LEASED = (
+    "SELECT seq, receive_count, max_attempts FROM messages WHERE id = ? "
+    "AND queue = ? AND state = 'reserved' AND receipt = ? AND reserved_until > ?"
+)
+SELECT_MESSAGE_QUEUE = "SELECT queue, state FROM messages WHERE id = ?"
+DELETE_MESSAGE = "DELETE FROM messages WHERE seq = ?"
+INSERT_RESULT = (
+    "INSERT OR REPLACE INTO results (id, queue, status, value, error, "
+    "finished_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+RETRY_MESSAGE = (
+    "UPDATE messages SET state = ?, due_at = ?, receipt = NULL, "
+    "reserved_until = NULL, last_error = COALESCE(?, last_error) WHERE seq = ?"
+)
+RELEASE_MESSAGE = (
+    "UPDATE messages SET state = 'ready', due_at = ?, receipt = NULL, "
+    "reserved_until = NULL, receive_count = MAX(receive_count - 1, 0) "
+    "WHERE seq = ?"
+)
+EXTEND_LEASE = "UPDATE messages SET reserved_until = ? WHERE seq = ?"
+DEAD_LETTER_MESSAGE = (
+    "UPDATE messages SET queue = ?, state = 'dead', source_queue = ?, "
+    "last_error = COALESCE(?, last_error), receipt = NULL, "
+    "reserved_until = NULL, expires_at = ? WHERE seq = ?"
+)
+
+# Redrive.
+SELECT_DEAD = (
+    "SELECT seq, id, source_queue FROM messages WHERE queue = ? AND state = 'dead' "
+    "ORDER BY seq LIMIT ?"
+)
+SELECT_DEAD_BY_ID = (
+    "SELECT seq, id, source_queue FROM messages "
+    "WHERE queue = ? AND state = 'dead' AND id = ?"
+)
+REDRIVE_MESSAGE = (
+    "UPDATE messages SET queue = ?, state = 'ready', source_queue = NULL, "
+    "receive_count = 0, due_at = ?, expires_at = ? WHERE seq = ?"
+)
+
+# Retention.
+DELETE_EXPIRED_MESSAGES = (
+    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages "
+    "WHERE expires_at <= ? LIMIT 1000)"
+)
+DELETE_EXPIRED_DEDUP = "DELETE FROM dedup WHERE expires_at <= ?"
+DELETE_EXPIRED_RESULTS = "DELETE FROM results WHERE expires_at <= ?"
+
+# Reads.
+SELECT_MESSAGE = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"
+SELECT_PEEK = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE queue = ? "
+    "ORDER BY seq LIMIT ? OFFSET ?"
+)
+SELECT_PEEK_STATE = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE queue = ? AND state = ? "
+    "ORDER BY seq LIMIT ? OFFSET ?"
+)
+SELECT_RESULT = (
+    "SELECT id, queue, status, value, error, finished_at, expires_at "
+    "FROM results WHERE id = ? AND expires_at > ?"
+)
+# Delayed messages already due count as ready: promotion happens lazily at
+# the next reserve.
+SELECT_STATE_COUNTS = (
+    "SELECT CASE WHEN state = 'delayed' AND due_at <= ?1 THEN 'ready' "
+    "ELSE state END AS s, COUNT(*), MIN(posted_at) "
+    "FROM messages WHERE queue = ?2 GROUP BY s"
+)
+SELECT_DEAD_FROM_SOURCE = (
+    "SELECT COUNT(*) FROM messages WHERE source_queue = ? AND state = 'dead' "
+    "AND queue != source_queue"
+)
+SELECT_NEXT_DUE = (
+    "SELECT MIN(due_at) FROM messages WHERE queue = ? AND state = 'delayed'"
+)
+SELECT_NEXT_LEASE_END = (
+    "SELECT MIN(reserved_until) FROM messages WHERE queue = ? AND state = 'reserved'"
+)

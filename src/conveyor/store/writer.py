@@ -1,0 +1,160 @@
+"""Group commit: one writer thread per SQLite file.
+
+Requests put operations on a queue. The writer takes every operation that has
+accumulated, runs each inside its own savepoint of one transaction, commits
+once (one fsync for the whole group with `synchronous=FULL`) and only then
+resolves each request's future. An operation that raises rolls back only its
+own savepoint; the others in the group still commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from ..errors import ConveyorError, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+MAX_GROUP_SIZE = 512
+
+
+class Transaction:
+    """What an operation gets: the connection, and queues to wake after commit."""
+
+    __slots__ = ("conn", "woken_queues")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.woken_queues: set[str] = set()
+
+    def wake(self, queue_name: str) -> None:
+        """Wake long polls on the queue once the transaction commits."""
+        self.woken_queues.add(queue_name)
+
+
+Operation = Callable[[Transaction], Any]
+
+
+class GroupCommitWriter:
+    """Runs write operations on one connection, sharing commits."""
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        on_commit: Callable[[set[str]], None],
+    ) -> None:
+        self._connect = connect
+        self._on_commit = on_commit
+        self._requests: queue.SimpleQueue[tuple[Operation, Future] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(
+            target=self._run, name="conveyor-sqlite-writer", daemon=True
+        )
+        self._closed = False
+        self._thread.start()
+
+    def submit(self, operation: Operation) -> Future:
+        """Queue an operation; the future resolves after its commit."""
+        future: Future = Future()
+        if self._closed:
+            future.set_exception(StoreUnavailable("the store is closed"))
+            return future
+        self._requests.put((operation, future))
+        return future
+
+    def close(self) -> None:
+        """Finish queued operations, then stop the writer thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._requests.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                group, stopping = self._take_group()
+                if group:
+                    self._commit_group(conn, group)
+                if stopping:
+                    return
+        finally:
+            conn.close()
+
+    def _take_group(self) -> tuple[list[tuple[Operation, Future]], bool]:
+        first = self._requests.get()
+        if first is None:
+            return [], True
+        group = [first]
+        while len(group) < MAX_GROUP_SIZE:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            if request is None:
+                return group, True
+            group.append(request)
+        return group, False
+
+    def _commit_group(
+        self, conn: sqlite3.Connection, group: list[tuple[Operation, Future]]
+    ) -> None:
+        tx = Transaction(conn)
+        outcomes: list[tuple[Future, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for operation, future in group:
+                outcomes.append((future, *self._run_one(tx, operation)))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            logger.error("Commit of %d operations failed: %s", len(group), exc)
+            self._rollback(conn)
+            error = StoreUnavailable(f"the SQLite commit failed: {exc}")
+            for _operation, future in group:
+                future.set_exception(error)
+            return
+
+        for future, result, error in outcomes:
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+        if tx.woken_queues:
+            self._on_commit(tx.woken_queues)
+
+    @staticmethod
+    def _run_one(
+        tx: Transaction, operation: Operation
+    ) -> tuple[Any, BaseException | None]:
+        conn = tx.conn
+        conn.execute("SAVEPOINT op")
+        woken_before = set(tx.woken_queues)
+        try:
+            result = operation(tx)
+        except ConveyorError as exc:
+            error: BaseException = exc
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            logger.error("Store operation failed", exc_info=True)
+            error = exc
+        else:
+            conn.execute("RELEASE op")
+            return result, None
+
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        tx.woken_queues = woken_before
+        return None, error
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
