@@ -39,7 +39,19 @@ def new_message_id() -> str:
 
 
 def prepare(message: NewMessage, index: int) -> PreparedMessage:
-    """Validate one message and encode its body for storage."""
+    """Validate one message and encode its body for storage.
+
+    Every ValidationError names the message's position in its batch.
+    """
+    try:
+        return _prepare(message, index)
+    except ValidationError as exc:
+        if "index" in exc.extra:
+            raise
+        raise ValidationError(f"message {index}: {exc.detail}", index=index) from exc
+
+
+def _prepare(message: NewMessage, index: int) -> PreparedMessage:
     body, is_binary = encode_body(message.body, index)
     if message.delay_s is not None and message.not_before is not None:
         raise ValidationError(
