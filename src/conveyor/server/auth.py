@@ -1,0 +1,59 @@
+"""Bearer-token authentication for every path except the health check."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import Unauthorized
+from .problems import PROBLEM_MEDIA_TYPE, problem_bytes
+
+OPEN_PATHS = frozenset({"/v1/health"})
+
+
+class BearerAuthMiddleware:
+    """Reject HTTP requests without `Authorization: Bearer <token>` with 401.
+
+    The token is compared with `hmac.compare_digest`, so the time taken does
+    not reveal how much of a guess was right. The token is never logged.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        await _send_unauthorized(scope, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return hmac.compare_digest(value, self._expected)
+        return False
+
+
+async def _send_unauthorized(scope: Scope, send: Send) -> None:
+    error = Unauthorized(
+        "missing or wrong bearer token; send the header "
+        "'Authorization: Bearer <token>' with the server's token"
+    )
+    body = problem_bytes(error, scope["path"])
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", b"Bearer"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

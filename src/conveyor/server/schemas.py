@@ -1,0 +1,260 @@
+"""Pydantic models of the HTTP API's requests and responses.
+
+They describe every endpoint in the OpenAPI document. The queue endpoints
+validate their bodies with them; the hot message endpoints (post, reserve,
+ack, nack, touch) parse with orjson in `wire.py` and check the same fields
+by hand, because pydantic doubled the cost of large batches. Durations are
+in seconds, times are Unix timestamps in seconds and sizes are in bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..models import STATES
+from ..validation import MAX_ENTRY_BATCH, MAX_POST_BATCH, MAX_RESERVE_BATCH, MAX_WAIT_S
+
+State = Literal[STATES]  # type: ignore[valid-type]
+
+
+class StrictModel(BaseModel):
+    """A request model: unknown fields and type coercion are rejected."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# Queues ------------------------------------------------------------------
+
+
+class QueueSettingsChanges(StrictModel):
+    """Queue settings to set; omitted ones keep their current or default value."""
+
+    type: Literal["standard", "fifo"] | None = Field(
+        None, description="standard, or fifo for per-group ordering; fixed at creation"
+    )
+    visibility_timeout_s: float | None = Field(None, description="Lease length")
+    max_attempts: int | None = Field(None, description="Deliveries before dead-lettering")
+    dead_letter_queue: str | None = Field(None, description="DLQ name; default NAME.dlq")
+    backoff_base_s: float | None = Field(None, description="First retry delay")
+    backoff_factor: float | None = Field(None, description="Growth of the retry delay")
+    backoff_cap_s: float | None = Field(None, description="Longest retry delay")
+    backoff_jitter: Literal["full", "none"] | None = Field(None, description="Retry jitter")
+    retention_s: float | None = Field(None, description="How long a message is kept")
+    max_message_size: int | None = Field(None, description="Largest message, up to 16 MiB")
+    default_delay_s: float | None = Field(None, description="Delay of new messages")
+    dedup_window_s: float | None = Field(None, description="How long a dedup id is kept")
+
+
+class QueueSettingsModel(BaseModel):
+    """The full settings of a queue."""
+
+    type: Literal["standard", "fifo"]
+    visibility_timeout_s: float
+    max_attempts: int
+    dead_letter_queue: str | None
+    backoff_base_s: float
+    backoff_factor: float
+    backoff_cap_s: float
+    backoff_jitter: Literal["full", "none"]
+    retention_s: float
+    max_message_size: int
+    default_delay_s: float
+    dedup_window_s: float
+
+
+class CreateQueueRequest(StrictModel):
+    name: str = Field(description="1 to 80 letters, digits, '_', '.' or '-'")
+    settings: QueueSettingsChanges | None = None
+    exist_ok: bool = Field(False, description="Return the existing queue instead of 409")
+
+
+class UpdateQueueRequest(StrictModel):
+    settings: QueueSettingsChanges
+
+
+class QueueInfoModel(BaseModel):
+    name: str
+    settings: QueueSettingsModel
+    created_at: float
+    updated_at: float
+
+
+class QueueList(BaseModel):
+    queues: list[QueueInfoModel]
+
+
+class QueueStatsModel(BaseModel):
+    queue: str
+    ready: int
+    delayed: int
+    reserved: int
+    dead: int = Field(description="Dead messages in this DLQ plus those that came from here")
+    oldest_ready_age_s: float | None
+
+
+class MessagesDeleted(BaseModel):
+    queue: str
+    messages_deleted: int
+
+
+# Messages ----------------------------------------------------------------
+
+
+class NewMessageModel(StrictModel):
+    """A message to post: exactly one of `body` and `body_base64`."""
+
+    body: Any = Field(None, description="Any JSON value")
+    body_base64: str | None = Field(None, description="Binary body, base64-encoded")
+    headers: dict[str, str] | None = None
+    priority: int = Field(0, description="-1000 to 1000; higher is delivered first")
+    delay_s: float | None = Field(None, description="Delay before the first delivery")
+    not_before: float | None = Field(None, description="Earliest delivery time")
+    group: str | None = Field(None, description="FIFO group; required on fifo queues")
+    dedup_id: str | None = Field(None, description="Posts with a seen id are dropped")
+    retention_s: float | None = Field(None, description="Shorter retention than the queue's")
+    max_attempts: int | None = Field(None, description="Overrides the queue's max_attempts")
+
+
+class PostRequest(StrictModel):
+    messages: list[NewMessageModel] = Field(min_length=1, max_length=MAX_POST_BATCH)
+
+
+class PostedMessage(BaseModel):
+    id: str
+    deduplicated: bool = Field(description="True when the dedup id named an earlier message")
+
+
+class PostResponse(BaseModel):
+    messages: list[PostedMessage]
+
+
+class MessageModel(BaseModel):
+    """A stored message; `body` or `body_base64` holds its body."""
+
+    id: str
+    queue: str
+    state: State
+    body: Any = None
+    body_base64: str | None = None
+    headers: dict[str, str]
+    priority: int
+    group: str | None
+    dedup_id: str | None
+    posted_at: float
+    due_at: float
+    receive_count: int
+    max_attempts: int | None
+    last_error: str | None
+    source_queue: str | None
+    expires_at: float
+    reserved_until: float | None = None
+    receipt: str | None = Field(None, description="Lease proof; only reserve returns it")
+
+
+class MessageList(BaseModel):
+    messages: list[MessageModel]
+
+
+class ReserveRequest(StrictModel):
+    max_messages: int = Field(1, ge=1, le=MAX_RESERVE_BATCH)
+    wait_s: float = Field(0.0, ge=0, le=MAX_WAIT_S, description="Long-poll wait")
+    visibility_timeout_s: float | None = Field(None, description="Lease length")
+
+
+class ReceiptEntry(StrictModel):
+    id: str
+    receipt: str = Field(description="The receipt reserve returned")
+
+
+class AckEntry(ReceiptEntry):
+    result: Any = Field(None, description="A JSON value stored as the outcome")
+    result_ttl_s: float | None = Field(None, description="Keep the result this long")
+    status: str | None = Field(None, description="Stored result status; default succeeded")
+    error: str | None = Field(None, description="Error text stored with the result")
+
+
+class NackEntry(ReceiptEntry):
+    delay_s: float | None = Field(None, description="Retry delay instead of the backoff")
+    error: str | None = Field(None, description="Kept as the message's last error")
+    dead: bool = Field(False, description="Move to the DLQ now")
+    release: bool = Field(False, description="Return now without using an attempt")
+    result: Any = Field(None, description="Stored as the result when dead-lettered")
+    result_ttl_s: float | None = None
+
+
+class TouchEntry(ReceiptEntry):
+    visibility_timeout_s: float | None = Field(None, description="New lease from now")
+
+
+class AckRequest(StrictModel):
+    entries: list[AckEntry] = Field(min_length=1, max_length=MAX_ENTRY_BATCH)
+
+
+class NackRequest(StrictModel):
+    entries: list[NackEntry] = Field(min_length=1, max_length=MAX_ENTRY_BATCH)
+
+
+class TouchRequest(StrictModel):
+    entries: list[TouchEntry] = Field(min_length=1, max_length=MAX_ENTRY_BATCH)
+
+
+class EntryResultModel(BaseModel):
+    """One entry's outcome; `error` is a problem code when `ok` is false."""
+
+    id: str
+    ok: bool
+    outcome: Literal["acked", "retried", "dead", "released", "touched"] | None = None
+    error: str | None = Field(None, description="stale-receipt or message-not-found")
+    detail: str | None = None
+    reserved_until: float | None = None
+
+
+class EntryResults(BaseModel):
+    results: list[EntryResultModel]
+
+
+class TaskResultModel(BaseModel):
+    id: str
+    queue: str
+    status: str
+    value: Any = None
+    error: str | None
+    finished_at: float
+    expires_at: float
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+# DLQ ---------------------------------------------------------------------
+
+
+class RedriveRequest(StrictModel):
+    message_ids: list[str] | None = Field(
+        None, max_length=MAX_ENTRY_BATCH, description="Move these (all or none)"
+    )
+    limit: int | None = Field(None, ge=1, description="Move at most this many, oldest first")
+
+
+class RedriveResponse(BaseModel):
+    redriven: int
+
+
+# Service -----------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document; extra members name the bad input."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
