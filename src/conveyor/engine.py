@@ -264,7 +264,7 @@ class Engine:
     ) -> Future:
         validate_queue_name(queue)
         check.check_batch("entries", entries, check.MAX_ENTRY_BATCH)
-        checked = [check.check_receipt_entry(e, i) for i, e in enumerate(entries)]
+        checked = [check.check_receipt_entry(e, i, action) for i, e in enumerate(entries)]
         operation = getattr(self.store, action)
         return operation(queue, checked, self.clock())
 

@@ -29,6 +29,15 @@ MAX_HEADER_VALUE = 4096
 MAX_ERROR_TEXT = 8192
 MAX_RESULT_TTL_S = 30 * 86_400.0
 
+# The keys each kind of receipt entry may carry.
+ENTRY_KEYS = {
+    "ack": frozenset({"id", "receipt", "result", "result_ttl_s", "status", "error"}),
+    "nack": frozenset(
+        {"id", "receipt", "delay_s", "error", "dead", "release", "result", "result_ttl_s"}
+    ),
+    "touch": frozenset({"id", "receipt", "visibility_timeout_s"}),
+}
+
 
 def new_message_id() -> str:
     """Return a new id: milliseconds since the epoch, then 64 random bits.
@@ -100,10 +109,16 @@ def check_batch(name: str, entries: Any, limit: int) -> list:
     return entries
 
 
-def check_receipt_entry(entry: Any, index: int) -> dict[str, Any]:
-    """Validate an ack, nack or touch entry and return it as a dict."""
+def check_receipt_entry(entry: Any, index: int, action: str | None = None) -> dict[str, Any]:
+    """Validate an ack, nack or touch entry and return it as a dict.
+
+    With an action, a key that action does not know raises, so a mistyped
+    option such as 'relase' cannot be silently ignored.
+    """
     if not isinstance(entry, dict):
         raise ValidationError(f"entry {index} must be an object with id and receipt")
+    if action is not None:
+        _check_entry_keys(entry, index, action)
     for field in ("id", "receipt"):
         if not isinstance(entry.get(field), str) or not entry[field]:
             raise ValidationError(
@@ -127,6 +142,17 @@ def check_receipt_entry(entry: Any, index: int) -> dict[str, Any]:
     if error is not None:
         checked["error"] = error[:MAX_ERROR_TEXT]
     return checked
+
+
+def _check_entry_keys(entry: dict[str, Any], index: int, action: str) -> None:
+    known = ENTRY_KEYS[action]
+    unknown = sorted(str(key) for key in entry if key not in known)
+    if unknown:
+        raise ValidationError(
+            f"entry {index} has unknown key {unknown[0]!r} for {action}; "
+            f"known keys are: {', '.join(sorted(known))}",
+            index=index,
+        )
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:
