@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from ..errors import ValidationError
 from ..models import EntryResult, Message, NewMessage, decode_body
+from ..validation import ENTRY_KEYS
 from .problems import MalformedRequest, validation_problem
 
 JSON_MEDIA_TYPE = "application/json"
@@ -54,25 +55,23 @@ RESERVE_FIELDS = {
     "visibility_timeout_s": _NUMBER,
 }
 
-_RECEIPT_FIELDS = {"id": _STRING, "receipt": _STRING}
+# The JSON type of every receipt entry key; validation.ENTRY_KEYS says which
+# keys each action accepts.
+_ENTRY_FIELD_TYPES = {
+    "id": _STRING,
+    "receipt": _STRING,
+    "result": _ANY,
+    "result_ttl_s": _NUMBER,
+    "status": _STRING,
+    "error": _STRING,
+    "delay_s": _NUMBER,
+    "dead": _BOOLEAN,
+    "release": _BOOLEAN,
+    "visibility_timeout_s": _NUMBER,
+}
 ENTRY_FIELDS: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
-    "ack": {
-        **_RECEIPT_FIELDS,
-        "result": _ANY,
-        "result_ttl_s": _NUMBER,
-        "status": _STRING,
-        "error": _STRING,
-    },
-    "nack": {
-        **_RECEIPT_FIELDS,
-        "delay_s": _NUMBER,
-        "error": _STRING,
-        "dead": _BOOLEAN,
-        "release": _BOOLEAN,
-        "result": _ANY,
-        "result_ttl_s": _NUMBER,
-    },
-    "touch": {**_RECEIPT_FIELDS, "visibility_timeout_s": _NUMBER},
+    action: {key: _ENTRY_FIELD_TYPES[key] for key in sorted(keys)}
+    for action, keys in ENTRY_KEYS.items()
 }
 
 

@@ -1,0 +1,49 @@
+"""The SDK's queue clients: pick a transport from a URL with `connect`.
+
+`connect("sqlite:///path.db")` returns an in-process `Engine` on the store
+file; `connect("http://host:port")` returns an `HTTPClient` for a running
+`conveyor server`. Both have the same methods (create_queue, update_queue,
+get_queue, list_queues, delete_queue, purge_queue, post, reserve, ack, nack,
+touch, redrive, peek, get_message, get_result, stats, close) with the same
+arguments, return types and exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+from ..engine import Engine
+from ..errors import ValidationError
+from .http import DEFAULT_TIMEOUT_S, HTTPClient
+
+Client = Union[Engine, HTTPClient]
+
+TOKEN_ENV = "CONVEYOR_TOKEN"
+
+
+def connect(
+    url: str, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Client:
+    """Open a queue client for a store or server URL.
+
+    `sqlite:///relative.db` and `sqlite:////absolute.db` open the store file
+    in this process (the token and timeout are not used). `http://` and
+    `https://` URLs reach a server; the token defaults to $CONVEYOR_TOKEN
+    and `timeout_s` bounds connecting and each read. The caller closes the
+    client.
+    """
+    if not isinstance(url, str):
+        raise ValidationError(f"invalid Conveyor URL {url!r}: expected a string")
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        return Engine(url)
+    if scheme in ("http", "https"):
+        return HTTPClient(url, token=token or os.environ.get(TOKEN_ENV) or None, timeout_s=timeout_s)
+    raise ValidationError(
+        f"invalid Conveyor URL {url!r}: use http://HOST:PORT for a server or "
+        "sqlite:///path/to/file.db for a store file"
+    )
+
+
+__all__ = ["Client", "HTTPClient", "connect"]
