@@ -1,0 +1,141 @@
+"""`conveyor dlq ...`: list dead messages and redrive them to their source queues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..engine import MAX_PEEK
+from ..models import DEAD
+from ..validation import MAX_ENTRY_BATCH
+from . import main
+from .common import (
+    ClientOptions,
+    age_s,
+    client_options,
+    format_duration_s,
+    open_client,
+    option,
+    preview_body,
+    print_json,
+    print_line,
+    print_table,
+    shorten,
+)
+from .messages import ERROR_PREVIEW_CHARS, message_document
+
+
+@main.group("dlq")
+def dlq_group() -> None:
+    """Inspect dead-letter queues and redrive their messages.
+
+    Each command takes either the DLQ's name or the name of a queue that
+    sends its failed messages there.
+    """
+
+
+def resolve_dlq(client: Any, name: str) -> str:
+    """Return the DLQ that NAME means: NAME itself or its dead_letter_queue.
+
+    NAME is taken as a DLQ when it is its own dead-letter queue (as every
+    automatically created DLQ is) or when it contains dead messages. Otherwise
+    the queue's `dead_letter_queue` setting names the DLQ.
+    """
+    info = client.get_queue(name)
+    dlq = info.settings.get("dead_letter_queue")
+    if dlq is None or dlq == name:
+        return name
+    if client.peek(name, limit=1, offset=0, state=DEAD):
+        return name
+    return dlq
+
+
+def _title(dlq: str, name: str) -> str:
+    return f"DLQ {dlq}" if dlq == name else f"DLQ {dlq} (of queue {name})"
+
+
+@dlq_group.command("list")
+@click.argument("queue_or_dlq")
+@option(
+    "--limit",
+    envvar="CONVEYOR_DLQ_LIMIT",
+    type=click.IntRange(1, MAX_PEEK),
+    default=20,
+    help=f"Number of dead messages to show, oldest first, at most {MAX_PEEK}.",
+)
+@option(
+    "--offset",
+    envvar="CONVEYOR_DLQ_OFFSET",
+    type=click.IntRange(0),
+    default=0,
+    help="Number of dead messages to skip, oldest first.",
+)
+@client_options
+def list_dead(options: ClientOptions, queue_or_dlq: str, limit: int, offset: int) -> None:
+    """Show the dead messages of a DLQ without leasing them."""
+    with open_client(options) as client:
+        dlq = resolve_dlq(client, queue_or_dlq)
+        messages = client.peek(dlq, limit=limit, offset=offset, state=DEAD)
+
+    if options.json_output:
+        print_json({"dlq": dlq, "messages": [message_document(m) for m in messages]})
+        return
+    print_table(
+        _title(dlq, queue_or_dlq),
+        ["ID", "Source queue", "Receives", "Age", "Last error", "Body"],
+        [
+            (
+                m.id,
+                m.source_queue,
+                m.receive_count,
+                format_duration_s(age_s(m.posted_at)),
+                shorten(m.last_error, ERROR_PREVIEW_CHARS),
+                preview_body(m.body),
+            )
+            for m in messages
+        ],
+        wrapped=("Last error", "Body"),
+    )
+
+
+@dlq_group.command("redrive")
+@click.argument("queue_or_dlq")
+@option(
+    "--id",
+    "message_ids",
+    envvar="CONVEYOR_REDRIVE_ID",
+    multiple=True,
+    show_default="every dead message",
+    help=f"Id of a dead message to redrive; repeat for more, up to {MAX_ENTRY_BATCH}. "
+    "All of them move or none. The environment twin takes space-separated ids.",
+)
+@option(
+    "--limit",
+    envvar="CONVEYOR_REDRIVE_LIMIT",
+    type=click.IntRange(1),
+    default=None,
+    show_default="no limit",
+    help="Redrive at most this many dead messages, oldest first; not with --id.",
+)
+@client_options
+def redrive(
+    options: ClientOptions, queue_or_dlq: str, message_ids: tuple[str, ...], limit: int | None
+) -> None:
+    """Move dead messages back to the queues they came from, ready at once."""
+    if message_ids and limit is not None:
+        raise click.UsageError("give either --id or --limit, not both")
+    with open_client(options) as client:
+        dlq = resolve_dlq(client, queue_or_dlq)
+        moved = client.redrive(dlq, message_ids=list(message_ids) or None, limit=limit)
+
+    if options.json_output:
+        print_json({"dlq": dlq, "redriven": moved})
+        return
+    print_line(f"Redrove {moved} messages from DLQ {dlq}.")
+    stayed = len(message_ids) - moved
+    if message_ids and stayed > 0:
+        print_line(
+            f"{stayed} messages stayed in {dlq} because their source queue no "
+            "longer exists; recreate it and redrive again."
+        )

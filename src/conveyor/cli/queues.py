@@ -1,0 +1,354 @@
+"""`conveyor queue ...`: create, list, show, update, delete and purge queues."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import click
+
+from ..errors import QueueNotFound
+from ..models import QueueInfo, QueueStats
+from ..settings import DLQ_SUFFIX, QueueSettings
+from . import main
+from .common import (
+    ClientOptions,
+    client_options,
+    format_duration_s,
+    open_client,
+    option,
+    print_json,
+    print_line,
+    print_table,
+)
+
+
+@dataclass(frozen=True)
+class SettingFlag:
+    """The command-line flag of one QueueSettings field."""
+
+    name: str
+    type: click.ParamType
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTING_FLAGS = (
+    SettingFlag(
+        "type",
+        click.Choice(["standard", "fifo"]),
+        "Queue type: standard, or fifo for in-order delivery within each message group.",
+    ),
+    SettingFlag(
+        "visibility_timeout_s",
+        click.FLOAT,
+        "Lease length in seconds: how long a reserved message stays hidden "
+        "before it is delivered again.",
+    ),
+    SettingFlag(
+        "max_attempts",
+        click.INT,
+        "Deliveries a message gets before it moves to the dead-letter queue.",
+    ),
+    SettingFlag(
+        "dead_letter_queue",
+        click.STRING,
+        "Name of the queue that receives messages after max_attempts failed "
+        "deliveries; created if missing.",
+    ),
+    SettingFlag(
+        "backoff_base_s",
+        click.FLOAT,
+        "Retry delay in seconds after the first failed attempt.",
+    ),
+    SettingFlag(
+        "backoff_factor",
+        click.FLOAT,
+        "Factor the retry delay is multiplied by after each further failed attempt.",
+    ),
+    SettingFlag("backoff_cap_s", click.FLOAT, "Maximum retry delay in seconds."),
+    SettingFlag(
+        "backoff_jitter",
+        click.Choice(["full", "none"]),
+        "Retry delay jitter: full draws the delay uniformly from 0 to the "
+        "backoff, none uses the backoff as is.",
+    ),
+    SettingFlag(
+        "retention_s",
+        click.FLOAT,
+        "Seconds a message is kept before it is deleted even if never processed.",
+    ),
+    SettingFlag(
+        "max_message_size",
+        click.INT,
+        "Maximum size of one message in bytes, body and headers together.",
+    ),
+    SettingFlag(
+        "default_delay_s",
+        click.FLOAT,
+        "Delay in seconds for messages posted without their own delay.",
+    ),
+    SettingFlag(
+        "dedup_window_s",
+        click.FLOAT,
+        "Seconds during which a repeated dedup id returns the first message "
+        "instead of posting a new one.",
+    ),
+)
+
+DEFAULT_SETTINGS = QueueSettings()
+
+
+def setting_options(envvar_prefix: str, for_update: bool) -> Callable:
+    """Add one option per queue setting, each defaulting to None (not sent).
+
+    For create, the help shows the value the queue gets when the flag is
+    omitted; for update, an omitted flag leaves the setting unchanged.
+    """
+
+    def decorate(command: Callable) -> Callable:
+        for spec in reversed(SETTING_FLAGS):
+            decorator = option(
+                spec.flag,
+                spec.name,
+                envvar=envvar_prefix + spec.name.upper(),
+                type=spec.type,
+                default=None,
+                show_default=_shown_default(spec.name, for_update),
+                help=spec.help,
+            )
+            command = decorator(command)
+        return command
+
+    return decorate
+
+
+def _shown_default(name: str, for_update: bool) -> str:
+    if for_update:
+        return "unchanged"
+    if name == "dead_letter_queue":
+        return f"NAME{DLQ_SUFFIX}"
+    return str(getattr(DEFAULT_SETTINGS, name))
+
+
+def _given_settings(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
+@main.group("queue")
+def queue_group() -> None:
+    """Create, inspect, change and delete queues."""
+
+
+# list --------------------------------------------------------------------
+
+
+@queue_group.command("list")
+@client_options
+def list_queues(options: ClientOptions) -> None:
+    """List every queue with its message counts."""
+    with open_client(options) as client:
+        rows = [(info, client.stats(info.name)) for info in client.list_queues()]
+
+    if options.json_output:
+        print_json([_queue_document(info, stats) for info, stats in rows])
+        return
+    print_table(
+        None,
+        ["Queue", "Type", "Ready", "Delayed", "Reserved", "Dead", "Oldest ready", "DLQ"],
+        [
+            (
+                info.name,
+                info.settings["type"],
+                stats.ready,
+                stats.delayed,
+                stats.reserved,
+                stats.dead,
+                format_duration_s(stats.oldest_ready_age_s),
+                _dlq_label(info),
+            )
+            for info, stats in rows
+        ],
+        wrapped=("DLQ",),
+    )
+
+
+def _dlq_label(info: QueueInfo) -> str:
+    dlq = info.settings.get("dead_letter_queue")
+    return "(itself)" if dlq == info.name else dlq or "-"
+
+
+def _queue_document(info: QueueInfo, stats: QueueStats) -> dict[str, Any]:
+    document = info.to_wire()
+    document["stats"] = stats.to_wire()
+    return document
+
+
+# create ------------------------------------------------------------------
+
+
+@queue_group.command("create")
+@click.argument("name")
+@option(
+    "--exist-ok",
+    envvar="CONVEYOR_CREATE_EXIST_OK",
+    is_flag=True,
+    default=False,
+    help="Succeed without changes when the queue exists already; its "
+    "settings are kept as they are.",
+)
+@setting_options("CONVEYOR_CREATE_", for_update=False)
+@client_options
+def create_queue(options: ClientOptions, name: str, exist_ok: bool, **settings: Any) -> None:
+    """Create queue NAME and its dead-letter queue."""
+    with open_client(options) as client:
+        existed = exist_ok and _queue_exists(client, name)
+        info = client.create_queue(name, _given_settings(settings), exist_ok=exist_ok)
+
+    if options.json_output:
+        print_json(info.to_wire())
+    elif existed:
+        print_line(f"Queue {name} exists already; its settings were not changed.")
+    else:
+        print_line(
+            f"Created {info.settings['type']} queue {name} with dead-letter "
+            f"queue {info.settings['dead_letter_queue']}."
+        )
+
+
+def _queue_exists(client: Any, name: str) -> bool:
+    try:
+        client.get_queue(name)
+    except QueueNotFound:
+        return False
+    return True
+
+
+# show --------------------------------------------------------------------
+
+
+@queue_group.command("show")
+@click.argument("name")
+@client_options
+def show_queue(options: ClientOptions, name: str) -> None:
+    """Show the settings of queue NAME and its message counts."""
+    with open_client(options) as client:
+        info = client.get_queue(name)
+        stats = client.stats(name)
+
+    if options.json_output:
+        print_json(_queue_document(info, stats))
+        return
+    print_table(
+        f"Queue {name}",
+        ["Setting", "Value"],
+        [(key, _format_setting(value)) for key, value in info.settings.items()],
+    )
+    print_table(
+        "Messages",
+        ["State", "Count"],
+        [
+            ("ready", stats.ready),
+            ("delayed", stats.delayed),
+            ("reserved", stats.reserved),
+            ("dead", stats.dead),
+            ("oldest ready age", format_duration_s(stats.oldest_ready_age_s)),
+        ],
+    )
+
+
+def _format_setting(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# update ------------------------------------------------------------------
+
+
+@queue_group.command("update")
+@click.argument("name")
+@setting_options("CONVEYOR_UPDATE_", for_update=True)
+@client_options
+def update_queue(options: ClientOptions, name: str, **settings: Any) -> None:
+    """Change settings of queue NAME; omitted settings keep their values."""
+    changes = _given_settings(settings)
+    if not changes:
+        raise click.UsageError(
+            "no setting to change: pass at least one setting flag, "
+            "for example --max-attempts 10"
+        )
+    with open_client(options) as client:
+        info = client.update_queue(name, changes)
+
+    if options.json_output:
+        print_json(info.to_wire())
+        return
+    changed = ", ".join(
+        f"{key}={_format_setting(info.settings[key])}" for key in sorted(changes)
+    )
+    print_line(f"Updated queue {name}: {changed}.")
+
+
+# delete and purge --------------------------------------------------------
+
+
+@queue_group.command("delete")
+@click.argument("name")
+@option(
+    "--yes",
+    envvar="CONVEYOR_DELETE_YES",
+    is_flag=True,
+    default=False,
+    help="Delete without asking for confirmation.",
+)
+@client_options
+def delete_queue(options: ClientOptions, name: str, yes: bool) -> None:
+    """Delete queue NAME and all its messages; its DLQ is kept."""
+    with open_client(options) as client:
+        info = client.get_queue(name)
+        if not yes:
+            click.confirm(
+                f"Delete queue {name} and all its messages?", abort=True, err=True
+            )
+        removed = client.delete_queue(name)
+
+    if options.json_output:
+        print_json({"queue": name, "deleted_messages": removed})
+        return
+    print_line(f"Deleted queue {name} and its {removed} messages.")
+    dlq = info.settings.get("dead_letter_queue")
+    if dlq and dlq != name:
+        print_line(f"Its dead-letter queue {dlq} was kept; delete it separately.")
+
+
+@queue_group.command("purge")
+@click.argument("name")
+@option(
+    "--yes",
+    envvar="CONVEYOR_PURGE_YES",
+    is_flag=True,
+    default=False,
+    help="Purge without asking for confirmation.",
+)
+@client_options
+def purge_queue(options: ClientOptions, name: str, yes: bool) -> None:
+    """Delete every message of queue NAME and keep the queue."""
+    with open_client(options) as client:
+        client.get_queue(name)
+        if not yes:
+            click.confirm(
+                f"Delete every message of queue {name}?", abort=True, err=True
+            )
+        removed = client.purge_queue(name)
+
+    if options.json_output:
+        print_json({"queue": name, "purged_messages": removed})
+        return
+    print_line(f"Purged queue {name}: {removed} messages deleted.")
+
