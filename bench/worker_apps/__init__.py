@@ -9,6 +9,9 @@ variables before it imports them or starts a worker.
 import os
 
 BROKER_URL_ENV = "BENCH_BROKER_URL"
+CONVEYOR_URL_ENV = "BENCH_CONVEYOR_URL"
+HUEY_STORAGE_ENV = "BENCH_HUEY_STORAGE"  # "sqlite" or "redis"
+HUEY_SQLITE_PATH_ENV = "BENCH_HUEY_SQLITE_PATH"
 QUEUE_NAME = "bench"
 
 

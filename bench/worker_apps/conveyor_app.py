@@ -5,9 +5,7 @@ import os
 from conveyor import Conveyor
 
 from probe import worker_probe
-from worker_apps import QUEUE_NAME
-
-CONVEYOR_URL_ENV = "BENCH_CONVEYOR_URL"
+from worker_apps import CONVEYOR_URL_ENV, QUEUE_NAME
 
 app = Conveyor(os.environ[CONVEYOR_URL_ENV])
 

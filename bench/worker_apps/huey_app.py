@@ -9,20 +9,17 @@ import os
 from huey import RedisHuey, SqliteHuey
 
 from probe import worker_probe
-from worker_apps import QUEUE_NAME, broker_url
-
-STORAGE_ENV = "BENCH_HUEY_STORAGE"
-SQLITE_PATH_ENV = "BENCH_HUEY_SQLITE_PATH"
+from worker_apps import HUEY_SQLITE_PATH_ENV, HUEY_STORAGE_ENV, QUEUE_NAME, broker_url
 
 
 def _build_huey():
-    storage = os.environ.get(STORAGE_ENV)
+    storage = os.environ.get(HUEY_STORAGE_ENV)
     # results=False because the other systems store no results either.
     if storage == "sqlite":
-        return SqliteHuey(QUEUE_NAME, filename=os.environ[SQLITE_PATH_ENV], results=False)
+        return SqliteHuey(QUEUE_NAME, filename=os.environ[HUEY_SQLITE_PATH_ENV], results=False)
     if storage == "redis":
         return RedisHuey(QUEUE_NAME, url=broker_url(), results=False)
-    raise RuntimeError(f"invalid {STORAGE_ENV}={storage!r}: expected 'sqlite' or 'redis'")
+    raise RuntimeError(f"invalid {HUEY_STORAGE_ENV}={storage!r}: expected 'sqlite' or 'redis'")
 
 
 huey = _build_huey()

@@ -1,0 +1,163 @@
+"""Conveyor: its HTTP server on a SQLite store and its worker CLI.
+
+This adapter follows the planned interface: ``conveyor server --store
+sqlite:///PATH --port P``, ``conveyor worker MODULE:APP --queues Q --concurrency
+N``, and the SDK's ``task.enqueue(*args)`` and ``task.enqueue_many([(args,
+kwargs), ...])``. Any failure to import or start Conveyor raises
+SystemUnavailable, so the runner reports it and goes on with the other systems.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+from peers.base import Peer, SystemUnavailable, venv_script
+from procs import BENCH_DIR, ProcessGroup
+from worker_apps import CONVEYOR_URL_ENV, QUEUE_NAME
+
+# The planned client posts at most 1000 messages per request.
+BATCH_SIZE = 1000
+SERVER_START_TIMEOUT_SECONDS = 30.0
+
+
+class ConveyorPeer(Peer):
+    name = "conveyor"
+    label = "Conveyor (SQLite store)"
+    packages = ("conveyor",)
+    batch_api = f"task.enqueue_many([(args, {{}}), ...]) in chunks of {BATCH_SIZE}"
+    uses_redis_broker = False
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.server: ProcessGroup | None = None
+        self.port: int | None = None
+        self.store_generation = 0
+
+    def versions(self) -> dict[str, str]:
+        found = super().versions()
+        found["conveyor commit"] = _git_commit()
+        return found
+
+    def settings(self) -> dict[str, object]:
+        return {
+            "server": "conveyor server --store sqlite:///PATH --port PORT",
+            "worker": f"conveyor worker worker_apps.conveyor_app:app --queues {QUEUE_NAME} "
+            f"--concurrency {self.ctx.concurrency}",
+            "pool": f"one worker process with --concurrency {self.ctx.concurrency}, "
+            "plus the server process",
+            "options": "store file in a fresh temporary directory; default server settings",
+        }
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker_env(self) -> dict[str, str]:
+        env = super().worker_env()
+        env[CONVEYOR_URL_ENV] = self.url
+        return env
+
+    def setup(self) -> None:
+        super().setup()
+        try:
+            import conveyor  # noqa: F401
+        except ImportError as error:
+            raise SystemUnavailable(f"cannot import conveyor: {error}") from error
+        self._start_server()
+
+    def _start_server(self) -> None:
+        """Start a server on a new store file and a free port, then load the app against it."""
+        self.store_generation += 1
+        store_path = self.ctx.work_dir / f"conveyor-{self.store_generation}.db"
+        self.port = _free_loopback_port()
+        argv = [
+            venv_script("conveyor"), "server",
+            "--store", f"sqlite:///{store_path}",
+            "--port", str(self.port),
+        ]
+        self.server = ProcessGroup(
+            "conveyor server", argv, {}, self.ctx.log_dir / "conveyor-server.log"
+        )
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+        while not _port_open(self.port):
+            try:
+                self.server.check_running()
+            except RuntimeError as error:
+                raise SystemUnavailable(str(error)) from error
+            if time.monotonic() > deadline:
+                raise SystemUnavailable(
+                    f"conveyor server did not listen on port {self.port} within "
+                    f"{SERVER_START_TIMEOUT_SECONDS:.0f} s; log {self.server.log_path}:\n"
+                    f"{self.server.log_tail()}"
+                )
+            time.sleep(0.1)
+        try:
+            module = self.import_app("worker_apps.conveyor_app")
+        except Exception as error:
+            raise SystemUnavailable(f"cannot load the Conveyor app: {error!r}") from error
+        self.app = module.app
+        self.tasks = {"noop": module.noop, "record_latency": module.record_latency}
+
+    def _stop_server(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            server.stop()
+
+    def post_one(self, task: str, args: tuple) -> None:
+        self.tasks[task].enqueue(*args)
+
+    def post_batch(self, task: str, args_list: list[tuple]) -> None:
+        task_object = self.tasks[task]
+        for start in range(0, len(args_list), BATCH_SIZE):
+            chunk = args_list[start:start + BATCH_SIZE]
+            task_object.enqueue_many([(args, {}) for args in chunk])
+
+    def purge(self) -> None:
+        # NOTE: the planned API has no purge call, so the store is replaced by a
+        # fresh server on a new file instead.
+        self._stop_server()
+        self._start_server()
+
+    def worker_argv(self) -> list[str]:
+        return [
+            venv_script("conveyor"), "worker",
+            "worker_apps.conveyor_app:app",
+            "--queues", QUEUE_NAME,
+            "--concurrency", str(self.ctx.concurrency),
+        ]
+
+    def check_workers(self) -> None:
+        super().check_workers()
+        if self.server is not None:
+            self.server.check_running()
+
+    def cleanup(self) -> None:
+        self.stop_workers()
+        self._stop_server()
+        super().cleanup()
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _git_commit() -> str:
+    git = shutil.which("git")
+    if git is None:
+        return "unknown (git not found)"
+    result = subprocess.run(
+        [git, "rev-parse", "--short", "HEAD"],
+        cwd=BENCH_DIR.parent, capture_output=True, text=True, check=False,
+    )
+    return result.stdout.strip() or "unknown"

@@ -1,0 +1,328 @@
+"""Benchmark Conveyor and its peers on this machine in one run.
+
+Runs three workloads for each selected system, one system at a time: W1 post
+throughput, W2 drain of pre-posted no-op tasks and W3 pickup latency at a steady
+rate. Writes the results as JSON and renders docs/benchmarks.md from them.
+Start it with bench/run.sh, which prepares the virtual environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
+from rich.logging import RichHandler
+
+from peers import PEERS, load_peer_class
+from peers.base import BenchContext, SystemUnavailable
+from probe import Probe
+from procs import BENCH_DIR
+import report
+import workloads
+
+log = logging.getLogger("bench")
+console = workloads.console
+
+DEFAULT_SYSTEMS = list(PEERS)
+# Offset of each system's broker database from --redis-db-base. Fixed per system
+# so that a database always contains the same system's keys.
+# The two Dramatiq variants share one database, which is flushed between systems.
+REDIS_DB_OFFSETS = {"celery": 0, "dramatiq": 1, "dramatiq-1thread": 1, "rq": 2, "huey-redis": 3}
+PROBE_DB_OFFSET = 4
+FULL_SIZES = {"n": 20000, "post_n": 10000, "latency_seconds": 10.0}
+QUICK_SIZES = {"n": 2000, "post_n": 1000, "latency_seconds": 3.0}
+RESULTS_DIR = BENCH_DIR / "results"
+DOCS_PATH = BENCH_DIR.parent / "docs" / "benchmarks.md"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Measure post throughput, drain rate and pickup latency of "
+        "Conveyor and its peers on this machine.",
+    )
+    parser.add_argument(
+        "--systems", default=",".join(DEFAULT_SYSTEMS),
+        help=f"comma-separated systems to run, in order (default: all of {', '.join(PEERS)})",
+    )
+    parser.add_argument("--n", type=int, default=None,
+                        help="W2: no-op tasks posted before the workers start (default: 20000)")
+    parser.add_argument("--post-n", type=int, default=None,
+                        help="W1: messages posted per mode, one per call and batched (default: 10000)")
+    parser.add_argument("--batch-size", type=int, default=1000,
+                        help="messages per batch post call in W1 and W2 (default: 1000)")
+    parser.add_argument("--latency-rate", type=float, default=200.0,
+                        help="W3: tasks posted per second (default: 200)")
+    parser.add_argument("--latency-seconds", type=float, default=None,
+                        help="W3: seconds of posting at that rate (default: 10)")
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1,
+                        help="worker processes per system (default: the number of CPUs, "
+                        f"{os.cpu_count()} here)")
+    parser.add_argument("--drain-timeout", type=float, default=300.0,
+                        help="W2: seconds to wait for the drain before giving up (default: 300)")
+    parser.add_argument("--settle-timeout", type=float, default=60.0,
+                        help="W3: seconds to wait for the last tasks after posting stops (default: 60)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run with smaller defaults (--n 2000, --post-n 1000, "
+                        "--latency-seconds 3), results to bench/results/quick.json and no "
+                        "docs update; explicit options still apply")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379",
+                        help="Redis server on a loopback address, without a database number "
+                        "(default: redis://127.0.0.1:6379)")
+    parser.add_argument("--redis-db-base", type=int, default=10,
+                        help="first of the 5 Redis databases the benchmark flushes and uses "
+                        "(default: 10, so databases 10-14)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="results file (default: bench/results/latest.json, "
+                        "or quick.json with --quick)")
+    parser.add_argument("--docs", type=Path, default=None,
+                        help="Markdown page to render (default: docs/benchmarks.md; "
+                        "not written with --quick unless given)")
+    parser.add_argument("--no-docs", action="store_true", help="do not render the Markdown page")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    args = parser.parse_args(argv)
+
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    for option, value in sizes.items():
+        if getattr(args, option) is None:
+            setattr(args, option, value)
+    if args.json is None:
+        args.json = RESULTS_DIR / ("quick.json" if args.quick else "latest.json")
+    if args.docs is None and not args.quick:
+        args.docs = DOCS_PATH
+    if args.no_docs:
+        args.docs = None
+
+    args.systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    unknown = [name for name in args.systems if name not in PEERS]
+    if unknown:
+        parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
+    for option in ("n", "post_n", "batch_size", "concurrency"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1")
+    if args.latency_rate <= 0 or args.latency_seconds <= 0:
+        parser.error("--latency-rate and --latency-seconds must be positive")
+    try:
+        validate_loopback_redis_url(args.redis_url)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def validate_loopback_redis_url(url: str) -> None:
+    """Raise ValueError unless ``url`` is a redis:// URL on a loopback address without a database."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        raise ValueError(f"invalid --redis-url {url!r}: expected redis://HOST:PORT")
+    if parts.path.strip("/"):
+        raise ValueError(f"invalid --redis-url {url!r}: leave out the database number, "
+                         "use --redis-db-base instead")
+    host = parts.hostname or ""
+    if host != "localhost":
+        try:
+            is_loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            is_loopback = False
+        if not is_loopback:
+            raise ValueError(f"invalid --redis-url {url!r}: the benchmark only loads "
+                             "loopback addresses such as 127.0.0.1")
+
+
+def machine_info(redis_url: str) -> dict:
+    cpu_model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    except OSError:
+        pass
+    client = redis.Redis.from_url(redis_url)
+    try:
+        redis_version = client.info("server").get("redis_version", "unknown")
+        persistence = client.config_get("appendonly")
+        persistence.update(client.config_get("appendfsync"))
+        persistence.update(client.config_get("save"))
+    finally:
+        client.close()
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "memory_gib": memory_gib,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "redis_server": redis_version,
+        # CONFIG GET values, which show whether Redis writes anything to disk.
+        "redis_persistence": persistence,
+        "sqlite": sqlite3.sqlite_version,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadOptions,
+               work_root: Path, log_dir: Path) -> dict:
+    """Run W1-W3 for one system and return its result record, also after a failure."""
+    db_base = args.redis_db_base
+    ctx = BenchContext(
+        redis_url=args.redis_url,
+        broker_db=db_base + REDIS_DB_OFFSETS.get(name, 0),
+        probe_url=f"{args.redis_url.rstrip('/')}/{db_base + PROBE_DB_OFFSET}",
+        probe_prefix=f"conveyor-bench:probe:{name}",
+        concurrency=args.concurrency,
+        work_dir=work_root / name,
+        log_dir=log_dir,
+    )
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    record: dict = {"status": "running"}
+    probe = Probe(ctx.probe_url, ctx.probe_prefix)
+    peer = None
+    started = time.monotonic()
+    try:
+        peer_class = load_peer_class(name)
+        peer = peer_class(ctx)
+        record["label"] = peer.label
+        record["versions"] = peer.versions()
+        record["settings"] = peer.settings()
+        record["batch_api"] = peer.batch_api
+        console.print(f"[bold]{peer.label}[/bold]: setting up")
+        peer.setup()
+
+        record["w1_post"] = workloads.measure_post(peer, options)
+        console.print(f"  W1 post: {record['w1_post']['single']['messages_per_second']:,.0f} msg/s "
+                      f"one per call, {record['w1_post']['batch']['messages_per_second']:,.0f} "
+                      "msg/s batched")
+
+        record["w2_drain"] = workloads.measure_drain(peer, probe, options)
+        console.print(f"  W2 drain: {record['w2_drain']['tasks_per_second'] or 0:,.0f} tasks/s "
+                      f"({record['w2_drain']['completed']} of {record['w2_drain']['tasks']})")
+        if record["w2_drain"].get("timed_out"):
+            # Leftover no-op tasks would delay the latency tasks, so start W3 on an
+            # empty queue.
+            peer.stop_workers()
+            peer.purge()
+            peer.start_workers()
+
+        record["w3_latency"] = workloads.measure_latency(peer, probe, options)
+        console.print(f"  W3 latency: p50 {record['w3_latency']['p50_ms']:.1f} ms, "
+                      f"p99 {record['w3_latency']['p99_ms']:.1f} ms")
+        record["status"] = "ok"
+    except SystemUnavailable as error:
+        record["status"] = "not available"
+        record["error"] = str(error)
+        console.print(f"  [yellow]not available:[/yellow] {error}")
+    except Exception as error:
+        record["status"] = "failed"
+        record["error"] = f"{type(error).__name__}: {error}"
+        log.error("%s failed:\n%s", name, traceback.format_exc())
+    finally:
+        if peer is not None:
+            try:
+                peer.cleanup()
+            except Exception:
+                log.exception("cleanup of %s failed; check for leftover processes", name)
+        try:
+            probe.reset()
+        finally:
+            probe.client.close()
+        record["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    return record
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"received signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    # SIGTERM unwinds like Ctrl-C, so every system's cleanup still stops its workers.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+    options = workloads.WorkloadOptions(
+        drain_n=args.n,
+        post_n=args.post_n,
+        batch_size=args.batch_size,
+        latency_rate=args.latency_rate,
+        latency_seconds=args.latency_seconds,
+        drain_timeout=args.drain_timeout,
+        settle_timeout=args.settle_timeout,
+    )
+    try:
+        machine = machine_info(args.redis_url)
+    except redis.ConnectionError as error:
+        log.error("cannot connect to Redis at %s: %s; start redis-server or pass --redis-url",
+                  args.redis_url, error)
+        return 2
+    results = {
+        "machine": machine,
+        "run": {
+            "quick": args.quick,
+            "systems": args.systems,
+            "concurrency": args.concurrency,
+            "w1_post_n": args.post_n,
+            "w2_n": args.n,
+            "batch_size": args.batch_size,
+            "w3_rate": args.latency_rate,
+            "w3_seconds": args.latency_seconds,
+            "command": " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        },
+        "systems": {},
+    }
+    console.print(f"Benchmark of {', '.join(args.systems)} on {results['machine']['nproc']} CPUs "
+                  f"({results['machine']['cpu_model']}), concurrency {args.concurrency}")
+
+    log_dir = RESULTS_DIR / "logs"
+    work_root = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+    started = time.monotonic()
+    try:
+        for name in args.systems:
+            results["systems"][name] = run_system(name, args, options, work_root, log_dir)
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
+    results["run"]["elapsed_seconds"] = round(time.monotonic() - started, 1)
+
+    write_json(args.json, results)
+    console.print(f"Results written to {args.json}")
+    if args.docs is not None:
+        args.docs.parent.mkdir(parents=True, exist_ok=True)
+        args.docs.write_text(report.render(results))
+        console.print(f"Report written to {args.docs}")
+    return 0 if all(r["status"] in ("ok", "not available") for r in results["systems"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The three workloads, run against one peer: post throughput, drain, pickup latency."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from peers.base import Peer
+from probe import Probe
+
+log = logging.getLogger("bench")
+console = Console(stderr=True)
+
+POLL_INTERVAL_SECONDS = 0.05
+# Interval of the plain progress lines printed when stderr is not a terminal.
+PROGRESS_LINE_SECONDS = 15.0
+LATENCY_WARMUP_TASKS = 20
+# W3 counts a system as behind the posting rate when its last task finishes this
+# long after the last post.
+FELL_BEHIND_SECONDS = 1.0
+
+
+@dataclass
+class WorkloadOptions:
+    drain_n: int  # W2: tasks posted before the workers start
+    post_n: int  # W1: messages posted in each of the single and batch modes
+    batch_size: int  # messages per post_batch call
+    latency_rate: float  # W3: tasks per second
+    latency_seconds: float  # W3: how long to post at that rate
+    drain_timeout: float  # W2: seconds to wait for all tasks to finish
+    settle_timeout: float  # W3: seconds to wait for the last tasks after posting stops
+
+
+class WorkloadTimeout(RuntimeError):
+    """Tasks did not finish within the allowed time."""
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("  {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        # Outside a terminal the bars are off. The runner's per-workload lines
+        # and the drain's periodic lines still show progress.
+        disable=not console.is_terminal,
+    )
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def measure_post(peer: Peer, options: WorkloadOptions) -> dict:
+    """W1: time posting ``post_n`` no-op messages one per call, then in batches.
+
+    Workers are stopped, so the numbers cover only the enqueue path. The queue is
+    purged after each mode.
+    """
+    count = options.post_n
+    results = {}
+    with _progress() as progress:
+        bar = progress.add_task("W1 post one per call", total=count)
+        started = time.perf_counter()
+        for index in range(count):
+            peer.post_one("noop", (index,))
+            if index % 200 == 0:
+                progress.update(bar, completed=index)
+        seconds = time.perf_counter() - started
+        results["single"] = _rate_record(count, seconds)
+        peer.purge()
+
+        args_list = [(index,) for index in range(count)]
+        bar = progress.add_task(f"W1 post in batches of {options.batch_size}", total=count)
+        started = time.perf_counter()
+        for chunk in _chunks(args_list, options.batch_size):
+            peer.post_batch("noop", chunk)
+            progress.advance(bar, len(chunk))
+        seconds = time.perf_counter() - started
+        results["batch"] = _rate_record(count, seconds)
+        results["batch"]["batch_size"] = options.batch_size
+        peer.purge()
+    return results
+
+
+def _rate_record(count: int, seconds: float) -> dict:
+    return {
+        "messages": count,
+        "seconds": round(seconds, 4),
+        "messages_per_second": round(count / seconds, 1),
+    }
+
+
+def measure_drain(peer: Peer, probe: Probe, options: WorkloadOptions) -> dict:
+    """W2: post ``drain_n`` no-op tasks, start the workers and time the drain.
+
+    The rate is ``drain_n`` divided by the time from the first task body to the
+    last, both recorded by the probe, so worker start-up is excluded. Leaves the
+    workers running for W3.
+    """
+    total = options.drain_n
+    probe.reset()
+    with _progress() as progress:
+        bar = progress.add_task("W2 pre-post", total=total)
+        started = time.perf_counter()
+        for chunk in _chunks([(index,) for index in range(total)], options.batch_size):
+            peer.post_batch("noop", chunk)
+            progress.advance(bar, len(chunk))
+        post_seconds = time.perf_counter() - started
+
+        bar = progress.add_task("W2 drain", total=total)
+        workers_started_at = time.time()
+        peer.start_workers()
+        deadline = time.monotonic() + options.drain_timeout
+        done = 0
+        next_line_at = time.monotonic() + PROGRESS_LINE_SECONDS
+        while done < total:
+            peer.check_workers()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(POLL_INTERVAL_SECONDS)
+            done = probe.done_count()
+            progress.update(bar, completed=done)
+            if progress.disable and time.monotonic() > next_line_at:
+                console.print(f"  W2 drain: {done:,} of {total:,} tasks done")
+                next_line_at += PROGRESS_LINE_SECONDS
+
+    window = probe.done_window()
+    record = {
+        "tasks": total,
+        "completed": done,
+        "pre_post_seconds": round(post_seconds, 3),
+    }
+    if window is None:
+        raise WorkloadTimeout(
+            f"W2: no task finished within {options.drain_timeout:.0f} s of starting the workers"
+        )
+    first, last = window
+    record["drain_seconds"] = round(last - first, 4)
+    record["tasks_per_second"] = round(done / (last - first), 1) if last > first else None
+    record["start_to_first_task_seconds"] = round(first - workers_started_at, 3)
+    if done < total:
+        record["timed_out"] = True
+        log.warning("W2: only %d of %d tasks finished within %.0f s",
+                    done, total, options.drain_timeout)
+    return record
+
+
+def measure_latency(peer: Peer, probe: Probe, options: WorkloadOptions) -> dict:
+    """W3: post tasks at a steady rate to running workers and record pickup latency.
+
+    Each task carries ``time.time()`` taken just before its post call and stores
+    the difference to the time its body starts, so the post call itself is part
+    of the latency. Posts follow a fixed schedule. When a post call falls behind
+    that schedule, the next posts go out at once to catch up.
+    """
+    _warm_up(peer, probe, options)
+
+    total = int(round(options.latency_rate * options.latency_seconds))
+    interval = 1.0 / options.latency_rate
+    with _progress() as progress:
+        bar = progress.add_task(f"W3 post at {options.latency_rate:g}/s", total=total)
+        started = time.perf_counter()
+        for index in range(total):
+            delay = started + index * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            peer.post_one("record_latency", (time.time(),))
+            if index % 20 == 0:
+                progress.update(bar, completed=index)
+        post_seconds = time.perf_counter() - started
+        posting_ended = time.perf_counter()
+        _wait_for_latencies(peer, probe, total, options.settle_timeout)
+        settle_seconds = time.perf_counter() - posting_ended
+
+    latencies_ms = sorted(value * 1000.0 for value in probe.latencies())
+    percentiles = statistics.quantiles(latencies_ms, n=100, method="inclusive")
+    return {
+        "tasks": total,
+        "target_rate": options.latency_rate,
+        "achieved_post_rate": round(total / post_seconds, 1),
+        "p50_ms": round(percentiles[49], 2),
+        "p90_ms": round(percentiles[89], 2),
+        "p99_ms": round(percentiles[98], 2),
+        "max_ms": round(latencies_ms[-1], 2),
+        # Time from the last post to the last recorded latency, measured by
+        # polling every POLL_INTERVAL_SECONDS. Well above that interval means the
+        # workers fell behind the posting rate.
+        "settle_seconds": round(settle_seconds, 3),
+        "fell_behind": settle_seconds > FELL_BEHIND_SECONDS,
+    }
+
+
+def _warm_up(peer: Peer, probe: Probe, options: WorkloadOptions) -> None:
+    """Run a few latency tasks first, so connection set-up is not measured."""
+    probe.reset()
+    for _ in range(LATENCY_WARMUP_TASKS):
+        peer.post_one("record_latency", (time.time(),))
+    _wait_for_latencies(peer, probe, LATENCY_WARMUP_TASKS, options.settle_timeout)
+    probe.reset()
+
+
+def _wait_for_latencies(peer: Peer, probe: Probe, expected: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while probe.latency_count() < expected:
+        peer.check_workers()
+        if time.monotonic() > deadline:
+            raise WorkloadTimeout(
+                f"W3: {probe.latency_count()} of {expected} latency tasks finished "
+                f"within {timeout:.0f} s"
+            )
+        time.sleep(POLL_INTERVAL_SECONDS)
