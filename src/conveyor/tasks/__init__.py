@@ -1,0 +1,8 @@
+"""The task framework: register functions as tasks, enqueue calls, read results."""
+
+from .app import Conveyor
+from .handle import TaskHandle
+from .options import Backoff, EnqueueOptions
+from .task import Task, TaskWithOptions
+
+__all__ = ["Backoff", "Conveyor", "EnqueueOptions", "Task", "TaskWithOptions", "TaskHandle"]

@@ -1,0 +1,170 @@
+"""Conveyor: the application object that registers tasks and holds the client."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+from typing import Any, Callable, overload
+
+from ..client import connect
+from ..errors import ValidationError
+from ..settings import validate_queue_name
+from .handle import TaskHandle
+from .options import (
+    DEFAULT_RESULT_TTL_S,
+    build_backoff,
+    check_max_attempts,
+    check_permanent_errors,
+    check_priority,
+    check_result_ttl_s,
+    check_timeout_s,
+)
+from .task import Task
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_QUEUE = "default"
+
+class Conveyor:
+    """A task application: a registry of tasks and a connection to queues.
+
+    `url` is the queue service (`http://host:port`) or a store file
+    (`sqlite:///path.db`, used in-process); it defaults to the CONVEYOR_URL
+    environment variable, then http://127.0.0.1:8080. `token` defaults to
+    CONVEYOR_TOKEN. The client opens on first use.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+        self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
+        self.token = token if token is not None else os.environ.get("CONVEYOR_TOKEN")
+        self.tasks: dict[str, Task] = {}
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._known_queues: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<Conveyor {self.url} tasks={len(self.tasks)}>"
+
+    # Client --------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The queue client (Engine or HTTP client), opened on first use."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = connect(self.url, self.token)
+                client = self._client
+        return client
+
+    def configure(self, url: str | None = None, token: str | None = None) -> None:
+        """Point the app at another queue service; closes an open client."""
+        with self._lock:
+            if url is not None:
+                self.url = url
+            if token is not None:
+                self.token = token
+            client, self._client = self._client, None
+            self._known_queues.clear()
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        """Close the client; the next use opens a new one."""
+        self.configure()
+
+    def ensure_queue(self, queue: str) -> None:
+        """Create the queue if it is missing, once per process and queue."""
+        if queue in self._known_queues:
+            return
+        self.client.create_queue(queue, exist_ok=True)
+        self._known_queues.add(queue)
+
+    def handle(self, message_id: str) -> TaskHandle:
+        """Return a handle for a task message id stored elsewhere."""
+        return TaskHandle(self, message_id)
+
+    def queues(self) -> list[str]:
+        """Return the queues of the registered tasks, sorted."""
+        return sorted({task.queue for task in self.tasks.values()})
+
+    # Task registration ----------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[..., Any], /) -> Task: ...
+
+    @overload
+    def task(self, /, **options: Any) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Register a function as a task: `@app.task` or `@app.task(...)`.
+
+        Options: queue ("default"), name (default `module.qualname`; a
+        function in a script run as `__main__` gets `__main__.NAME`, which a
+        worker importing the module will not find), max_attempts (None: the
+        queue's), backoff (a Backoff or a dict of base_s, factor, cap_s;
+        None: the queue's), timeout_s (None: no limit), result_ttl_s (86400;
+        0 keeps no result), permanent_errors (exception classes that go to
+        the DLQ without retries), priority (0, from -1000 to 1000).
+        Invalid options raise ValidationError now.
+        """
+        if fn is None:
+            return lambda function: self._register(function, **options)
+        return self._register(fn, **options)
+
+    def _register(
+        self,
+        fn: Callable[..., Any],
+        queue: str = DEFAULT_QUEUE,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        backoff: Any = None,
+        timeout_s: float | None = None,
+        result_ttl_s: float = DEFAULT_RESULT_TTL_S,
+        permanent_errors: Any = (),
+        priority: int = 0,
+    ) -> Task:
+        name = name if name is not None else _default_name(fn)
+        _check_function(fn, name)
+        validate_queue_name(queue)
+        task = Task(
+            app=self,
+            fn=fn,
+            name=name,
+            queue=queue,
+            max_attempts=check_max_attempts(name, max_attempts),
+            backoff=build_backoff(name, backoff),
+            timeout_s=check_timeout_s(name, timeout_s),
+            result_ttl_s=check_result_ttl_s(name, result_ttl_s),
+            permanent_errors=check_permanent_errors(name, permanent_errors),
+            priority=check_priority(priority),
+        )
+        with self._lock:
+            if name in self.tasks:
+                raise ValidationError(
+                    f"task name {name!r} is already registered; give one of the "
+                    "functions another name with @app.task(name=...)"
+                )
+            self.tasks[name] = task
+        return task
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None) or "unknown"
+    return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _check_function(fn: Any, name: str) -> None:
+    if not callable(fn):
+        raise ValidationError(f"task {name!r} must decorate a function, not {fn!r}")
+    if not isinstance(name, str) or not 1 <= len(name) <= 200:
+        raise ValidationError(f"invalid task name {name!r}: use 1 to 200 characters")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ValidationError(
+            f"task {name!r} is a generator function; a task must return one "
+            "JSON value, so return a list instead of yielding"
+        )

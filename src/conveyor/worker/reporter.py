@@ -1,0 +1,245 @@
+"""The reporter: sends acks, nacks and releases in batches and logs each
+task's end once the queue service has confirmed it.
+
+Outcomes collect in an outbox. A flusher thread sends them when
+FLUSH_BATCH are waiting or FLUSH_INTERVAL_S after the first one arrived,
+grouped per queue into calls of up to 1000 entries. If the service cannot
+be reached, the outcomes stay and are retried with a capped backoff until
+their lease ends: after that the service has already counted the attempt
+as failed, so sending the outcome would only fail with a stale receipt.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Reject, TaskTimeout
+from ..models import EntryResult
+from ..validation import MAX_ENTRY_BATCH
+from .jobs import ACK, NACK, RELEASE, Outcome
+from .transient import RetryState, is_transient
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+logger = logging.getLogger(__name__)
+
+FLUSH_BATCH = 100
+FLUSH_INTERVAL_S = 0.005
+
+
+class Reporter:
+    """The outbox of finished jobs and the thread that flushes it."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._client = worker.client
+        self._cond = threading.Condition()
+        self._outbox: list[Outcome] = []
+        self._retries: list[Outcome] = []
+        self._retry_at = 0.0
+        self._retry_state = RetryState("Sending acks and nacks")
+        self._closing = False
+        self._close_deadline = 0.0
+        self._thread = threading.Thread(target=self._run, name="conveyor-reporter", daemon=True)
+        self.released = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, outcome: Outcome) -> None:
+        with self._cond:
+            self._outbox.append(outcome)
+            size = len(self._outbox)
+            if size == 1 or size >= FLUSH_BATCH:
+                self._cond.notify()
+
+    def close(self, timeout_s: float) -> int:
+        """Flush everything, retrying for up to timeout_s; return how many were not sent."""
+        with self._cond:
+            self._closing = True
+            self._close_deadline = time.monotonic() + timeout_s
+            self._cond.notify()
+        self._thread.join(timeout_s + 5.0)
+        return len(self._outbox) + len(self._retries)
+
+    # Flusher ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                self._send(batch)
+            except Exception:  # noqa: BLE001 - the flusher must outlive a bug
+                logger.exception("Reporter failed to send %d outcomes", len(batch))
+
+    def _next_batch(self) -> list[Outcome] | None:
+        """Wait for outcomes to send; return None when closed with nothing left.
+
+        Waits FLUSH_INTERVAL_S more after the first outcome so that a batch
+        can grow, unless FLUSH_BATCH are waiting already.
+        """
+        with self._cond:
+            while True:
+                if self._closing and (self._close_expired() or self._empty()):
+                    return None
+                if self._outbox or self._retry_due():
+                    break
+                self._cond.wait(self._idle_wait_s())
+            if not self._closing and len(self._outbox) < FLUSH_BATCH:
+                self._cond.wait(FLUSH_INTERVAL_S)
+            batch, self._outbox = self._outbox, []
+            if self._retry_due():
+                batch = self._retries + batch
+                self._retries = []
+            return batch
+
+    def _empty(self) -> bool:
+        return not self._outbox and not self._retries
+
+    def _retry_due(self) -> bool:
+        return bool(self._retries) and time.monotonic() >= self._retry_at
+
+    def _idle_wait_s(self) -> float | None:
+        """Return how long to sleep with nothing to send: until a retry or the close deadline."""
+        wakeups = []
+        if self._retries:
+            wakeups.append(self._retry_at)
+        if self._closing:
+            wakeups.append(self._close_deadline)
+        if not wakeups:
+            return None
+        return max(0.0, min(wakeups) - time.monotonic())
+
+    def _close_expired(self) -> bool:
+        return time.monotonic() >= self._close_deadline
+
+    def _send(self, batch: list[Outcome]) -> None:
+        groups: dict[tuple[str, str], list[Outcome]] = defaultdict(list)
+        for outcome in batch:
+            method = "ack" if outcome.kind == ACK else "nack"
+            groups[(method, outcome.job.queue)].append(outcome)
+        failed: list[Outcome] = []
+        error: BaseException | None = None
+        for (method, queue), outcomes in groups.items():
+            for start in range(0, len(outcomes), MAX_ENTRY_BATCH):
+                chunk = outcomes[start : start + MAX_ENTRY_BATCH]
+                chunk_error = self._send_chunk(method, queue, chunk)
+                if chunk_error is not None:
+                    failed.extend(chunk)
+                    error = chunk_error
+        if error is not None:
+            self._schedule_retries(failed, error)
+
+    def _send_chunk(self, method: str, queue: str, chunk: list[Outcome]) -> BaseException | None:
+        """Send one call; return the error if it failed transiently and should be retried."""
+        call = getattr(self._client, method)
+        try:
+            results = call(queue, [outcome.entry for outcome in chunk])
+        except Exception as exc:  # noqa: BLE001 - classified just below
+            if is_transient(exc):
+                return exc
+            self._drop(chunk, exc)
+            return None
+        self._retry_state.succeeded()
+        if len(results) != len(chunk):
+            logger.error(
+                "The queue service returned %d results for %d %s entries on queue %s; "
+                "the entries without a result count as not sent",
+                len(results), len(chunk), method, queue,
+            )
+        for outcome, result in zip(chunk, results):
+            self._settle(outcome, result)
+        return None
+
+    def _schedule_retries(self, failed: list[Outcome], error: BaseException) -> None:
+        now = time.monotonic()
+        alive = [o for o in failed if o.job.lease_until > now]
+        for outcome in failed:
+            if outcome.job.lease_until <= now:
+                self._lease_ended(outcome)
+        if not alive:
+            return
+        delay_s = self._retry_state.failed(error)
+        with self._cond:
+            self._retries = alive + self._retries
+            self._retry_at = now + delay_s
+
+    # Outcome of each entry ------------------------------------------------
+
+    def _settle(self, outcome: Outcome, result: EntryResult) -> None:
+        job = outcome.job
+        self._worker.forget(job)
+        if not result.ok:
+            self._log_rejected_entry(outcome, result)
+            return
+        if outcome.kind == ACK:
+            logger.info(
+                "Task %s %s succeeded in %.1f ms", job.task_name, job.message_id, outcome.duration_ms
+            )
+        elif outcome.kind == RELEASE:
+            self.released += 1
+            logger.debug("Message %s on queue %s released", job.message_id, job.queue)
+        else:
+            self._log_failure(outcome, result)
+
+    def _log_failure(self, outcome: Outcome, result: EntryResult) -> None:
+        job = outcome.job
+        # Only the last failure logs a traceback, so retries stay one line each.
+        traceback = outcome.exc if _wants_traceback(outcome) else None
+        if result.outcome == "dead" and outcome.permanent:
+            logger.warning(
+                "Task %s %s rejected permanently: %s",
+                job.task_name, job.message_id, outcome.error, exc_info=traceback,
+            )
+        elif result.outcome == "dead":
+            logger.warning(
+                "Task %s %s dead-lettered after %d attempts: %s",
+                job.task_name, job.message_id, job.attempt, outcome.error, exc_info=traceback,
+            )
+        else:
+            logger.info(
+                "Task %s %s failed (attempt %d of %d, retry in %.1f s): %s",
+                job.task_name, job.message_id, job.attempt, job.max_attempts,
+                outcome.delay_s or 0.0, outcome.error,
+            )
+
+    def _log_rejected_entry(self, outcome: Outcome, result: EntryResult) -> None:
+        job = outcome.job
+        logger.warning(
+            "Could not %s message %s (task %s) on queue %s: %s: %s; the task may "
+            "run again, because delivery is at least once",
+            outcome.kind, job.message_id, job.task_name, job.queue, result.error,
+            result.detail,
+        )
+
+    def _lease_ended(self, outcome: Outcome) -> None:
+        job = outcome.job
+        self._worker.forget(job)
+        logger.warning(
+            "Gave up sending the %s of message %s (task %s) on queue %s: its lease "
+            "ended while the queue service was unreachable, so the message will "
+            "be delivered again",
+            outcome.kind, job.message_id, job.task_name, job.queue,
+        )
+
+    def _drop(self, chunk: list[Outcome], exc: BaseException) -> None:
+        for outcome in chunk:
+            self._worker.forget(outcome.job)
+        logger.error(
+            "The queue service rejected a batch of %d %s entries for queue %s; they "
+            "are dropped and their messages will be delivered again: %s",
+            len(chunk), chunk[0].kind, chunk[0].job.queue, exc,
+        )
+
+
+def _wants_traceback(outcome: Outcome) -> bool:
+    """Log a traceback for unexpected exceptions, not for deliberate rejections."""
+    exc: Any = outcome.exc
+    return exc is not None and not isinstance(exc, (Reject, TaskTimeout)) and outcome.kind == NACK
