@@ -1,8 +1,24 @@
 """Conveyor: a persistent queue service and a Python task framework."""
 
-from .errors import ConveyorError, Reject, TaskTimeout
+from .errors import ConveyorError, Reject, ResultTimeout, TaskError, TaskTimeout
 from .models import Message, NewMessage
+from .tasks import Backoff, Conveyor, Task, TaskHandle
+from .worker import Worker
 
 __version__ = "0.1.0"
 
-__all__ = ["ConveyorError", "Message", "NewMessage", "Reject", "TaskTimeout", "__version__"]
+__all__ = [
+    "Backoff",
+    "Conveyor",
+    "ConveyorError",
+    "Message",
+    "NewMessage",
+    "Reject",
+    "ResultTimeout",
+    "Task",
+    "TaskError",
+    "TaskHandle",
+    "TaskTimeout",
+    "Worker",
+    "__version__",
+]
