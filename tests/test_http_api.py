@@ -154,6 +154,36 @@ def test_openapi_declares_request_and_response_models(http_server: ServerProcess
                 assert ref.split("/")[-1] in components, (method, path)
 
 
+def test_openapi_references_resolve(http_server: ServerProcess) -> None:
+    document = httpx.get(http_server.url + "/openapi.json").json()
+    components = document["components"]["schemas"]
+    references: list[str] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                references.append(node["$ref"])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(document)
+    assert references
+    for reference in references:
+        assert reference.startswith("#/components/schemas/"), reference
+        assert reference.rsplit("/", 1)[-1] in components, reference
+
+
+def test_openapi_errors_are_problem_documents(http_server: ServerProcess) -> None:
+    document = httpx.get(http_server.url + "/openapi.json").json()
+    operation = document["paths"]["/v1/queues/{name}/messages"]["post"]
+    error = operation["responses"]["422"]["content"]
+    assert list(error) == ["application/problem+json"]
+    assert error["application/problem+json"]["schema"]["$ref"].endswith("/Problem")
+
+
 def test_openapi_request_schema_names_fields(http_server: ServerProcess) -> None:
     document = httpx.get(http_server.url + "/openapi.json").json()
     components = document["components"]["schemas"]

@@ -25,7 +25,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_DATA_DIR = "./data"
 STORE_FILE_NAME = "conveyor.db"
-# Requests still running after a stop signal get this long to finish; long
+# Requests still running after a stop signal get this long to finish. Long
 # polls end within about a second once the server is stopping.
 GRACEFUL_SHUTDOWN_S = 10
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -117,9 +117,9 @@ def server(
     store_url = store or default_store_url()
     if token is None and not is_loopback(host):
         raise click.UsageError(
-            f"refusing to listen on {host} without a token: anyone who can reach "
-            "that address could read and delete messages. Pass --token (or set "
-            "CONVEYOR_TOKEN), or listen on 127.0.0.1."
+            f"listening on {host} without a token is not allowed: anyone who can "
+            "reach that address could read and delete messages. Pass --token (or "
+            "set CONVEYOR_TOKEN), or listen on 127.0.0.1."
         )
     try:
         engine = Engine(store_url)
@@ -157,8 +157,9 @@ def _serve(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     server = _ConveyorServer(config, app.state.stopping, store_url)
-    # uvicorn re-raises the stop signal after its graceful shutdown; these
-    # handlers absorb it so the caller can close the engine and exit 0.
+    # uvicorn (0.55, Server.capture_signals) re-raises the stop signal after
+    # its graceful shutdown, so these handlers absorb it and the caller can
+    # close the engine and exit 0.
     previous = {sig: signal.signal(sig, _ignore_signal) for sig in HANDLED_SIGNALS}
     try:
         server.run()

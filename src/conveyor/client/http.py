@@ -63,8 +63,8 @@ class HTTPClient:
     """A Conveyor server's queues, with the Engine's interface.
 
     One instance may be shared by many threads: it keeps a pool of
-    keep-alive connections. `timeout_s` bounds connecting and each read; a
-    long poll's read may take `wait_s` longer.
+    keep-alive connections. `timeout_s` bounds connecting and each read, and
+    a long poll's read may take `wait_s` longer.
     """
 
     def __init__(

@@ -37,7 +37,7 @@ def create_app(
     token: str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> FastAPI:
-    """Build the API for an engine; the caller owns and closes the engine.
+    """Build the API for an engine. The caller owns and closes the engine.
 
     `app.state.stopping` is a threading.Event: set it when the server begins
     to shut down, so open long polls return within about a second.

@@ -11,7 +11,7 @@ DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 class RequestSizeLimitMiddleware:
-    """Answer 413 to any request whose body exceeds `max_request_bytes`.
+    """Respond with 413 to any request whose body exceeds `max_request_bytes`.
 
     A declared `Content-Length` above the limit is rejected before any of the
     body is read. A body without one (chunked) is counted as it streams: once

@@ -20,9 +20,12 @@ COMPONENT_REF = "#/components/schemas/{model}"
 # Error statuses the API may return; each is a problem document.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {
-        "model": Problem,
         "description": description,
-        "content": {"application/problem+json": {}},
+        "content": {
+            "application/problem+json": {
+                "schema": {"$ref": COMPONENT_REF.format(model=Problem.__name__)}
+            }
+        },
     }
     for status, description in (
         (400, "Malformed JSON"),
@@ -34,7 +37,8 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     )
 }
 
-_MANUAL_MODELS: list[type[BaseModel]] = []
+# Models that operations reference by name; install_openapi adds their schemas.
+_MANUAL_MODELS: list[type[BaseModel]] = [Problem]
 
 
 def request_body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:

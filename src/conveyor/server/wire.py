@@ -1,6 +1,6 @@
 """Request body parsing and response encoding.
 
-Every endpoint reads its body as JSON whatever the Content-Type says, so
+Every endpoint reads its body as JSON whatever its Content-Type, so
 `curl -d` works. The hot message endpoints (post, reserve, ack, nack, touch)
 parse with orjson and check field names and JSON types here, naming the bad
 field by its path (`messages[3].priority`); the engine checks value ranges
@@ -55,7 +55,7 @@ RESERVE_FIELDS = {
     "visibility_timeout_s": _NUMBER,
 }
 
-# The JSON type of every receipt entry key; validation.ENTRY_KEYS says which
+# The JSON type of every receipt entry key. validation.ENTRY_KEYS lists the
 # keys each action accepts.
 _ENTRY_FIELD_TYPES = {
     "id": _STRING,
