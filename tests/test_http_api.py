@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -590,6 +591,28 @@ def test_reserve_long_poll_returns_posted_message(api: httpx.Client, queue: str,
     poller.join(timeout=30)
     assert not poller.is_alive()
     assert [m["body"] for m in results[0].json()["messages"]] == ["late"]
+
+
+def test_reserve_abandoned_poll_leases_nothing(
+    api: httpx.Client, queue: str, http_server: ServerProcess
+) -> None:
+    host, port = http_server.url.removeprefix("http://").split(":")
+    body = b'{"wait_s": 25}'
+    request = (
+        f"POST /v1/queues/{queue}/reserve HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request)
+        time.sleep(0.3)
+    # The abandoned poll notices the closed connection when its current
+    # one-second slice ends, so a message posted after that stays ready.
+    time.sleep(2.5)
+    post(api, queue, {"body": "after"})
+    time.sleep(0.5)
+    [stored] = peek(api, queue)
+    assert stored["state"] == "ready"
+    assert stored["receive_count"] == 0
 
 
 def test_reserve_wait_ends_empty(api: httpx.Client, queue: str) -> None:
