@@ -90,7 +90,8 @@ def is_loopback(host: str) -> bool:
     type=click.IntRange(1024, None),
     show_default=True,
     show_envvar=True,
-    help="Largest request body in bytes; larger requests get 413 before being read.",
+    help="Maximum request body size in bytes (default 32 MiB); larger requests get "
+    "413 before being read.",
 )
 @click.option(
     "--access-log/--no-access-log",
