@@ -142,7 +142,26 @@ def validate_loopback_redis_url(url: str) -> None:
                              "loopback addresses such as 127.0.0.1")
 
 
-def machine_info(redis_url: str) -> dict:
+def filesystem_of(path: Path) -> str:
+    """Return the type and device of the mount that contains ``path``, from /proc/mounts."""
+    target = str(path.resolve())
+    best_mount, best = "", "unknown"
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return best
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        device, mount_point, fs_type = fields[0], fields[1], fields[2]
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best_mount):
+            best_mount, best = mount_point, f"{fs_type} on {device}, mounted at {mount_point}"
+    return best
+
+
+def machine_info(redis_url: str, work_root: Path) -> dict:
     cpu_model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -177,6 +196,9 @@ def machine_info(redis_url: str) -> dict:
         # CONFIG GET values, which show whether Redis writes anything to disk.
         "redis_persistence": persistence,
         "sqlite": sqlite3.sqlite_version,
+        # Where the SQLite-based systems keep their files, which sets their fsync cost.
+        "state_dir": str(work_root.parent),
+        "state_dir_filesystem": filesystem_of(work_root),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -264,11 +286,14 @@ def _raise_keyboard_interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Libraries log at WARNING and above only. The SDK clients log every
+    # request at INFO, which would slow the posting loops down.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     # SIGTERM unwinds like Ctrl-C, so every system's cleanup still stops its workers.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
 
@@ -281,11 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         drain_timeout=args.drain_timeout,
         settle_timeout=args.settle_timeout,
     )
+    work_root = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     try:
-        machine = machine_info(args.redis_url)
+        machine = machine_info(args.redis_url, work_root)
     except redis.ConnectionError as error:
         log.error("cannot connect to Redis at %s: %s; start redis-server or pass --redis-url",
                   args.redis_url, error)
+        shutil.rmtree(work_root, ignore_errors=True)
         return 2
     results = {
         "machine": machine,
@@ -306,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"({results['machine']['cpu_model']}), concurrency {args.concurrency}")
 
     log_dir = RESULTS_DIR / "logs"
-    work_root = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+    # Each run starts with empty worker logs. Within a run, logs are appended to.
+    for old_log in log_dir.glob("*.log"):
+        old_log.unlink()
     started = time.monotonic()
     try:
         for name in args.systems:

@@ -10,6 +10,7 @@ from peers.base import Peer, SystemUnavailable
 # selected, so a missing package affects only that system.
 PEERS = {
     "conveyor": "peers.conveyor_peer:ConveyorPeer",
+    "conveyor-8threads": "peers.conveyor_peer:ConveyorDefaultConcurrencyPeer",
     "celery": "peers.celery_peer:CeleryPeer",
     "dramatiq": "peers.dramatiq_peer:DramatiqPeer",
     "dramatiq-1thread": "peers.dramatiq_peer:DramatiqOneThreadPeer",

@@ -21,11 +21,15 @@ from worker_apps import CONVEYOR_URL_ENV, QUEUE_NAME
 # The planned client posts at most 1000 messages per request.
 BATCH_SIZE = 1000
 SERVER_START_TIMEOUT_SECONDS = 30.0
+# The worker logs every task at INFO. The other systems' workers run at warning
+# level, so Conveyor does too.
+LOG_LEVEL = "warning"
 
 
 class ConveyorPeer(Peer):
+    """Conveyor with one worker process that runs as many task threads as the others have processes."""
+
     name = "conveyor"
-    label = "Conveyor (SQLite store)"
     packages = ("conveyor",)
     batch_api = f"task.enqueue_many([(args, {{}}), ...]) in chunks of {BATCH_SIZE}"
     uses_redis_broker = False
@@ -43,13 +47,22 @@ class ConveyorPeer(Peer):
 
     def settings(self) -> dict[str, object]:
         return {
-            "server": "conveyor server --store sqlite:///PATH --port PORT",
-            "worker": f"conveyor worker worker_apps.conveyor_app:app --queues {QUEUE_NAME} "
-            f"--concurrency {self.ctx.concurrency}",
-            "pool": f"one worker process with --concurrency {self.ctx.concurrency}, "
+            "server": f"conveyor --log-level {LOG_LEVEL} server --store sqlite:///PATH --port PORT",
+            "worker": " ".join(["conveyor"] + self.worker_argv()[1:]),
+            "pool": f"one worker process with {self.worker_concurrency} task threads, "
             "plus the server process",
-            "options": "store file in a fresh temporary directory; default server settings",
+            "options": "result_ttl_s=0 on both tasks, so no results are kept; store file "
+            "in a fresh temporary directory; default server and worker settings "
+            "(prefetch 100, long poll 2 s)",
         }
+
+    @property
+    def worker_concurrency(self) -> int:
+        return self.ctx.concurrency
+
+    @property
+    def label(self) -> str:
+        return f"Conveyor (SQLite store, {self.worker_concurrency} worker threads)"
 
     @property
     def url(self) -> str:
@@ -74,7 +87,7 @@ class ConveyorPeer(Peer):
         store_path = self.ctx.work_dir / f"conveyor-{self.store_generation}.db"
         self.port = _free_loopback_port()
         argv = [
-            venv_script("conveyor"), "server",
+            venv_script("conveyor"), "--log-level", LOG_LEVEL, "server",
             "--store", f"sqlite:///{store_path}",
             "--port", str(self.port),
         ]
@@ -102,6 +115,9 @@ class ConveyorPeer(Peer):
         self.tasks = {"noop": module.noop, "record_latency": module.record_latency}
 
     def _stop_server(self) -> None:
+        app = getattr(self, "app", None)
+        if app is not None:
+            app.close()
         if self.server is not None:
             server, self.server = self.server, None
             server.stop()
@@ -123,10 +139,10 @@ class ConveyorPeer(Peer):
 
     def worker_argv(self) -> list[str]:
         return [
-            venv_script("conveyor"), "worker",
+            venv_script("conveyor"), "--log-level", LOG_LEVEL, "worker",
             "worker_apps.conveyor_app:app",
             "--queues", QUEUE_NAME,
-            "--concurrency", str(self.ctx.concurrency),
+            "--concurrency", str(self.worker_concurrency),
         ]
 
     def check_workers(self) -> None:
@@ -138,6 +154,16 @@ class ConveyorPeer(Peer):
         self.stop_workers()
         self._stop_server()
         super().cleanup()
+
+
+class ConveyorDefaultConcurrencyPeer(ConveyorPeer):
+    """Conveyor with the worker CLI's default of 8 task threads."""
+
+    name = "conveyor-8threads"
+
+    @property
+    def worker_concurrency(self) -> int:
+        return 8
 
 
 def _free_loopback_port() -> int:
@@ -153,11 +179,19 @@ def _port_open(port: int) -> bool:
 
 
 def _git_commit() -> str:
+    """Return the repository's short commit id, flagging uncommitted changes under src/."""
     git = shutil.which("git")
     if git is None:
         return "unknown (git not found)"
-    result = subprocess.run(
+    repo = BENCH_DIR.parent
+    commit = subprocess.run(
         [git, "rev-parse", "--short", "HEAD"],
-        cwd=BENCH_DIR.parent, capture_output=True, text=True, check=False,
-    )
-    return result.stdout.strip() or "unknown"
+        cwd=repo, capture_output=True, text=True, check=False,
+    ).stdout.strip()
+    if not commit:
+        return "unknown"
+    changes = subprocess.run(
+        [git, "status", "--porcelain", "--", "src"],
+        cwd=repo, capture_output=True, text=True, check=False,
+    ).stdout.strip()
+    return f"{commit} with uncommitted changes in src/" if changes else commit

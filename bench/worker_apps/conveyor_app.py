@@ -10,11 +10,12 @@ from worker_apps import CONVEYOR_URL_ENV, QUEUE_NAME
 app = Conveyor(os.environ[CONVEYOR_URL_ENV])
 
 
-@app.task(queue=QUEUE_NAME)
+# result_ttl_s=0 keeps no results, like the other systems here.
+@app.task(queue=QUEUE_NAME, result_ttl_s=0)
 def noop(index: int) -> None:
     worker_probe().mark_done()
 
 
-@app.task(queue=QUEUE_NAME)
+@app.task(queue=QUEUE_NAME, result_ttl_s=0)
 def record_latency(enqueued_at: float) -> None:
     worker_probe().record_latency(enqueued_at)
