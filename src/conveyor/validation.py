@@ -136,12 +136,27 @@ def check_receipt_entry(entry: Any, index: int, action: str | None = None) -> di
     checked["result_ttl_s"] = check_optional_duration(
         "result_ttl_s", entry.get("result_ttl_s"), 0.0, MAX_RESULT_TTL_S
     )
+    result = entry.get("result")
+    if result is not None:
+        _check_result(result, index)
     error = entry.get("error")
     if error is not None and not isinstance(error, str):
         raise ValidationError(f"entry {index} 'error' must be a string", index=index)
     if error is not None:
         checked["error"] = error[:MAX_ERROR_TEXT]
     return checked
+
+
+def _check_result(result: Any, index: int) -> None:
+    """Raise unless the store can encode the result as JSON."""
+    try:
+        orjson.dumps(result)
+    except TypeError as exc:
+        raise ValidationError(
+            f"entry {index} 'result' is not JSON-serialisable ({exc}); store JSON "
+            "values (objects, arrays, strings, numbers up to 64 bits, booleans, null)",
+            index=index,
+        ) from exc
 
 
 def _check_entry_keys(entry: dict[str, Any], index: int, action: str) -> None:
