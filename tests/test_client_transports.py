@@ -240,6 +240,19 @@ def test_post_negative_delay_raises(client: Any, queue: str) -> None:
     assert client.stats(queue).ready == 0
 
 
+def test_post_integer_beyond_64_bits_raises(client: Any, queue: str) -> None:
+    with pytest.raises(errors.ValidationError, match="64-bit"):
+        client.post(queue, [NewMessage({"n": 2**70})])
+    assert client.stats(queue).ready == 0
+
+
+def test_ack_result_not_json_raises(client: Any, queue: str) -> None:
+    [message] = lease(client, queue, 1)
+    with pytest.raises(errors.ValidationError, match="64-bit"):
+        client.ack(queue, [entry(message, result=2**70, result_ttl_s=60)])
+    assert client.stats(queue).reserved == 1
+
+
 def test_post_too_large_raises(client: Any, queue: str) -> None:
     client.update_queue(queue, {"max_message_size": 100})
     with pytest.raises(errors.PayloadTooLarge):

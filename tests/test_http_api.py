@@ -465,6 +465,20 @@ def test_body_round_trips(api: httpx.Client, queue: str, name: str) -> None:
     assert api.get(f"/messages/{message_id}").json()["body"] == body
 
 
+def test_body_large_integers_round_trip(api: httpx.Client, queue: str) -> None:
+    body = {"max_u64": 2**64 - 1, "min_i64": -(2**63), "digits": "1" * 40}
+    post(api, queue, {"body": body})
+    [received] = reserve(api, queue)
+    assert received["body"] == body
+
+
+def test_post_integer_beyond_64_bits_is_422(api: httpx.Client, queue: str) -> None:
+    raw = b'{"messages": [{"body": {"n": 123456789012345678901234567890}}]}'
+    problem = assert_problem(api.post(f"/queues/{queue}/messages", content=raw), 422, "invalid-request")
+    assert "64-bit" in problem["detail"]
+    assert counts(api, queue)["ready"] == 0
+
+
 def test_binary_body_round_trips(api: httpx.Client, queue: str) -> None:
     data = bytes(range(256)) * 4
     encoded = base64.b64encode(data).decode()

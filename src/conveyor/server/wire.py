@@ -11,6 +11,8 @@ The rare queue endpoints validate with those models (`read_model`).
 from __future__ import annotations
 
 import base64
+import json
+import re
 from typing import Any, TypeVar
 
 import orjson
@@ -26,6 +28,8 @@ from .problems import MalformedRequest, validation_problem
 JSON_MEDIA_TYPE = "application/json"
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+
+_LONG_DIGIT_RUN = re.compile(rb"[0-9]{20}")
 
 # JSON type checks: a description for error messages and the Python types
 # orjson produces for that JSON type.
@@ -81,14 +85,32 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     if not raw:
         raise MalformedRequest("request body is empty; send one JSON object")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        data = _loads(raw)
+    except ValueError as exc:
         raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ValidationError(
             f"request body must be a JSON object, got {_json_type(data)}"
         )
     return data
+
+
+def _loads(raw: bytes) -> Any:
+    """Parse JSON with orjson, unless it may hold an integer beyond 64 bits.
+
+    orjson reads such integers as floats, which would change a body
+    silently. Every such integer has at least 20 digits, so a body with a
+    run of 20 digits is parsed by the standard library, which keeps big
+    integers exact. The engine then rejects them as not storable, as it
+    does for in-process callers.
+    """
+    if _LONG_DIGIT_RUN.search(raw) is None:
+        return orjson.loads(raw)
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 async def read_model(request: Request, model: type[ModelT], optional: bool = False) -> ModelT:
