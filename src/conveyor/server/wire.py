@@ -96,7 +96,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
 
 
 def _loads(raw: bytes) -> Any:
-    """Parse JSON with orjson, unless it may hold an integer beyond 64 bits.
+    """Parse JSON with orjson, unless it may contain an integer beyond 64 bits.
 
     orjson reads such integers as floats, which would change a body
     silently. Every such integer has at least 20 digits, so a body with a
@@ -116,7 +116,7 @@ def _reject_constant(name: str) -> Any:
 async def read_model(request: Request, model: type[ModelT], optional: bool = False) -> ModelT:
     """Read the JSON body and validate it with a pydantic model.
 
-    With `optional`, an empty body stands for an empty object.
+    With `optional`, an empty body is read as an empty object.
     """
     if optional and not await request.body():
         data: dict[str, Any] = {}
