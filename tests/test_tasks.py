@@ -13,14 +13,15 @@ import math
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from http_fixtures import ServerProcess, http_server
 
 from conveyor import Backoff, Conveyor, Reject, Worker
 from conveyor.errors import NotFound, ResultTimeout, TaskError, ValidationError
-from http_fixtures import ServerProcess, http_server
 
 __all__ = ["http_server"]  # a fixture, used by name
 
@@ -208,7 +209,7 @@ def test_enqueue_creates_missing_queue(app: Conveyor, queue: str) -> None:
         (object(), "b", "type object"),
         ({1, 2}, "b", "type set"),
         (b"raw", "b", "type bytes"),
-        ({"when": datetime.now(timezone.utc)}, "b['when']", "type datetime"),
+        ({"when": datetime.now(UTC)}, "b['when']", "type datetime"),
         ({1: "one"}, "b", "key 1 of type int"),
     ],
 )
@@ -256,7 +257,7 @@ def test_enqueue_at_delays_message(app: Conveyor, queue: str) -> None:
     def later(x: int) -> None:
         pass
 
-    when = datetime.now(timezone.utc) + timedelta(minutes=10)
+    when = datetime.now(UTC) + timedelta(minutes=10)
     handle = later.enqueue_at(when, 5)
     message = app.client.get_message(handle.id)
 
@@ -488,12 +489,11 @@ def test_result_ttl_zero_keeps_nothing(app: Conveyor, queue: str) -> None:
 def test_non_json_result_dead_letters(app: Conveyor, queue: str) -> None:
     @app.task(queue=queue, max_attempts=5)
     def bad_result() -> Any:
-        return {"at": datetime.now(timezone.utc)}
+        return {"at": datetime.now(UTC)}
 
     handle = bad_result.enqueue()
-    with running_worker(app):
-        with pytest.raises(TaskError, match="result\\['at'\\]"):
-            handle.result(timeout_s=RESULT_TIMEOUT_S)
+    with running_worker(app), pytest.raises(TaskError, match="result\\['at'\\]"):
+        handle.result(timeout_s=RESULT_TIMEOUT_S)
 
     assert app.client.get_message(handle.id).receive_count == 1
 
@@ -507,9 +507,8 @@ def test_reject_dead_letters_at_once(app: Conveyor, queue: str) -> None:
         raise Reject(f"bad input {x}")
 
     handle = refuse.enqueue(7)
-    with running_worker(app):
-        with pytest.raises(TaskError, match="Reject: bad input 7"):
-            handle.result(timeout_s=RESULT_TIMEOUT_S)
+    with running_worker(app), pytest.raises(TaskError, match="Reject: bad input 7"):
+        handle.result(timeout_s=RESULT_TIMEOUT_S)
     message = app.client.get_message(handle.id)
 
     assert handle.status() == "failed"
@@ -526,9 +525,8 @@ def test_permanent_error_dead_letters_at_once(app: Conveyor, queue: str) -> None
         raise KeyError("missing")
 
     handle = lookup.enqueue()
-    with running_worker(app):
-        with pytest.raises(TaskError, match="KeyError"):
-            handle.result(timeout_s=RESULT_TIMEOUT_S)
+    with running_worker(app), pytest.raises(TaskError, match="KeyError"):
+        handle.result(timeout_s=RESULT_TIMEOUT_S)
 
     assert app.client.get_message(handle.id).receive_count == 1
 
@@ -557,9 +555,8 @@ def test_retries_exhausted_dead_letters(app: Conveyor, queue: str) -> None:
         raise ValueError("broken")
 
     handle = always_fails.enqueue()
-    with running_worker(app):
-        with pytest.raises(TaskError, match="ValueError: broken"):
-            handle.result(timeout_s=RESULT_TIMEOUT_S)
+    with running_worker(app), pytest.raises(TaskError, match="ValueError: broken"):
+        handle.result(timeout_s=RESULT_TIMEOUT_S)
     message = app.client.get_message(handle.id)
 
     assert message.state == "dead"
@@ -591,9 +588,8 @@ def test_sync_timeout_fails_attempt(app: Conveyor, queue: str) -> None:
 
     handle = stuck.enqueue()
     try:
-        with running_worker(app):
-            with pytest.raises(TaskError, match="TaskTimeout"):
-                handle.result(timeout_s=RESULT_TIMEOUT_S)
+        with running_worker(app), pytest.raises(TaskError, match="TaskTimeout"):
+            handle.result(timeout_s=RESULT_TIMEOUT_S)
     finally:
         release.set()
 
@@ -604,9 +600,8 @@ def test_async_timeout_fails_attempt(app: Conveyor, queue: str) -> None:
         await asyncio.sleep(RESULT_TIMEOUT_S)
 
     handle = stuck.enqueue()
-    with running_worker(app):
-        with pytest.raises(TaskError, match="TaskTimeout"):
-            handle.result(timeout_s=RESULT_TIMEOUT_S)
+    with running_worker(app), pytest.raises(TaskError, match="TaskTimeout"):
+        handle.result(timeout_s=RESULT_TIMEOUT_S)
 
 
 def test_unknown_task_is_retried(app: Conveyor, queue: str) -> None:

@@ -98,6 +98,9 @@ def worker(
     the grace period, releases the rest for immediate redelivery and exits
     with status 0. A second SIGINT releases running tasks at once.
     """
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # httpx logs each request at INFO, which would be a line per reserve and ack.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     app = load_app(app_path)
     if url is not None or token is not None:
         app.configure(url=url, token=token)

@@ -5,4 +5,4 @@ from .handle import TaskHandle
 from .options import Backoff, EnqueueOptions
 from .task import Task, TaskWithOptions
 
-__all__ = ["Backoff", "Conveyor", "EnqueueOptions", "Task", "TaskWithOptions", "TaskHandle"]
+__all__ = ["Backoff", "Conveyor", "EnqueueOptions", "Task", "TaskHandle", "TaskWithOptions"]

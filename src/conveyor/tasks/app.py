@@ -1,4 +1,4 @@
-"""Conveyor: the application object that registers tasks and holds the client."""
+"""Conveyor: the application object that registers tasks and owns the queue client."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import inspect
 import logging
 import os
 import threading
-from typing import Any, Callable, overload
+from collections.abc import Callable
+from typing import Any, overload
 
 from ..client import connect
 from ..errors import ValidationError
@@ -103,14 +104,21 @@ class Conveyor:
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Register a function as a task: `@app.task` or `@app.task(...)`.
 
-        Options: queue ("default"), name (default `module.qualname`; a
-        function in a script run as `__main__` gets `__main__.NAME`, which a
-        worker importing the module will not find), max_attempts (None: the
-        queue's), backoff (a Backoff or a dict of base_s, factor, cap_s;
-        None: the queue's), timeout_s (None: no limit), result_ttl_s (86400;
-        0 keeps no result), permanent_errors (exception classes that go to
-        the DLQ without retries), priority (0, from -1000 to 1000).
-        Invalid options raise ValidationError now.
+        Options and their defaults:
+        - queue: "default".
+        - name: `module.qualname`. A function in a script run as `__main__`
+          gets `__main__.NAME`, which a worker that imports the module will
+          not find, so name such tasks explicitly.
+        - max_attempts: None, which uses the queue's.
+        - backoff: a Backoff or a dict of base_s, factor and cap_s; None
+          uses the queue's.
+        - timeout_s: None, which means no limit.
+        - result_ttl_s: 86400 seconds; 0 keeps no result.
+        - permanent_errors: exception classes that go to the DLQ without
+          retries, besides Reject.
+        - priority: 0, from -1000 to 1000.
+
+        Invalid options raise ValidationError here, at decoration time.
         """
         if fn is None:
             return lambda function: self._register(function, **options)

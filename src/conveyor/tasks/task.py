@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
 from ..models import NewMessage
@@ -159,8 +160,8 @@ class TaskWithOptions:
         """Post many calls given as (args, kwargs) pairs; return handles in order.
 
         Every call is checked before anything is posted. Calls go out in
-        batches of up to 1000 messages; each batch is stored all or nothing,
-        so if a later batch fails, the earlier ones stay posted.
+        batches of up to 1000 messages, and each batch is stored all or
+        nothing. If a later batch fails, the earlier ones stay posted.
         """
         if self.call_options.dedup_id is not None:
             raise ValidationError(

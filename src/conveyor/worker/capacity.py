@@ -1,6 +1,6 @@
-"""How many messages the worker may reserve now.
+"""Capacity: the number of messages the worker may reserve now.
 
-The worker holds at most `limit` = concurrency + prefetch unfinished
+The worker keeps at most `limit` = concurrency + prefetch unfinished
 messages. Reserve requests in flight count against the limit too, so
 several queue fetchers never lease more than the limit between them.
 
@@ -17,21 +17,17 @@ from ..validation import MAX_RESERVE_BATCH
 
 
 class Capacity:
-    """Counts of held, waiting and requested messages, under one condition."""
+    """Counts of unfinished, waiting and requested messages, under one condition."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.refill_batch = max(1, min(MAX_RESERVE_BATCH, limit // 2))
         self._cond = threading.Condition()
-        self._held = 0
+        self._unfinished = 0
         self._waiting = 0
         self._requested = 0
         self._blocked_fetchers = 0
         self._closed = False
-
-    @property
-    def held(self) -> int:
-        return self._held
 
     def request(self, max_batch: int) -> int:
         """Wait until slots may be filled, claim up to max_batch and return how many.
@@ -56,7 +52,7 @@ class Capacity:
         """Record that a reserve of `requested` slots ended with `dispatched` jobs waiting."""
         with self._cond:
             self._requested -= requested
-            self._held += dispatched
+            self._unfinished += dispatched
             self._waiting += dispatched
             if requested > dispatched:
                 self._wake()
@@ -71,7 +67,7 @@ class Capacity:
     def finished(self) -> None:
         """Record that a job no longer occupies a slot."""
         with self._cond:
-            self._held -= 1
+            self._unfinished -= 1
             if self._free() >= self.refill_batch:
                 self._wake()
 
@@ -82,7 +78,7 @@ class Capacity:
             self._cond.notify_all()
 
     def _free(self) -> int:
-        return self.limit - self._held - self._requested
+        return self.limit - self._unfinished - self._requested
 
     def _may_fill(self) -> bool:
         free = self._free()

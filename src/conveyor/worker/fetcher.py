@@ -3,8 +3,8 @@
 Each fetcher claims free slots from the shared Capacity before it reserves,
 so the worker never leases more messages than concurrency + prefetch. When
 the worker serves several queues, a fetcher whose last poll came back empty
-asks for one message only, so an idle queue's long poll does not keep slots
-from a busy one; its first message makes it ask for full batches again.
+requests one message only, so that an idle queue's long poll does not keep
+slots from a busy one. Its first message makes it request full batches again.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Fetcher:
                 return
             try:
                 self._reserve(requested)
-            except Exception:  # noqa: BLE001 - the fetcher must outlive a bug
+            except Exception:  # the fetcher must outlive a bug
                 logger.exception("Fetcher of queue %s failed", self.queue)
                 worker.stopping.wait(1.0)
 

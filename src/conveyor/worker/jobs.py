@@ -1,9 +1,6 @@
 """Jobs (one leased message each), running them, and the outcome to report.
 
-A job moves QUEUED -> RUNNING -> DONE, or QUEUED -> DONE when it is
-released before it starts. The worker makes each move under its lock, so
-exactly one of the runner, the timeout check and the shutdown reports a
-job's outcome.
+A job's state moves QUEUED -> RUNNING -> DONE; registry.py makes each move.
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ class ResultNotJSON(TypeError):
 
 
 class Job:
-    """One leased message and what the worker knows about its run.
+    """One leased message and the state of its run.
 
     `task` is None when the body names no task of this app; `invalid` holds
     the reason when the body is not a task call at all. Times are
@@ -43,9 +40,20 @@ class Job:
     """
 
     __slots__ = (
-        "message_id", "queue", "receipt", "attempt", "max_attempts", "task_name",
-        "task", "call", "invalid", "state", "lease_until", "touch_at",
-        "started_at", "deadline",
+        "attempt",
+        "call",
+        "deadline",
+        "invalid",
+        "lease_until",
+        "max_attempts",
+        "message_id",
+        "queue",
+        "receipt",
+        "started_at",
+        "state",
+        "task",
+        "task_name",
+        "touch_at",
     )
 
     def __init__(
@@ -75,13 +83,13 @@ class Job:
 
 
 class Outcome:
-    """What to send for a finished job: an ack, a nack or a release entry.
+    """The ack, nack or release entry to send for a finished job.
 
     `error` is the text sent as the message's last error; `exc` is kept
     for the log's traceback.
     """
 
-    __slots__ = ("job", "kind", "entry", "duration_ms", "error", "permanent", "delay_s", "exc")
+    __slots__ = ("delay_s", "duration_ms", "entry", "error", "exc", "job", "kind", "permanent")
 
     def __init__(
         self,

@@ -60,17 +60,17 @@ class LeaseKeeper:
     def _run(self) -> None:
         while not self._stop.wait(self._tick_s()):
             try:
-                self._worker.expire_overdue_jobs()
+                self._worker.jobs.expire_overdue()
                 self._touch_due_leases()
                 self._worker.settings.refresh_if_due()
-            except Exception:  # noqa: BLE001 - the keeper must outlive a bug
+            except Exception:  # the keeper must outlive a bug
                 logger.exception("Lease keeper failed; it continues at the next tick")
 
     def _touch_due_leases(self) -> None:
         now = time.monotonic()
         if now < self._next_touch_at:
             return
-        due = self._worker.leases_due(now + self._tick_s())
+        due = self._worker.jobs.leases_due(now + self._tick_s())
         by_queue: dict[str, list[Job]] = defaultdict(list)
         for job in due:
             by_queue[job.queue].append(job)
@@ -102,5 +102,5 @@ class LeaseKeeper:
                 job.lease_until = sent_at + visibility_timeout_s
                 job.touch_at = touch_at(sent_at, visibility_timeout_s)
             else:
-                worker.lease_lost(job, f"{result.error}: {result.detail}")
+                worker.jobs.lease_lost(job, f"{result.error}: {result.detail}")
         return True

@@ -5,8 +5,8 @@ Outcomes collect in an outbox. A flusher thread sends them when
 FLUSH_BATCH are waiting or FLUSH_INTERVAL_S after the first one arrived,
 grouped per queue into calls of up to 1000 entries. If the service cannot
 be reached, the outcomes stay and are retried with a capped backoff until
-their lease ends: after that the service has already counted the attempt
-as failed, so sending the outcome would only fail with a stale receipt.
+their lease ends. After that the service counts the attempt as failed, and
+sending the outcome would only fail with a stale receipt.
 """
 
 from __future__ import annotations
@@ -15,16 +15,14 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import Reject, TaskTimeout
 from ..models import EntryResult
 from ..validation import MAX_ENTRY_BATCH
-from .jobs import ACK, NACK, RELEASE, Outcome
+from .jobs import ACK, NACK, RELEASE, Job, Outcome
 from .transient import RetryState, is_transient
-
-if TYPE_CHECKING:
-    from .worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +33,12 @@ FLUSH_INTERVAL_S = 0.005
 class Reporter:
     """The outbox of finished jobs and the thread that flushes it."""
 
-    def __init__(self, worker: Worker) -> None:
-        self._worker = worker
-        self._client = worker.client
+    def __init__(self, client: Any, on_delivered: Callable[[Job], None]) -> None:
+        """`on_delivered` is called with each job whose outcome the service
+        confirmed or rejected, or that was given up, so its lease is no longer
+        extended."""
+        self._client = client
+        self._on_delivered = on_delivered
         self._cond = threading.Condition()
         self._outbox: list[Outcome] = []
         self._retries: list[Outcome] = []
@@ -76,7 +77,7 @@ class Reporter:
                 return
             try:
                 self._send(batch)
-            except Exception:  # noqa: BLE001 - the flusher must outlive a bug
+            except Exception:  # the flusher must outlive a bug
                 logger.exception("Reporter failed to send %d outcomes", len(batch))
 
     def _next_batch(self) -> list[Outcome] | None:
@@ -175,7 +176,7 @@ class Reporter:
 
     def _settle(self, outcome: Outcome, result: EntryResult) -> None:
         job = outcome.job
-        self._worker.forget(job)
+        self._on_delivered(job)
         if not result.ok:
             self._log_rejected_entry(outcome, result)
             return
@@ -221,7 +222,7 @@ class Reporter:
 
     def _lease_ended(self, outcome: Outcome) -> None:
         job = outcome.job
-        self._worker.forget(job)
+        self._on_delivered(job)
         logger.warning(
             "Gave up sending the %s of message %s (task %s) on queue %s: its lease "
             "ended while the queue service was unreachable, so the message will "
@@ -231,7 +232,7 @@ class Reporter:
 
     def _drop(self, chunk: list[Outcome], exc: BaseException) -> None:
         for outcome in chunk:
-            self._worker.forget(outcome.job)
+            self._on_delivered(outcome.job)
         logger.error(
             "The queue service rejected a batch of %d %s entries for queue %s; they "
             "are dropped and their messages will be delivered again: %s",

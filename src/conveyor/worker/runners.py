@@ -1,8 +1,8 @@
-"""Where tasks run: a fixed pool of threads for sync tasks, one event loop
+"""Task runners: a fixed pool of threads for sync tasks, and one event loop
 thread for async tasks.
 
-Both call back into the worker (`begin`, `complete`, `abandon`) so that the
-worker alone decides whether a job may start and whose outcome counts.
+Both call back into the job registry (`begin`, `complete`, `abandon`), which
+alone decides whether a job may start and whose outcome counts.
 """
 
 from __future__ import annotations
@@ -61,14 +61,14 @@ class ThreadRunner:
             job = self._inbox.get()
             if job is None:
                 return
-            if not worker.begin(job):
+            if not worker.jobs.begin(job):
                 worker.capacity.finished()
                 continue
             self._set_busy(1)
             try:
                 outcome = run_sync(job, worker.settings.get(job.queue))
-                worker.complete(job, outcome)
-            except Exception:  # noqa: BLE001 - the thread must survive a worker bug
+                worker.jobs.complete(job, outcome)
+            except Exception:  # the thread must survive a worker bug
                 logger.exception("Runner failed to report message %s", job.message_id)
             finally:
                 self._set_busy(-1)
@@ -139,15 +139,15 @@ class AsyncRunner:
         try:
             async with self._slots:
                 began = True
-                if not worker.begin(job):
+                if not worker.jobs.begin(job):
                     return
                 outcome = await run_async(job, worker.settings.get(job.queue))
-                worker.complete(job, outcome)
+                worker.jobs.complete(job, outcome)
         except asyncio.CancelledError:
             if not began:
                 # Cancelled while waiting for a slot, so the job never started.
-                worker.abandon(job)
-        except Exception:  # noqa: BLE001 - one job's bug must not stop the loop
+                worker.jobs.abandon(job)
+        except Exception:  # one job's bug must not stop the loop
             logger.exception("Async runner failed to report message %s", job.message_id)
         finally:
             worker.capacity.finished()

@@ -34,13 +34,13 @@ class RetryState:
 
     The first failure after a success is logged at WARNING, repeats at most
     once per REPEAT_LOG_INTERVAL_S with a count, and the first success after
-    failures at INFO. Delays double from 0.1 s up to 5 s, with full jitter.
+    failures at INFO. Delays double from 0.1 s up to 5 s, and each is drawn
+    between half and all of that value so that workers do not retry in step.
     """
 
     def __init__(self, operation: str) -> None:
         self.operation = operation
         self.failures = 0
-        self._unlogged = 0
         self._last_log_at = 0.0
 
     def failed(self, exc: BaseException) -> float:
@@ -49,16 +49,18 @@ class RetryState:
         delay_s = min(MAX_RETRY_DELAY_S, FIRST_RETRY_DELAY_S * 2 ** min(self.failures - 1, 16))
         delay_s = random.uniform(delay_s / 2, delay_s)
         now = time.monotonic()
-        if self.failures == 1 or now - self._last_log_at >= REPEAT_LOG_INTERVAL_S:
+        if self.failures == 1:
             logger.warning(
-                "%s failed (%d times in a row, %d not logged); retrying in %.1f s: %s: %s",
-                self.operation, self.failures, self._unlogged, delay_s,
-                type(exc).__name__, exc,
+                "%s failed; retrying in %.1f s: %s: %s",
+                self.operation, delay_s, type(exc).__name__, exc,
             )
             self._last_log_at = now
-            self._unlogged = 0
-        else:
-            self._unlogged += 1
+        elif now - self._last_log_at >= REPEAT_LOG_INTERVAL_S:
+            logger.warning(
+                "%s still fails after %d attempts; retrying in %.1f s: %s: %s",
+                self.operation, self.failures, delay_s, type(exc).__name__, exc,
+            )
+            self._last_log_at = now
         return delay_s
 
     def succeeded(self) -> None:
@@ -66,4 +68,3 @@ class RetryState:
         if self.failures:
             logger.info("%s works again after %d failures", self.operation, self.failures)
             self.failures = 0
-            self._unlogged = 0

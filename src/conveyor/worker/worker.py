@@ -6,9 +6,9 @@ Threads, all started by `run()`:
 - the reporter sends acks, nacks and releases in batches (reporter.py);
 - the lease keeper extends leases and enforces sync timeouts (leases.py).
 
-The worker owns every job's state. Moves between states happen under its
-lock, so each job gets exactly one outcome: from its runner, from the
-timeout check, or from the shutdown, which releases what did not finish.
+The job registry (registry.py) decides every job's state, so each job gets
+exactly one outcome: from its runner, from the timeout check, or from the
+shutdown, which releases what did not finish.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import math
 import signal
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ValidationError
@@ -31,9 +32,10 @@ from ..validation import MAX_WAIT_S
 from . import jobs as outcomes
 from .capacity import Capacity
 from .fetcher import Fetcher
-from .jobs import DONE, QUEUED, RUNNING, Job
+from .jobs import QUEUED, RUNNING, Job
 from .leases import LeaseKeeper, touch_at
 from .queue_settings import QueueSettingsCache
+from .registry import JobRegistry
 from .reporter import Reporter
 from .runners import AsyncRunner, ThreadRunner
 from .transient import RetryState, is_transient
@@ -85,9 +87,6 @@ class Worker:
         )
         self._stop_requested = threading.Event()
         self._force = threading.Event()
-        self._lock = threading.Lock()
-        self._jobs: dict[str, Job] = {}
-        self._timed: dict[str, Job] = {}
         self._ran = False
         self.client: Any = None
         self.settings: QueueSettingsCache
@@ -147,7 +146,7 @@ class Worker:
                     self.app.ensure_queue(queue)
                     self.settings.load(queue)
                     break
-                except Exception as exc:  # noqa: BLE001 - classified just below
+                except Exception as exc:  # classified just below
                     if not is_transient(exc):
                         raise
                     self._stop_requested.wait(retry.failed(exc))
@@ -155,7 +154,8 @@ class Worker:
         return True
 
     def _start_threads(self) -> None:
-        self.reporter = Reporter(self)
+        self.reporter = Reporter(self.client, on_delivered=self._forget_job)
+        self.jobs = JobRegistry(self.capacity, self.reporter, self.settings, self.stopping)
         self.lease_keeper = LeaseKeeper(self)
         self._thread_runner = ThreadRunner(self, self.concurrency)
         self._async_runner: AsyncRunner | None = None
@@ -172,7 +172,7 @@ class Worker:
         for fetcher in self._fetchers:
             fetcher.start()
 
-    # Jobs: called by fetchers, runners, the reporter and the lease keeper --
+    # Reserved messages ----------------------------------------------------
 
     def accept(
         self,
@@ -191,14 +191,7 @@ class Worker:
         first_touch_at = touch_at(requested_at, visibility_timeout_s)
         jobs = [self._make_job(m, lease_until, first_touch_at) for m in messages]
         runnable = [job for job in jobs if job.task is not None]
-        with self._lock:
-            stopping = self.stopping.is_set()
-            for job in jobs:
-                self._jobs[job.receipt] = job
-                if stopping or job.task is None:
-                    job.state = DONE
-
-        if stopping:
+        if self.jobs.register(jobs):
             self.capacity.settle(requested, 0)
             for job in jobs:
                 self.reporter.add(outcomes.release(job))
@@ -217,100 +210,8 @@ class Worker:
         if async_jobs and self._async_runner is not None:
             self._async_runner.submit(async_jobs)
 
-    def begin(self, job: Job) -> bool:
-        """Move a waiting job to RUNNING; return False if it must not run.
-
-        A runner calls this when it takes a job. After a stop the job is
-        released instead of started.
-        """
-        self.capacity.started()
-        with self._lock:
-            if job.state != QUEUED:
-                return False
-            if not self.stopping.is_set():
-                job.state = RUNNING
-                job.started_at = time.monotonic()
-                task = job.task
-                if task is not None and task.timeout_s is not None and not task.is_async:
-                    job.deadline = job.started_at + task.timeout_s
-                    self._timed[job.receipt] = job
-                return True
-            job.state = DONE
-        self.reporter.add(outcomes.release(job))
-        return False
-
-    def abandon(self, job: Job) -> None:
-        """Release a job whose runner gave it up before starting it."""
-        self.capacity.started()
-        with self._lock:
-            if job.state != QUEUED:
-                return
-            job.state = DONE
-        self.reporter.add(outcomes.release(job))
-
-    def complete(self, job: Job, outcome: outcomes.Outcome) -> None:
-        """Report a finished run, unless a timeout or the shutdown already settled it."""
-        with self._lock:
-            late = job.state != RUNNING
-            if not late:
-                job.state = DONE
-                self._timed.pop(job.receipt, None)
-        if not late:
-            self.reporter.add(outcome)
-            return
-        logger.info(
-            "Task %s %s returned after its outcome was settled (timeout, lost "
-            "lease or shutdown); this run's result is discarded",
-            job.task_name, job.message_id,
-        )
-
-    def expire_overdue_jobs(self) -> None:
-        """Fail the sync jobs that ran past their timeout_s; their threads run on.
-
-        NOTE: a thread cannot be interrupted, so an overdue sync task keeps
-        its thread until it returns, and its late result is discarded.
-        Running sync tasks in child processes, which could be killed, is
-        future work.
-        """
-        if not self._timed:
-            return
-        now = time.monotonic()
-        with self._lock:
-            overdue = [job for job in self._timed.values() if job.deadline and job.deadline <= now]
-            for job in overdue:
-                job.state = DONE
-                del self._timed[job.receipt]
-        for job in overdue:
-            elapsed_ms = (now - job.started_at) * 1000.0
-            error = outcomes.timeout_error(job)
-            self.reporter.add(outcomes.failure(job, error, elapsed_ms, self.settings.get(job.queue)))
-
-    def leases_due(self, horizon: float) -> list[Job]:
-        """Return the held jobs whose lease should be extended by `horizon`."""
-        with self._lock:
-            return [job for job in self._jobs.values() if job.touch_at <= horizon]
-
-    def lease_lost(self, job: Job, reason: str) -> None:
-        """Stop tracking a job whose lease the queue service no longer honours."""
-        with self._lock:
-            if self._jobs.pop(job.receipt, None) is None:
-                return
-            previous_state = job.state
-            job.state = DONE
-            self._timed.pop(job.receipt, None)
-        if previous_state == DONE:
-            # Its ack or nack is on the way and will report the stale receipt.
-            return
-        logger.warning(
-            "Lost the lease of message %s (task %s) on queue %s: %s; another "
-            "worker may run it, and this worker will not report its outcome",
-            job.message_id, job.task_name, job.queue, reason,
-        )
-
-    def forget(self, job: Job) -> None:
-        """Stop extending a job's lease once its outcome was delivered."""
-        with self._lock:
-            self._jobs.pop(job.receipt, None)
+    def _forget_job(self, job: Job) -> None:
+        self.jobs.forget(job)
 
     def _make_job(self, message: Message, lease_until: float, first_touch_at: float) -> Job:
         settings = self.settings.get(message.queue)
@@ -335,16 +236,16 @@ class Worker:
 
     def _shutdown(self) -> None:
         forced = self._force.is_set()
-        running = self._count(RUNNING)
+        running = self.jobs.count(RUNNING)
         logger.info(
             "Worker stopping: no new messages; waiting up to %.1f s for %d running tasks",
             0.0 if forced else self.grace_period_s, running,
         )
         self.stopping.set()
         self.capacity.close()
-        self._release(QUEUED)
+        self.jobs.release(QUEUED)
         self._wait_for_running(time.monotonic() + self.grace_period_s)
-        unfinished = self._release(RUNNING)
+        unfinished = self.jobs.release(RUNNING)
         if unfinished:
             logger.warning(
                 "Released %d tasks that did not finish within the grace period; "
@@ -353,7 +254,7 @@ class Worker:
         if self._async_runner is not None:
             self._async_runner.cancel_all()
         self._join_fetchers()
-        self._release(QUEUED)
+        self.jobs.release(QUEUED)
         self._thread_runner.stop()
         if self._async_runner is not None:
             self._async_runner.stop(1.0)
@@ -364,26 +265,11 @@ class Worker:
             self.reporter.released, unsent,
         )
 
-    def _count(self, state: str) -> int:
-        with self._lock:
-            return sum(1 for job in self._jobs.values() if job.state == state)
-
     def _wait_for_running(self, deadline: float) -> None:
-        while self._count(RUNNING) and time.monotonic() < deadline:
+        while self.jobs.count(RUNNING) and time.monotonic() < deadline:
             if self._force.wait(SHUTDOWN_POLL_S):
                 logger.warning("Forced stop: releasing running tasks now")
                 return
-
-    def _release(self, state: str) -> int:
-        """Release every job in `state`; return how many."""
-        with self._lock:
-            chosen = [job for job in self._jobs.values() if job.state == state]
-            for job in chosen:
-                job.state = DONE
-                self._timed.pop(job.receipt, None)
-        for job in chosen:
-            self.reporter.add(outcomes.release(job))
-        return len(chosen)
 
     def _join_fetchers(self) -> None:
         """Wait for long polls in flight; whatever they return is released."""
