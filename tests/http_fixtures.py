@@ -64,10 +64,12 @@ class ServerProcess:
             self.process.send_signal(sig)
         try:
             return self.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"server did not stop within {STOP_TIMEOUT_S}s:\n{self.output()}")
+            raise AssertionError(
+                f"server did not stop within {STOP_TIMEOUT_S}s:\n{self.output()}"
+            ) from exc
 
 
 def launch_server(
@@ -100,10 +102,15 @@ def start_server(
     store_url = store_url or f"sqlite:///{folder}/x.db"
     for _attempt in range(3):
         port = free_port()
-        process = launch_server(folder, "--store", store_url, "--port", str(port), *args, env=env)
+        process = launch_server(
+            folder, "--store", store_url, "--port", str(port), *args, env=env
+        )
         server = ServerProcess(
-            process, f"http://127.0.0.1:{port}", store_url,
-            folder / "server.out", folder / "server.err",
+            process,
+            f"http://127.0.0.1:{port}",
+            store_url,
+            folder / "server.out",
+            folder / "server.err",
         )
         if _wait_healthy(server):
             return server
@@ -138,6 +145,8 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server that needs TOKEN, given as CONVEYOR_TOKEN (the flag's env twin)."""
-    server = start_server(tmp_path_factory.mktemp("auth"), env={"CONVEYOR_TOKEN": TOKEN})
+    server = start_server(
+        tmp_path_factory.mktemp("auth"), env={"CONVEYOR_TOKEN": TOKEN}
+    )
     yield server
     server.stop()

@@ -17,15 +17,36 @@ import pytest
 from conveyor import errors
 from conveyor.client import HTTPClient, connect
 from conveyor.engine import Engine
-from conveyor.models import EntryResult, Message, NewMessage, PostResult, QueueInfo, QueueStats
+from conveyor.models import (
+    EntryResult,
+    Message,
+    NewMessage,
+    PostResult,
+    QueueInfo,
+    QueueStats,
+)
 from http_fixtures import TOKEN, ServerProcess, auth_server, free_port, http_server
 
 __all__ = ["auth_server", "http_server"]  # fixtures, used by name
 
 SHARED_METHODS = (
-    "create_queue", "update_queue", "get_queue", "list_queues", "delete_queue",
-    "purge_queue", "post", "reserve", "ack", "nack", "touch", "redrive", "peek",
-    "get_message", "get_result", "stats", "close",
+    "create_queue",
+    "update_queue",
+    "get_queue",
+    "list_queues",
+    "delete_queue",
+    "purge_queue",
+    "post",
+    "reserve",
+    "ack",
+    "nack",
+    "touch",
+    "redrive",
+    "peek",
+    "get_message",
+    "get_result",
+    "stats",
+    "close",
 )
 
 
@@ -192,7 +213,10 @@ def test_post_returns_results(client: Any, queue: str) -> None:
 
 def test_reserve_round_trips_message(client: Any, queue: str) -> None:
     sent = NewMessage(
-        {"text": "\u0000\U0001F680\u05e9"}, headers={"h": "v"}, priority=3, max_attempts=2
+        {"text": "\u0000\U0001f680\u05e9"},
+        headers={"h": "v"},
+        priority=3,
+        max_attempts=2,
     )
     [posted] = client.post(queue, [sent])
     [message] = client.reserve(queue, visibility_timeout_s=60)
@@ -225,7 +249,9 @@ def test_reserve_wait_ends_empty(client: Any, queue: str) -> None:
 
 def test_reserve_long_poll_gets_later_post(client: Any, queue: str) -> None:
     received: list[list[Message]] = []
-    poller = threading.Thread(target=lambda: received.append(client.reserve(queue, wait_s=20)))
+    poller = threading.Thread(
+        target=lambda: received.append(client.reserve(queue, wait_s=20))
+    )
     poller.start()
     time.sleep(0.2)
     client.post(queue, [NewMessage("late")])
@@ -265,7 +291,9 @@ def test_post_too_large_raises(client: Any, queue: str) -> None:
 
 def test_ack_removes_and_stores_result(client: Any, queue: str) -> None:
     [message] = lease(client, queue, 1)
-    [result] = client.ack(queue, [entry(message, result={"v": [1, 2]}, result_ttl_s=60)])
+    [result] = client.ack(
+        queue, [entry(message, result={"v": [1, 2]}, result_ttl_s=60)]
+    )
     assert isinstance(result, EntryResult)
     assert result.ok is True
     assert result.outcome == "acked"
@@ -348,8 +376,13 @@ def test_entries_missing_receipt_raise(client: Any, queue: str) -> None:
 
 
 def test_peek_filters_and_pages(client: Any, queue: str) -> None:
-    client.post(queue, [NewMessage(i) for i in range(4)] + [NewMessage("d", delay_s=600)])
-    assert [m.body for m in client.peek(queue, limit=2, offset=1, state="ready")] == [1, 2]
+    client.post(
+        queue, [NewMessage(i) for i in range(4)] + [NewMessage("d", delay_s=600)]
+    )
+    assert [m.body for m in client.peek(queue, limit=2, offset=1, state="ready")] == [
+        1,
+        2,
+    ]
     assert [m.body for m in client.peek(queue, state="delayed")] == ["d"]
 
 

@@ -50,7 +50,9 @@ def api(http_server: ServerProcess) -> Iterator[httpx.Client]:
 def queue(api: httpx.Client) -> str:
     """A new queue with a short lease, so tests can let leases lapse."""
     name = "q-" + uuid.uuid4().hex[:12]
-    response = api.post("/queues", json={"name": name, "settings": {"visibility_timeout_s": 30}})
+    response = api.post(
+        "/queues", json={"name": name, "settings": {"visibility_timeout_s": 30}}
+    )
     assert response.status_code == 201, response.text
     return name
 
@@ -80,7 +82,9 @@ def post(api: httpx.Client, queue: str, *messages: dict[str, Any]) -> list[str]:
 
 
 def reserve(api: httpx.Client, queue: str, **options: Any) -> list[dict[str, Any]]:
-    response = api.post(f"/queues/{queue}/reserve", json={"max_messages": 10, **options})
+    response = api.post(
+        f"/queues/{queue}/reserve", json={"max_messages": 10, **options}
+    )
     assert response.status_code == 200, response.text
     return valid(schemas.MessageList, response)["messages"]
 
@@ -137,21 +141,29 @@ def test_openapi_lists_every_endpoint(http_server: ServerProcess) -> None:
         ("/v1/queues/{dlq}/dead", "get"),
         ("/v1/queues/{dlq}/redrive", "post"),
     }
-    listed = {(path, method) for path, item in document["paths"].items() for method in item}
+    listed = {
+        (path, method) for path, item in document["paths"].items() for method in item
+    }
     assert expected <= listed
     assert len(listed) == len(expected)
 
 
-def test_openapi_declares_request_and_response_models(http_server: ServerProcess) -> None:
+def test_openapi_declares_request_and_response_models(
+    http_server: ServerProcess,
+) -> None:
     document = httpx.get(http_server.url + "/openapi.json").json()
     components = document["components"]["schemas"]
     for path, item in document["paths"].items():
         for method, operation in item.items():
-            success = operation["responses"].get("200") or operation["responses"].get("201")
+            success = operation["responses"].get("200") or operation["responses"].get(
+                "201"
+            )
             schema = success["content"]["application/json"]["schema"]
             assert schema["$ref"].split("/")[-1] in components, (method, path)
             if method in ("post", "patch") and not path.endswith("/purge"):
-                ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                ref = operation["requestBody"]["content"]["application/json"]["schema"][
+                    "$ref"
+                ]
                 assert ref.split("/")[-1] in components, (method, path)
 
 
@@ -215,7 +227,9 @@ def test_queue_create_returns_settings(api: httpx.Client) -> None:
 
 def test_queue_create_existing_is_409(api: httpx.Client, queue: str) -> None:
     before = api.get(f"/queues/{queue}").json()
-    response = api.post("/queues", json={"name": queue, "settings": {"max_attempts": 9}})
+    response = api.post(
+        "/queues", json={"name": queue, "settings": {"max_attempts": 9}}
+    )
     assert_problem(response, 409, "queue-exists")
     assert api.get(f"/queues/{queue}").json() == before
 
@@ -240,7 +254,9 @@ def test_queue_get_unknown_is_404(api: httpx.Client) -> None:
 @pytest.mark.parametrize("name", ["bad name", "-leading", "x" * 81, "semi;colon"])
 def test_queue_invalid_name_is_422(api: httpx.Client, name: str) -> None:
     before = {q["name"] for q in api.get("/queues").json()["queues"]}
-    problem = assert_problem(api.post("/queues", json={"name": name}), 422, "invalid-request")
+    problem = assert_problem(
+        api.post("/queues", json={"name": name}), 422, "invalid-request"
+    )
     assert "queue name" in problem["detail"]
     assert {q["name"] for q in api.get("/queues").json()["queues"]} == before
 
@@ -263,7 +279,11 @@ def test_queue_create_unknown_setting_is_422(api: httpx.Client) -> None:
 
 def test_queue_create_malformed_json_is_400(api: httpx.Client) -> None:
     before = {q["name"] for q in api.get("/queues").json()["queues"]}
-    response = api.post("/queues", content=b'{"name": "m1"', headers={"content-type": "application/json"})
+    response = api.post(
+        "/queues",
+        content=b'{"name": "m1"',
+        headers={"content-type": "application/json"},
+    )
     assert_problem(response, 400, "malformed-request")
     assert {q["name"] for q in api.get("/queues").json()["queues"]} == before
 
@@ -278,14 +298,18 @@ def test_queue_update_changes_setting(api: httpx.Client, queue: str) -> None:
 
 def test_queue_update_out_of_range_is_422(api: httpx.Client, queue: str) -> None:
     before = api.get(f"/queues/{queue}").json()
-    response = api.patch(f"/queues/{queue}", json={"settings": {"visibility_timeout_s": -1}})
+    response = api.patch(
+        f"/queues/{queue}", json={"settings": {"visibility_timeout_s": -1}}
+    )
     problem = assert_problem(response, 422, "invalid-request")
     assert "visibility_timeout_s" in problem["detail"]
     assert api.get(f"/queues/{queue}").json() == before
 
 
 def test_queue_update_unknown_queue_is_404(api: httpx.Client) -> None:
-    response = api.patch("/queues/no-such-queue", json={"settings": {"max_attempts": 2}})
+    response = api.patch(
+        "/queues/no-such-queue", json={"settings": {"max_attempts": 2}}
+    )
     assert_problem(response, 404, "queue-not-found")
 
 
@@ -330,8 +354,12 @@ def test_post_returns_ids_in_order(api: httpx.Client, queue: str) -> None:
 
 
 def test_post_reports_deduplicated(api: httpx.Client, queue: str) -> None:
-    first = api.post(f"/queues/{queue}/messages", json={"messages": [{"body": 1, "dedup_id": "d"}]})
-    again = api.post(f"/queues/{queue}/messages", json={"messages": [{"body": 2, "dedup_id": "d"}]})
+    first = api.post(
+        f"/queues/{queue}/messages", json={"messages": [{"body": 1, "dedup_id": "d"}]}
+    )
+    again = api.post(
+        f"/queues/{queue}/messages", json={"messages": [{"body": 2, "dedup_id": "d"}]}
+    )
     assert again.json()["messages"][0]["id"] == first.json()["messages"][0]["id"]
     assert first.json()["messages"][0]["deduplicated"] is False
     assert again.json()["messages"][0]["deduplicated"] is True
@@ -339,7 +367,12 @@ def test_post_reports_deduplicated(api: httpx.Client, queue: str) -> None:
 
 
 def test_post_stores_options(api: httpx.Client, queue: str) -> None:
-    message = {"body": {"k": 1}, "headers": {"trace": "t1"}, "priority": 5, "max_attempts": 2}
+    message = {
+        "body": {"k": 1},
+        "headers": {"trace": "t1"},
+        "priority": 5,
+        "max_attempts": 2,
+    }
     post(api, queue, message)
     stored = peek(api, queue)[0]
     assert stored["headers"] == {"trace": "t1"}
@@ -355,19 +388,25 @@ def test_post_delay_makes_message_delayed(api: httpx.Client, queue: str) -> None
 
 def test_post_is_all_or_nothing(api: httpx.Client, queue: str) -> None:
     body = {"messages": [{"body": "fine"}, {"body": "bad", "priority": 5000}]}
-    problem = assert_problem(api.post(f"/queues/{queue}/messages", json=body), 422, "invalid-request")
+    problem = assert_problem(
+        api.post(f"/queues/{queue}/messages", json=body), 422, "invalid-request"
+    )
     assert problem["index"] == 1
     assert counts(api, queue)["ready"] == 0
 
 
 def test_post_malformed_json_is_400(api: httpx.Client, queue: str) -> None:
-    response = api.post(f"/queues/{queue}/messages", content=b'{"messages": [{"body": 1}')
+    response = api.post(
+        f"/queues/{queue}/messages", content=b'{"messages": [{"body": 1}'
+    )
     assert_problem(response, 400, "malformed-request")
     assert counts(api, queue)["ready"] == 0
 
 
 def test_post_empty_body_is_400(api: httpx.Client, queue: str) -> None:
-    assert_problem(api.post(f"/queues/{queue}/messages", content=b""), 400, "malformed-request")
+    assert_problem(
+        api.post(f"/queues/{queue}/messages", content=b""), 400, "malformed-request"
+    )
     assert counts(api, queue)["ready"] == 0
 
 
@@ -398,11 +437,19 @@ def test_post_messages_not_a_list_is_422(api: httpx.Client, queue: str) -> None:
 
 
 def test_post_negative_delay_is_422(api: httpx.Client, queue: str) -> None:
-    response = api.post(f"/queues/{queue}/messages", json={"messages": [{"body": 1, "delay_s": -5}]})
+    response = api.post(
+        f"/queues/{queue}/messages", json={"messages": [{"body": 1, "delay_s": -5}]}
+    )
     problem = assert_problem(response, 422, "invalid-request")
     assert "delay_s" in problem["detail"]
     assert "-5" in problem["detail"]
-    assert counts(api, queue) == {"queue": queue, "ready": 0, "delayed": 0, "reserved": 0, "dead": 0}
+    assert counts(api, queue) == {
+        "queue": queue,
+        "ready": 0,
+        "delayed": 0,
+        "reserved": 0,
+        "dead": 0,
+    }
 
 
 def test_post_body_and_base64_together_is_422(api: httpx.Client, queue: str) -> None:
@@ -413,19 +460,25 @@ def test_post_body_and_base64_together_is_422(api: httpx.Client, queue: str) -> 
 
 
 def test_post_invalid_base64_is_422(api: httpx.Client, queue: str) -> None:
-    response = api.post(f"/queues/{queue}/messages", json={"messages": [{"body_base64": "%%"}]})
+    response = api.post(
+        f"/queues/{queue}/messages", json={"messages": [{"body_base64": "%%"}]}
+    )
     assert_problem(response, 422, "invalid-request")
     assert counts(api, queue)["ready"] == 0
 
 
 def test_post_too_many_messages_is_422(api: httpx.Client, queue: str) -> None:
     body = {"messages": [{"body": i} for i in range(1001)]}
-    assert_problem(api.post(f"/queues/{queue}/messages", json=body), 422, "invalid-request")
+    assert_problem(
+        api.post(f"/queues/{queue}/messages", json=body), 422, "invalid-request"
+    )
     assert counts(api, queue)["ready"] == 0
 
 
 def test_post_unknown_queue_is_404(api: httpx.Client) -> None:
-    response = api.post("/queues/no-such-queue/messages", json={"messages": [{"body": 1}]})
+    response = api.post(
+        "/queues/no-such-queue/messages", json={"messages": [{"body": 1}]}
+    )
     assert_problem(response, 404, "queue-not-found")
     assert_problem(api.get("/queues/no-such-queue"), 404, "queue-not-found")
 
@@ -437,7 +490,9 @@ def test_post_invalid_queue_name_is_422(api: httpx.Client) -> None:
 
 def test_post_above_queue_size_limit_is_413(api: httpx.Client, queue: str) -> None:
     api.patch(f"/queues/{queue}", json={"settings": {"max_message_size": 1024}})
-    response = api.post(f"/queues/{queue}/messages", json={"messages": [{"body": "x" * 2000}]})
+    response = api.post(
+        f"/queues/{queue}/messages", json={"messages": [{"body": "x" * 2000}]}
+    )
     problem = assert_problem(response, 413, "payload-too-large")
     assert "1024" in problem["detail"]
     assert counts(api, queue)["ready"] == 0
@@ -447,7 +502,7 @@ def test_post_above_queue_size_limit_is_413(api: httpx.Client, queue: str) -> No
 
 BODIES = {
     "nul": "before\u0000after",
-    "emoji": "\U0001F680 \U0001F469\u200D\U0001F4BB",
+    "emoji": "\U0001f680 \U0001f469\u200d\U0001f4bb",
     "rtl": "\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627 \u202eabc",
     "nested": {"list": [1, 2.5, None, True, "\u0000"], "empty": {}, "\u00e9": ""},
     "empty": "",
@@ -474,7 +529,9 @@ def test_body_large_integers_round_trip(api: httpx.Client, queue: str) -> None:
 
 def test_post_integer_beyond_64_bits_is_422(api: httpx.Client, queue: str) -> None:
     raw = b'{"messages": [{"body": {"n": 123456789012345678901234567890}}]}'
-    problem = assert_problem(api.post(f"/queues/{queue}/messages", content=raw), 422, "invalid-request")
+    problem = assert_problem(
+        api.post(f"/queues/{queue}/messages", content=raw), 422, "invalid-request"
+    )
     assert "64-bit" in problem["detail"]
     assert counts(api, queue)["ready"] == 0
 
@@ -490,7 +547,7 @@ def test_binary_body_round_trips(api: httpx.Client, queue: str) -> None:
 
 def test_ten_mib_text_message_round_trips(api: httpx.Client, queue: str) -> None:
     api.patch(f"/queues/{queue}", json={"settings": {"max_message_size": 16 * MIB}})
-    mixed = "\u0000\u00e9\u05e9\U0001F680" * 1000
+    mixed = "\u0000\u00e9\u05e9\U0001f680" * 1000
     body = mixed + "x" * (10 * MIB - len(mixed))
     post(api, queue, {"body": body})
     [received] = reserve(api, queue)
@@ -506,9 +563,13 @@ def test_ten_mib_binary_message_round_trips(api: httpx.Client, queue: str) -> No
     assert base64.b64decode(received["body_base64"]) == data
 
 
-def test_ten_mib_message_needs_larger_queue_limit(api: httpx.Client, queue: str) -> None:
+def test_ten_mib_message_needs_larger_queue_limit(
+    api: httpx.Client, queue: str
+) -> None:
     body = "x" * (10 * MIB)
-    response = api.post(f"/queues/{queue}/messages", json={"messages": [{"body": body}]})
+    response = api.post(
+        f"/queues/{queue}/messages", json={"messages": [{"body": body}]}
+    )
     assert_problem(response, 413, "payload-too-large")
     assert counts(api, queue)["ready"] == 0
 
@@ -592,7 +653,9 @@ def test_reserve_respects_max_messages(api: httpx.Client, queue: str) -> None:
     assert stats(api, queue)["ready"] == 2
 
 
-def test_reserve_long_poll_returns_posted_message(api: httpx.Client, queue: str, http_server: ServerProcess) -> None:
+def test_reserve_long_poll_returns_posted_message(
+    api: httpx.Client, queue: str, http_server: ServerProcess
+) -> None:
     results: list[httpx.Response] = []
 
     def poll() -> None:
@@ -653,13 +716,20 @@ def test_reserve_bad_input_is_rejected(
 
 
 def test_reserve_unknown_queue_is_404(api: httpx.Client) -> None:
-    assert_problem(api.post("/queues/no-such-queue/reserve", json={}), 404, "queue-not-found")
+    assert_problem(
+        api.post("/queues/no-such-queue/reserve", json={}), 404, "queue-not-found"
+    )
 
 
 def test_ack_deletes_and_stores_result(api: httpx.Client, queue: str) -> None:
     [message_id] = post(api, queue, {"body": 1})
     [message] = reserve(api, queue)
-    entry = {"id": message_id, "receipt": message["receipt"], "result": {"ok": 1}, "result_ttl_s": 60}
+    entry = {
+        "id": message_id,
+        "receipt": message["receipt"],
+        "result": {"ok": 1},
+        "result_ttl_s": 60,
+    }
     response = api.post(f"/queues/{queue}/ack", json={"entries": [entry]})
     data = valid(schemas.EntryResults, response)
     assert data["results"] == [{"id": message_id, "ok": True, "outcome": "acked"}]
@@ -669,7 +739,10 @@ def test_ack_deletes_and_stores_result(api: httpx.Client, queue: str) -> None:
 
 
 def test_ack_stale_receipt_changes_nothing(api: httpx.Client, queue: str) -> None:
-    api.patch(f"/queues/{queue}", json={"settings": {"backoff_base_s": 0, "backoff_jitter": "none"}})
+    api.patch(
+        f"/queues/{queue}",
+        json={"settings": {"backoff_base_s": 0, "backoff_jitter": "none"}},
+    )
     [message_id] = post(api, queue, {"body": 1})
     [first] = reserve(api, queue, visibility_timeout_s=0.1)
     second: list[dict[str, Any]] = []
@@ -696,8 +769,13 @@ def test_ack_unknown_message_reports_not_found(api: httpx.Client, queue: str) ->
 def test_ack_reports_each_entry(api: httpx.Client, queue: str) -> None:
     [message_id] = post(api, queue, {"body": 1})
     [message] = reserve(api, queue)
-    entries = [{"id": message_id, "receipt": message["receipt"]}, {"id": "zz", "receipt": "r"}]
-    results = api.post(f"/queues/{queue}/ack", json={"entries": entries}).json()["results"]
+    entries = [
+        {"id": message_id, "receipt": message["receipt"]},
+        {"id": "zz", "receipt": "r"},
+    ]
+    results = api.post(f"/queues/{queue}/ack", json={"entries": entries}).json()[
+        "results"
+    ]
     assert [r["ok"] for r in results] == [True, False]
 
 
@@ -716,19 +794,30 @@ def test_ack_bad_entry_is_422(
 ) -> None:
     post(api, queue, {"body": 1})
     reserve(api, queue)
-    problem = assert_problem(api.post(f"/queues/{queue}/ack", json={"entries": [entry]}), 422, "invalid-request")
+    problem = assert_problem(
+        api.post(f"/queues/{queue}/ack", json={"entries": [entry]}),
+        422,
+        "invalid-request",
+    )
     assert field in problem["detail"]
     assert counts(api, queue)["reserved"] == 1
 
 
 def test_ack_empty_entries_is_422(api: httpx.Client, queue: str) -> None:
-    assert_problem(api.post(f"/queues/{queue}/ack", json={"entries": []}), 422, "invalid-request")
+    assert_problem(
+        api.post(f"/queues/{queue}/ack", json={"entries": []}), 422, "invalid-request"
+    )
 
 
 def test_nack_retries_after_delay(api: httpx.Client, queue: str) -> None:
     [message_id] = post(api, queue, {"body": 1})
     [message] = reserve(api, queue)
-    entry = {"id": message_id, "receipt": message["receipt"], "delay_s": 600, "error": "boom"}
+    entry = {
+        "id": message_id,
+        "receipt": message["receipt"],
+        "delay_s": 600,
+        "error": "boom",
+    }
     response = api.post(f"/queues/{queue}/nack", json={"entries": [entry]})
     assert valid(schemas.EntryResults, response)["results"][0]["outcome"] == "retried"
     [stored] = peek(api, queue)
@@ -739,8 +828,15 @@ def test_nack_retries_after_delay(api: httpx.Client, queue: str) -> None:
 def test_nack_dead_moves_to_dlq(api: httpx.Client, queue: str) -> None:
     [message_id] = post(api, queue, {"body": 1})
     [message] = reserve(api, queue)
-    entry = {"id": message_id, "receipt": message["receipt"], "dead": True, "error": "bad input"}
-    results = api.post(f"/queues/{queue}/nack", json={"entries": [entry]}).json()["results"]
+    entry = {
+        "id": message_id,
+        "receipt": message["receipt"],
+        "dead": True,
+        "error": "bad input",
+    }
+    results = api.post(f"/queues/{queue}/nack", json={"entries": [entry]}).json()[
+        "results"
+    ]
     assert results[0]["outcome"] == "dead"
     response = api.get(f"/queues/{queue}.dlq/dead")
     [dead] = valid(schemas.MessageList, response)["messages"]
@@ -755,7 +851,9 @@ def test_nack_release_keeps_attempts(api: httpx.Client, queue: str) -> None:
     [message_id] = post(api, queue, {"body": 1})
     [message] = reserve(api, queue)
     entry = {"id": message_id, "receipt": message["receipt"], "release": True}
-    results = api.post(f"/queues/{queue}/nack", json={"entries": [entry]}).json()["results"]
+    results = api.post(f"/queues/{queue}/nack", json={"entries": [entry]}).json()[
+        "results"
+    ]
     assert results[0]["outcome"] == "released"
     [stored] = peek(api, queue)
     assert stored["state"] == "ready"
@@ -766,7 +864,11 @@ def test_nack_mistyped_key_is_422(api: httpx.Client, queue: str) -> None:
     [message_id] = post(api, queue, {"body": 1})
     [message] = reserve(api, queue)
     entry = {"id": message_id, "receipt": message["receipt"], "relase": True}
-    problem = assert_problem(api.post(f"/queues/{queue}/nack", json={"entries": [entry]}), 422, "invalid-request")
+    problem = assert_problem(
+        api.post(f"/queues/{queue}/nack", json={"entries": [entry]}),
+        422,
+        "invalid-request",
+    )
     assert "relase" in problem["detail"]
     assert peek(api, queue)[0]["state"] == "reserved"
 
@@ -775,23 +877,37 @@ def test_nack_negative_delay_is_422(api: httpx.Client, queue: str) -> None:
     [message_id] = post(api, queue, {"body": 1})
     [message] = reserve(api, queue)
     entry = {"id": message_id, "receipt": message["receipt"], "delay_s": -1}
-    assert_problem(api.post(f"/queues/{queue}/nack", json={"entries": [entry]}), 422, "invalid-request")
+    assert_problem(
+        api.post(f"/queues/{queue}/nack", json={"entries": [entry]}),
+        422,
+        "invalid-request",
+    )
     assert peek(api, queue)[0]["state"] == "reserved"
 
 
 def test_touch_extends_lease(api: httpx.Client, queue: str) -> None:
     [message_id] = post(api, queue, {"body": 1})
     [message] = reserve(api, queue, visibility_timeout_s=5)
-    entry = {"id": message_id, "receipt": message["receipt"], "visibility_timeout_s": 600}
+    entry = {
+        "id": message_id,
+        "receipt": message["receipt"],
+        "visibility_timeout_s": 600,
+    }
     response = api.post(f"/queues/{queue}/touch", json={"entries": [entry]})
     [result] = valid(schemas.EntryResults, response)["results"]
     assert result["outcome"] == "touched"
     assert result["reserved_until"] > message["reserved_until"] + 500
-    assert peek(api, queue)[0]["reserved_until"] == pytest.approx(result["reserved_until"])
+    assert peek(api, queue)[0]["reserved_until"] == pytest.approx(
+        result["reserved_until"]
+    )
 
 
 def test_touch_malformed_json_is_400(api: httpx.Client, queue: str) -> None:
-    assert_problem(api.post(f"/queues/{queue}/touch", content=b"{entries"), 400, "malformed-request")
+    assert_problem(
+        api.post(f"/queues/{queue}/touch", content=b"{entries"),
+        400,
+        "malformed-request",
+    )
 
 
 # DLQ ----------------------------------------------------------------------
@@ -829,14 +945,20 @@ def test_redrive_limit_moves_oldest(api: httpx.Client, queue: str) -> None:
 
 def test_redrive_unknown_id_is_404(api: httpx.Client, queue: str) -> None:
     ids = dead_letter(api, queue, 2)
-    response = api.post(f"/queues/{queue}.dlq/redrive", json={"message_ids": [ids[0], "zz"]})
+    response = api.post(
+        f"/queues/{queue}.dlq/redrive", json={"message_ids": [ids[0], "zz"]}
+    )
     assert_problem(response, 404, "message-not-found")
     assert len(peek(api, queue + ".dlq", state="dead")) == 2
 
 
 def test_redrive_bad_limit_is_422(api: httpx.Client, queue: str) -> None:
     dead_letter(api, queue, 1)
-    assert_problem(api.post(f"/queues/{queue}.dlq/redrive", json={"limit": 0}), 422, "invalid-request")
+    assert_problem(
+        api.post(f"/queues/{queue}.dlq/redrive", json={"limit": 0}),
+        422,
+        "invalid-request",
+    )
     assert stats(api, queue + ".dlq")["dead"] == 1
 
 
@@ -851,7 +973,9 @@ def test_dead_lists_with_paging(api: httpx.Client, queue: str) -> None:
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_server(tmp_path_factory.mktemp("small"), "--max-request-bytes", "65536")
+    server = start_server(
+        tmp_path_factory.mktemp("small"), "--max-request-bytes", "65536"
+    )
     httpx.post(server.url + "/v1/queues", json={"name": "small"})
     yield server
     server.stop()
@@ -872,7 +996,9 @@ def test_oversize_chunked_body_is_413(small_server: ServerProcess) -> None:
             yield b"x" * 8192
         yield b'"}]}'
 
-    response = httpx.post(small_server.url + "/v1/queues/small/messages", content=chunks())
+    response = httpx.post(
+        small_server.url + "/v1/queues/small/messages", content=chunks()
+    )
     assert_problem(response, 413, "payload-too-large")
     assert httpx.get(small_server.url + "/v1/queues/small/stats").json()["ready"] == 0
 
@@ -886,6 +1012,7 @@ def test_body_under_limit_is_accepted(small_server: ServerProcess) -> None:
 
 # Authentication -----------------------------------------------------------
 
+
 def test_auth_missing_token_is_401(auth_server: ServerProcess) -> None:
     response = httpx.get(auth_server.url + "/v1/queues")
     assert_problem(response, 401, "unauthorized")
@@ -893,7 +1020,9 @@ def test_auth_missing_token_is_401(auth_server: ServerProcess) -> None:
 
 
 def test_auth_wrong_token_is_401(auth_server: ServerProcess) -> None:
-    response = httpx.get(auth_server.url + "/v1/queues", headers={"Authorization": "Bearer nope"})
+    response = httpx.get(
+        auth_server.url + "/v1/queues", headers={"Authorization": "Bearer nope"}
+    )
     assert_problem(response, 401, "unauthorized")
 
 
@@ -901,7 +1030,12 @@ def test_auth_wrong_token_changes_nothing(auth_server: ServerProcess) -> None:
     response = httpx.post(auth_server.url + "/v1/queues", json={"name": "sneaky"})
     assert_problem(response, 401, "unauthorized")
     good = {"Authorization": f"Bearer {TOKEN}"}
-    names = [q["name"] for q in httpx.get(auth_server.url + "/v1/queues", headers=good).json()["queues"]]
+    names = [
+        q["name"]
+        for q in httpx.get(auth_server.url + "/v1/queues", headers=good).json()[
+            "queues"
+        ]
+    ]
     assert "sneaky" not in names
 
 
@@ -910,7 +1044,9 @@ def test_auth_unknown_route_is_401(auth_server: ServerProcess) -> None:
 
 
 def test_auth_right_token_is_200(auth_server: ServerProcess) -> None:
-    response = httpx.get(auth_server.url + "/v1/queues", headers={"Authorization": f"Bearer {TOKEN}"})
+    response = httpx.get(
+        auth_server.url + "/v1/queues", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert response.status_code == 200
 
 
@@ -919,7 +1055,9 @@ def test_auth_health_needs_no_token(auth_server: ServerProcess) -> None:
 
 
 def test_auth_token_is_never_logged(auth_server: ServerProcess) -> None:
-    httpx.get(auth_server.url + "/v1/queues", headers={"Authorization": f"Bearer {TOKEN}"})
+    httpx.get(
+        auth_server.url + "/v1/queues", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     httpx.get(auth_server.url + "/v1/queues", headers={"Authorization": "Bearer nope"})
     output = auth_server.output()
     assert "authentication on" in output
@@ -944,7 +1082,13 @@ def run_server_briefly(tmp_path: Path, *args: str) -> tuple[int, str]:
 
 def test_server_refuses_public_host_without_token(tmp_path: Path) -> None:
     code, output = run_server_briefly(
-        tmp_path, "--host", "0.0.0.0", "--port", str(free_port()), "--store", f"sqlite:///{tmp_path}/x.db"
+        tmp_path,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(free_port()),
+        "--store",
+        f"sqlite:///{tmp_path}/x.db",
     )
     assert code == 2
     assert "without a token" in output
@@ -952,13 +1096,17 @@ def test_server_refuses_public_host_without_token(tmp_path: Path) -> None:
 
 
 def test_server_rejects_bad_store_url(tmp_path: Path) -> None:
-    code, output = run_server_briefly(tmp_path, "--port", str(free_port()), "--store", "mysql://x")
+    code, output = run_server_briefly(
+        tmp_path, "--port", str(free_port()), "--store", "mysql://x"
+    )
     assert code == 2
     assert "mysql://x" in output
 
 
 def test_server_prints_ready_line(http_server: ServerProcess) -> None:
-    expected = f"Conveyor listening on {http_server.url} (store {http_server.store_url})"
+    expected = (
+        f"Conveyor listening on {http_server.url} (store {http_server.store_url})"
+    )
     assert expected in http_server.stdout_path.read_text()
 
 
@@ -985,12 +1133,17 @@ def test_server_default_store_uses_data_dir(tmp_path: Path) -> None:
 def test_server_stops_cleanly_and_keeps_messages(tmp_path: Path) -> None:
     server = start_server(tmp_path / "one")
     httpx.post(server.url + "/v1/queues", json={"name": "keep"})
-    httpx.post(server.url + "/v1/queues/keep/messages", json={"messages": [{"body": i} for i in range(50)]})
+    httpx.post(
+        server.url + "/v1/queues/keep/messages",
+        json={"messages": [{"body": i} for i in range(50)]},
+    )
 
     polled: list[httpx.Response] = []
     poller = threading.Thread(
         target=lambda: polled.append(
-            httpx.post(server.url + "/v1/queues/empty/reserve", json={"wait_s": 25}, timeout=60)
+            httpx.post(
+                server.url + "/v1/queues/empty/reserve", json={"wait_s": 25}, timeout=60
+            )
         )
     )
     httpx.post(server.url + "/v1/queues", json={"name": "empty"})

@@ -129,7 +129,10 @@ def server(
 
     logger.info(
         "Starting Conveyor server on %s port %d with store %s (authentication %s)",
-        host, port, store_url, "on" if token else "off",
+        host,
+        port,
+        store_url,
+        "on" if token else "off",
     )
     try:
         _serve(engine, store_url, host, port, token, max_request_bytes, access_log)
@@ -182,7 +185,9 @@ class _ConveyorServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            click.echo(f"Conveyor listening on {self._base_url()} (store {self._store_url})")
+            click.echo(
+                f"Conveyor listening on {self._base_url()} (store {self._store_url})"
+            )
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self._stopping.is_set():

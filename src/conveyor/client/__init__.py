@@ -39,7 +39,9 @@ def connect(
     if scheme == "sqlite":
         return Engine(url)
     if scheme in ("http", "https"):
-        return HTTPClient(url, token=token or os.environ.get(TOKEN_ENV) or None, timeout_s=timeout_s)
+        return HTTPClient(
+            url, token=token or os.environ.get(TOKEN_ENV) or None, timeout_s=timeout_s
+        )
     raise ValidationError(
         f"invalid Conveyor URL {url!r}: use http://HOST:PORT for a server or "
         "sqlite:///path/to/file.db for a store file"

@@ -80,7 +80,8 @@ class HTTPClient:
             headers=headers,
             timeout=timeout_s,
             limits=httpx.Limits(
-                max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
+                max_connections=MAX_CONNECTIONS,
+                max_keepalive_connections=MAX_CONNECTIONS,
             ),
         )
 
@@ -108,7 +109,9 @@ class HTTPClient:
 
     def update_queue(self, name: str, changes: dict[str, Any]) -> QueueInfo:
         """Change settings at run time; unknown keys and bad values raise."""
-        return _queue_info(self._request("PATCH", _queue_path(name), {"settings": changes}))
+        return _queue_info(
+            self._request("PATCH", _queue_path(name), {"settings": changes})
+        )
 
     def get_queue(self, name: str) -> QueueInfo:
         return _queue_info(self._request("GET", _queue_path(name)))
@@ -131,7 +134,9 @@ class HTTPClient:
         """Post a batch, all or nothing; return ids once committed durably."""
         body = {"messages": [_new_message_to_wire(m) for m in messages]}
         data = self._request("POST", _queue_path(queue, "messages"), body)
-        return [PostResult(item["id"], item["deduplicated"]) for item in data["messages"]]
+        return [
+            PostResult(item["id"], item["deduplicated"]) for item in data["messages"]
+        ]
 
     def reserve(
         self,
@@ -215,7 +220,9 @@ class HTTPClient:
 
     # Transport ---------------------------------------------------------
 
-    def _entries(self, action: str, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+    def _entries(
+        self, action: str, queue: str, entries: list[dict[str, Any]]
+    ) -> list[EntryResult]:
         data = self._request("POST", _queue_path(queue, action), {"entries": entries})
         return [_entry_result(item) for item in data["results"]]
 
@@ -237,7 +244,8 @@ class HTTPClient:
         except httpx.TimeoutException as exc:
             raise TransportError(
                 f"{method} {self.url}/v1{path} timed out ({type(exc).__name__}); "
-                "check that the server is running and not overloaded, or raise timeout_s",
+                "check that the server is running and not overloaded, "
+                "or raise timeout_s",
                 url=self.url,
             ) from exc
         except httpx.TransportError as exc:
@@ -275,7 +283,9 @@ def _new_message_to_wire(message: NewMessage) -> dict[str, Any]:
 
 
 def _queue_info(data: dict[str, Any]) -> QueueInfo:
-    return QueueInfo(data["name"], data["settings"], data["created_at"], data["updated_at"])
+    return QueueInfo(
+        data["name"], data["settings"], data["created_at"], data["updated_at"]
+    )
 
 
 def _entry_result(data: dict[str, Any]) -> EntryResult:

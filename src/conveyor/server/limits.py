@@ -20,7 +20,9 @@ class RequestSizeLimitMiddleware:
     application still tries to send.
     """
 
-    def __init__(self, app: ASGIApp, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    ) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
 
@@ -61,10 +63,22 @@ class RequestSizeLimitMiddleware:
 class _StreamGuard:
     """Counts streamed body bytes of one request and cuts it off at the limit."""
 
-    __slots__ = ("_limits", "_scope", "_receive", "_send", "_received", "_started", "_rejected")
+    __slots__ = (
+        "_limits",
+        "_scope",
+        "_receive",
+        "_send",
+        "_received",
+        "_started",
+        "_rejected",
+    )
 
     def __init__(
-        self, limits: RequestSizeLimitMiddleware, scope: Scope, receive: Receive, send: Send
+        self,
+        limits: RequestSizeLimitMiddleware,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         self._limits = limits
         self._scope = scope

@@ -46,7 +46,9 @@ class MethodNotAllowed(ConveyorError):
 
 
 def problem_response(
-    error: ConveyorError, instance: str | None = None, headers: dict[str, str] | None = None
+    error: ConveyorError,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     """Render an error as a problem document with the error's HTTP status."""
     return Response(
@@ -77,7 +79,10 @@ async def _conveyor_error(request: Request, exc: Exception) -> Response:
     else:
         logger.debug(
             "Request %s %s rejected with %d: %s",
-            request.method, request.url.path, exc.status, exc,
+            request.method,
+            request.url.path,
+            exc.status,
+            exc,
         )
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
     return problem_response(exc, request.url.path, headers)
@@ -111,7 +116,10 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.error(
-        "Request %s %s failed unexpectedly", request.method, request.url.path, exc_info=exc
+        "Request %s %s failed unexpectedly",
+        request.method,
+        request.url.path,
+        exc_info=exc,
     )
     error = ConveyorError("the server failed unexpectedly; its log has the details")
     return problem_response(error, request.url.path)
@@ -119,8 +127,10 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 def _generic_http_error(exc: StarletteHTTPException) -> ConveyorError:
     """Wrap an HTTP error Starlette raised that has no Conveyor class."""
-    error = ValidationError(str(exc.detail)) if exc.status_code < 500 else ConveyorError(
-        str(exc.detail)
+    error = (
+        ValidationError(str(exc.detail))
+        if exc.status_code < 500
+        else ConveyorError(str(exc.detail))
     )
     error.status = exc.status_code
     return error

@@ -35,16 +35,26 @@ class QueueSettingsChanges(StrictModel):
         None, description="standard, or fifo for per-group ordering; fixed at creation"
     )
     visibility_timeout_s: float | None = Field(None, description="Lease length")
-    max_attempts: int | None = Field(None, description="Deliveries before dead-lettering")
-    dead_letter_queue: str | None = Field(None, description="DLQ name; default NAME.dlq")
+    max_attempts: int | None = Field(
+        None, description="Deliveries before dead-lettering"
+    )
+    dead_letter_queue: str | None = Field(
+        None, description="DLQ name; default NAME.dlq"
+    )
     backoff_base_s: float | None = Field(None, description="First retry delay")
     backoff_factor: float | None = Field(None, description="Growth of the retry delay")
     backoff_cap_s: float | None = Field(None, description="Maximum retry delay")
-    backoff_jitter: Literal["full", "none"] | None = Field(None, description="Retry jitter")
+    backoff_jitter: Literal["full", "none"] | None = Field(
+        None, description="Retry jitter"
+    )
     retention_s: float | None = Field(None, description="How long a message is kept")
-    max_message_size: int | None = Field(None, description="Largest message, up to 16 MiB")
+    max_message_size: int | None = Field(
+        None, description="Largest message, up to 16 MiB"
+    )
     default_delay_s: float | None = Field(None, description="Delay of new messages")
-    dedup_window_s: float | None = Field(None, description="How long a dedup id is kept")
+    dedup_window_s: float | None = Field(
+        None, description="How long a dedup id is kept"
+    )
 
 
 class QueueSettingsModel(BaseModel):
@@ -67,7 +77,9 @@ class QueueSettingsModel(BaseModel):
 class CreateQueueRequest(StrictModel):
     name: str = Field(description="1 to 80 letters, digits, '_', '.' or '-'")
     settings: QueueSettingsChanges | None = None
-    exist_ok: bool = Field(False, description="Return the existing queue instead of 409")
+    exist_ok: bool = Field(
+        False, description="Return the existing queue instead of 409"
+    )
 
 
 class UpdateQueueRequest(StrictModel):
@@ -90,7 +102,9 @@ class QueueStatsModel(BaseModel):
     ready: int
     delayed: int
     reserved: int
-    dead: int = Field(description="Dead messages in this DLQ plus those that came from here")
+    dead: int = Field(
+        description="Dead messages in this DLQ plus those that came from here"
+    )
     oldest_ready_age_s: float | None
 
 
@@ -113,8 +127,12 @@ class NewMessageModel(StrictModel):
     not_before: float | None = Field(None, description="Earliest delivery time")
     group: str | None = Field(None, description="FIFO group; required on fifo queues")
     dedup_id: str | None = Field(None, description="Posts with a seen id are dropped")
-    retention_s: float | None = Field(None, description="Shorter retention than the queue's")
-    max_attempts: int | None = Field(None, description="Overrides the queue's max_attempts")
+    retention_s: float | None = Field(
+        None, description="Shorter retention than the queue's"
+    )
+    max_attempts: int | None = Field(
+        None, description="Overrides the queue's max_attempts"
+    )
 
 
 class PostRequest(StrictModel):
@@ -123,7 +141,9 @@ class PostRequest(StrictModel):
 
 class PostedMessage(BaseModel):
     id: str
-    deduplicated: bool = Field(description="True when the dedup id named an earlier message")
+    deduplicated: bool = Field(
+        description="True when the dedup id named an earlier message"
+    )
 
 
 class PostResponse(BaseModel):
@@ -150,7 +170,9 @@ class MessageModel(BaseModel):
     source_queue: str | None
     expires_at: float
     reserved_until: float | None = None
-    receipt: str | None = Field(None, description="Lease proof; only reserve returns it")
+    receipt: str | None = Field(
+        None, description="Lease proof; only reserve returns it"
+    )
 
 
 class MessageList(BaseModel):
@@ -171,12 +193,16 @@ class ReceiptEntry(StrictModel):
 class AckEntry(ReceiptEntry):
     result: Any = Field(None, description="A JSON value stored as the outcome")
     result_ttl_s: float | None = Field(None, description="Keep the result this long")
-    status: str | None = Field(None, description="Stored result status; default succeeded")
+    status: str | None = Field(
+        None, description="Stored result status; default succeeded"
+    )
     error: str | None = Field(None, description="Error text stored with the result")
 
 
 class NackEntry(ReceiptEntry):
-    delay_s: float | None = Field(None, description="Retry delay instead of the backoff")
+    delay_s: float | None = Field(
+        None, description="Retry delay instead of the backoff"
+    )
     error: str | None = Field(None, description="Kept as the message's last error")
     dead: bool = Field(False, description="Move to the DLQ now")
     release: bool = Field(False, description="Return now without using an attempt")
@@ -233,7 +259,9 @@ class RedriveRequest(StrictModel):
     message_ids: list[str] | None = Field(
         None, max_length=MAX_ENTRY_BATCH, description="Move these (all or none)"
     )
-    limit: int | None = Field(None, ge=1, description="Move at most this many, oldest first")
+    limit: int | None = Field(
+        None, ge=1, description="Move at most this many, oldest first"
+    )
 
 
 class RedriveResponse(BaseModel):

@@ -113,7 +113,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-async def read_model(request: Request, model: type[ModelT], optional: bool = False) -> ModelT:
+async def read_model(
+    request: Request, model: type[ModelT], optional: bool = False
+) -> ModelT:
     """Read the JSON body and validate it with a pydantic model.
 
     With `optional`, an empty body is read as an empty object.
@@ -130,7 +132,9 @@ async def read_model(request: Request, model: type[ModelT], optional: bool = Fal
 
 def parse_post(data: dict[str, Any]) -> list[NewMessage]:
     """Turn a post request into NewMessages; the engine checks value ranges."""
-    check_fields("request", data, {"messages": ("a list", (list,))}, required=("messages",))
+    check_fields(
+        "request", data, {"messages": ("a list", (list,))}, required=("messages",)
+    )
     messages = []
     for index, item in enumerate(data["messages"]):
         path = f"messages[{index}]"
@@ -153,7 +157,9 @@ def parse_reserve(data: dict[str, Any]) -> dict[str, Any]:
 
 def parse_entries(action: str, data: dict[str, Any]) -> list[dict[str, Any]]:
     """Return the entries of an ack, nack or touch request, checked for types."""
-    check_fields("request", data, {"entries": ("a list", (list,))}, required=("entries",))
+    check_fields(
+        "request", data, {"entries": ("a list", (list,))}, required=("entries",)
+    )
     fields = ENTRY_FIELDS[action]
     entries = data["entries"]
     for index, entry in enumerate(entries):
@@ -183,7 +189,8 @@ def check_fields(
         spec = fields.get(name)
         if spec is None:
             raise ValidationError(
-                f"{path} has unknown field {name!r}; known fields are: {', '.join(fields)}",
+                f"{path} has unknown field {name!r}; "
+                f"known fields are: {', '.join(fields)}",
                 field=f"{path}.{name}",
             )
         if value is None:
@@ -191,7 +198,8 @@ def check_fields(
         description, types = spec
         if not _has_type(value, types):
             raise ValidationError(
-                f"invalid {path}.{name}: expected {description}, got {_json_type(value)}",
+                f"invalid {path}.{name}: expected {description}, "
+                f"got {_json_type(value)}",
                 field=f"{path}.{name}",
             )
 
@@ -253,7 +261,9 @@ def entry_results_to_wire(results: list[EntryResult]) -> dict[str, Any]:
 
 def json_response(data: Any, status_code: int = 200) -> Response:
     """Encode a response with orjson, skipping FastAPI's model serialization."""
-    return Response(orjson.dumps(data), status_code=status_code, media_type=JSON_MEDIA_TYPE)
+    return Response(
+        orjson.dumps(data), status_code=status_code, media_type=JSON_MEDIA_TYPE
+    )
 
 
 def _has_type(value: Any, types: tuple[type, ...]) -> bool:

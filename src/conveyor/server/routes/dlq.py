@@ -12,7 +12,9 @@ from ..wire import json_response, message_to_wire, read_model
 
 
 def dlq_routes(engine: Engine) -> APIRouter:
-    router = APIRouter(prefix="/queues/{dlq}", tags=["dlq"], responses=PROBLEM_RESPONSES)
+    router = APIRouter(
+        prefix="/queues/{dlq}", tags=["dlq"], responses=PROBLEM_RESPONSES
+    )
 
     @router.get(
         "/dead",
@@ -27,7 +29,9 @@ def dlq_routes(engine: Engine) -> APIRouter:
         offset: int = Query(0, ge=0),
     ):
         messages = await run_in_threadpool(engine.peek, dlq, limit, offset, "dead")
-        return json_response({"messages": [message_to_wire(m, False) for m in messages]})
+        return json_response(
+            {"messages": [message_to_wire(m, False) for m in messages]}
+        )
 
     @router.post(
         "/redrive",

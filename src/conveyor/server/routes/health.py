@@ -12,7 +12,9 @@ from ..wire import json_response
 def health_routes() -> APIRouter:
     router = APIRouter(tags=["service"])
 
-    @router.get("/health", response_model=Health, summary="Report that the server is up")
+    @router.get(
+        "/health", response_model=Health, summary="Report that the server is up"
+    )
     async def health():
         return json_response({"status": "ok", "version": __version__})
 

@@ -17,7 +17,14 @@ from ...engine import Engine
 from ...models import Message
 from ...validation import MAX_WAIT_S, check_optional_duration
 from ..openapi import PROBLEM_RESPONSES, request_body
-from ..schemas import AckRequest, EntryResults, MessageList, NackRequest, ReserveRequest, TouchRequest
+from ..schemas import (
+    AckRequest,
+    EntryResults,
+    MessageList,
+    NackRequest,
+    ReserveRequest,
+    TouchRequest,
+)
 from ..wire import (
     entry_results_to_wire,
     json_response,
@@ -40,7 +47,9 @@ ENTRY_RESULTS_NOTE = (
 
 
 def lease_routes(engine: Engine, stopping: threading.Event) -> APIRouter:
-    router = APIRouter(prefix="/queues/{name}", tags=["leases"], responses=PROBLEM_RESPONSES)
+    router = APIRouter(
+        prefix="/queues/{name}", tags=["leases"], responses=PROBLEM_RESPONSES
+    )
 
     @router.post(
         "/reserve",
@@ -59,7 +68,8 @@ def lease_routes(engine: Engine, stopping: threading.Event) -> APIRouter:
         "/ack",
         response_model=EntryResults,
         summary="Delete leased messages, optionally storing results",
-        description="Each entry needs the message's current receipt." + ENTRY_RESULTS_NOTE,
+        description="Each entry needs the message's current receipt."
+        + ENTRY_RESULTS_NOTE,
         openapi_extra=request_body(AckRequest),
     )
     async def ack(name: str, request: Request):
@@ -113,7 +123,9 @@ async def _long_poll(
     while True:
         remaining = max(deadline - time.monotonic(), 0.0)
         slice_s = min(remaining, LONG_POLL_SLICE_S)
-        messages = await engine.areserve(queue, max_messages, slice_s, visibility_timeout_s)
+        messages = await engine.areserve(
+            queue, max_messages, slice_s, visibility_timeout_s
+        )
         if messages or remaining <= slice_s or stopping.is_set():
             return messages
         if await request.is_disconnected():

@@ -10,7 +10,13 @@ from starlette.concurrency import run_in_threadpool
 from ...engine import MAX_PEEK, Engine
 from ...errors import NotFound
 from ..openapi import PROBLEM_RESPONSES, request_body
-from ..schemas import MessageList, MessageModel, PostRequest, PostResponse, TaskResultModel
+from ..schemas import (
+    MessageList,
+    MessageModel,
+    PostRequest,
+    PostResponse,
+    TaskResultModel,
+)
 from ..wire import json_response, message_to_wire, parse_post, read_json_object
 
 StateFilter = Literal["delayed", "ready", "reserved", "dead"]
@@ -47,7 +53,9 @@ def message_routes(engine: Engine) -> APIRouter:
         state: StateFilter | None = Query(None),
     ):
         messages = await run_in_threadpool(engine.peek, name, limit, offset, state)
-        return json_response({"messages": [message_to_wire(m, False) for m in messages]})
+        return json_response(
+            {"messages": [message_to_wire(m, False) for m in messages]}
+        )
 
     @router.get(
         "/messages/{message_id}",

@@ -52,7 +52,9 @@ def queue_routes(engine: Engine) -> APIRouter:
         )
         return json_response(info.to_wire(), 200 if existed else 201)
 
-    @router.get("/{name}", response_model=QueueInfoModel, summary="Show a queue's settings")
+    @router.get(
+        "/{name}", response_model=QueueInfoModel, summary="Show a queue's settings"
+    )
     async def get_queue(name: str):
         info = await run_in_threadpool(engine.get_queue, name)
         return json_response(info.to_wire())
@@ -71,21 +73,27 @@ def queue_routes(engine: Engine) -> APIRouter:
         return json_response(info.to_wire())
 
     @router.delete(
-        "/{name}", response_model=MessagesDeleted, summary="Delete a queue and its messages"
+        "/{name}",
+        response_model=MessagesDeleted,
+        summary="Delete a queue and its messages",
     )
     async def delete_queue(name: str):
         removed = await run_in_threadpool(engine.delete_queue, name)
         return json_response({"queue": name, "messages_deleted": removed})
 
     @router.post(
-        "/{name}/purge", response_model=MessagesDeleted, summary="Delete every message of a queue"
+        "/{name}/purge",
+        response_model=MessagesDeleted,
+        summary="Delete every message of a queue",
     )
     async def purge_queue(name: str):
         removed = await run_in_threadpool(engine.purge_queue, name)
         return json_response({"queue": name, "messages_deleted": removed})
 
     @router.get(
-        "/{name}/stats", response_model=QueueStatsModel, summary="Count messages per state"
+        "/{name}/stats",
+        response_model=QueueStatsModel,
+        summary="Count messages per state",
     )
     async def queue_stats(name: str):
         stats = await run_in_threadpool(engine.stats, name)
