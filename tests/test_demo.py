@@ -267,6 +267,29 @@ def test_demo_keep_running_until_interrupt(tmp_path):
 
 
 @pytest.mark.acceptance
+def test_demo_sigterm_stops_children(tmp_path):
+    command = demo_command(STDLIB, tmp_path, "--limit", str(LIMIT))
+    demo = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=demo_env()
+    )
+    try:
+        line = ""
+        while "Server ready" not in line:
+            line = demo.stdout.readline()
+            assert line, "the demo ended before its server was ready"
+        url = printed_server_url(line)
+        demo.send_signal(signal.SIGTERM)
+        output, _ = demo.communicate(timeout=DEMO_TIMEOUT_S)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 128 + signal.SIGTERM, output
+    assert "Interrupted" in output
+    assert not port_is_open(url)
+
+
+@pytest.mark.acceptance
 def test_demo_empty_root_fails(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -16,7 +16,6 @@ from ..errors import ConveyorError
 from . import main
 
 DEFAULT_WORKERS = os.cpu_count() or 2
-EXIT_INTERRUPTED = 130
 
 
 @main.command()
@@ -132,13 +131,12 @@ def demo(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     console = Console()
     error_console = Console(stderr=True)
-    # SIGTERM stops the demo like Ctrl-C, so the children are stopped too.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    received = _stop_on_sigterm()
     try:
         code = run_demo(options, console)
     except KeyboardInterrupt:
         console.print("Interrupted; the workers and the server were stopped.")
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(128 + received.get("signal", signal.SIGINT))
     except (DemoError, ConveyorError, OSError) as exc:
         error_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
         sys.exit(1)
@@ -148,3 +146,19 @@ def demo(
             "the summary above lists them."
         )
     sys.exit(code)
+
+
+def _stop_on_sigterm() -> dict[str, int]:
+    """Make SIGTERM raise KeyboardInterrupt like Ctrl-C, so children get stopped.
+
+    Returns a dict that gets the number of the signal under "signal" when
+    SIGTERM arrives.
+    """
+    received: dict[str, int] = {}
+
+    def interrupt(signum: int, _frame: object) -> None:
+        received["signal"] = signum
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return received

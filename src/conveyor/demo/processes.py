@@ -121,6 +121,9 @@ def start_server(store_url: str, run_dir: Path) -> tuple[ChildProcess, str]:
         server = start_child("server", argv, run_dir / "server.log", child_environment(url))
         try:
             wait_for_health(server, url, SERVER_START_TIMEOUT_S)
+        except KeyboardInterrupt:
+            stop_child(server, SERVER_STOP_TIMEOUT_S)
+            raise
         except DemoError:
             exited_early = not server.is_running()
             stop_child(server, SERVER_STOP_TIMEOUT_S)
@@ -160,7 +163,11 @@ def wait_for_health(server: ChildProcess, url: str, timeout_s: float) -> None:
 def start_workers(
     count: int, concurrency: int, url: str, app_path: str, queue: str, run_dir: Path
 ) -> list[ChildProcess]:
-    """Start `count` worker processes of app_path that consume queue."""
+    """Start `count` worker processes of app_path that consume queue.
+
+    Each worker prefetches only as many messages as it runs at once, so the
+    workers finish the backlog at about the same time.
+    """
     env = child_environment(url)
     workers = []
     for number in range(1, count + 1):
@@ -169,6 +176,7 @@ def start_workers(
             "--url", url,
             "--queues", queue,
             "--concurrency", str(concurrency),
+            "--prefetch", str(concurrency),
         ]
         log_path = run_dir / f"worker-{number}.log"
         workers.append(start_child(f"worker {number}", argv, log_path, env))
@@ -255,7 +263,19 @@ class DemoCluster:
             )
 
     def stop(self) -> None:
-        """Stop the workers gracefully, then the server."""
-        stop_children(self.workers, WORKER_STOP_TIMEOUT_S)
-        if self.server is not None:
-            stop_child(self.server, SERVER_STOP_TIMEOUT_S)
+        """Stop the workers gracefully, then the server.
+
+        A second Ctrl-C during the stop kills every child that is still
+        running, because children in their own sessions would outlive the demo.
+        """
+        children = self.workers + ([self.server] if self.server is not None else [])
+        try:
+            stop_children(self.workers, WORKER_STOP_TIMEOUT_S)
+            if self.server is not None:
+                stop_child(self.server, SERVER_STOP_TIMEOUT_S)
+        except KeyboardInterrupt:
+            for child in children:
+                if child.is_running():
+                    child.popen.kill()
+                    child.popen.wait()
+            raise

@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,8 @@ ENQUEUE_BATCH = 500
 PEEK_PAGE = 1000
 POLL_INTERVAL_S = 0.1
 KEEP_RUNNING_CHECK_S = 0.5
+# Results are read one request each, so a few threads overlap the round trips.
+RESULT_READERS = 4
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,37 @@ def _run_with_cluster(
     started: float,
 ) -> int:
     store_url = f"sqlite:///{run_dir / 'conveyor.db'}"
+    url, tasks = _start_cluster(options, console, store_url, run_dir, cluster)
+    startup_s = time.monotonic() - started
+    try:
+        outcome = _process_files(options, console, files, run_dir, cluster, tasks)
+        outcome.startup_s = startup_s
+        run = RunInfo(
+            root=str(options.root),
+            run_dir=str(run_dir),
+            server_url=url,
+            store_url=store_url,
+            dlq=tasks.app.client.get_queue(tasks.QUEUE).settings["dead_letter_queue"],
+            workers=options.workers,
+            concurrency=options.concurrency,
+            failure_rate=options.failure_rate,
+            keep_running=options.keep_running,
+        )
+        print_summary(console, outcome, run)
+        if options.keep_running:
+            serve_until_interrupted(console, cluster, url)
+    finally:
+        tasks.app.close()
+    return 0 if outcome.accounted_for else 1
+
+
+def _start_cluster(
+    options: DemoOptions, console: Console, store_url: str, run_dir: Path, cluster: DemoCluster
+) -> tuple[str, ModuleType]:
+    """Start the server, create the queue, start the workers; return the URL and tasks."""
     cluster.server, url = start_server(store_url, run_dir)
     tasks = load_tasks_module(url)
-    client = tasks.app.client
-    client.create_queue(tasks.QUEUE, tasks.QUEUE_SETTINGS, exist_ok=True)
+    tasks.app.client.create_queue(tasks.QUEUE, tasks.QUEUE_SETTINGS, exist_ok=True)
     cluster.workers = start_workers(
         options.workers, options.concurrency, url, APP_PATH, tasks.QUEUE, run_dir
     )
@@ -114,34 +144,33 @@ def _run_with_cluster(
         f"({options.concurrency} threads each).",
         highlight=False,
     )
+    return url, tasks
 
+
+def _process_files(
+    options: DemoOptions,
+    console: Console,
+    files: list[Path],
+    run_dir: Path,
+    cluster: DemoCluster,
+    tasks: ModuleType,
+) -> DemoOutcome:
+    """Enqueue the files, show progress until every task finished, read the outcome."""
+    client = tasks.app.client
     marker_dir = run_dir / "failure-markers"
     processing_started = time.monotonic()
     posted = enqueue_files(tasks, files, options.failure_rate, marker_dir)
     with DemoProgress(console, len(posted)) as progress:
-        wait_for_tasks(client, tasks.QUEUE, len(posted), cluster, progress, marker_dir,
-                       options.stall_timeout_s)
+        wait_for_tasks(
+            client, tasks.QUEUE, len(posted), cluster, progress, marker_dir,
+            options.stall_timeout_s,
+        )
     finished = time.monotonic()
 
-    outcome = collect_outcome(client, tasks.QUEUE, posted)
-    outcome.startup_s = processing_started - started
+    with console.status(f"Reading {len(posted)} task results"):
+        outcome = collect_outcome(client, tasks.QUEUE, posted)
     outcome.processing_s = finished - processing_started
-    dlq = client.get_queue(tasks.QUEUE).settings["dead_letter_queue"]
-    run = RunInfo(
-        root=str(options.root),
-        run_dir=str(run_dir),
-        server_url=url,
-        store_url=store_url,
-        dlq=dlq,
-        workers=options.workers,
-        concurrency=options.concurrency,
-        failure_rate=options.failure_rate,
-        keep_running=options.keep_running,
-    )
-    print_summary(console, outcome, run)
-    if options.keep_running:
-        serve_until_interrupted(console, cluster, url)
-    return 0 if outcome.accounted_for else 1
+    return outcome
 
 
 def create_run_folder(data_dir: Path) -> Path:
@@ -241,9 +270,11 @@ def collect_outcome(client: Any, queue: str, posted: dict[str, PostedFile]) -> D
             if message.receive_count > 1:
                 outcome.retried += 1
 
-    for message_id, item in posted.items():
-        if message_id not in dead_ids:
-            _add_result(outcome, client.get_result(message_id), item)
+    finished_ids = [message_id for message_id in posted if message_id not in dead_ids]
+    with ThreadPoolExecutor(RESULT_READERS, thread_name_prefix="demo-results") as pool:
+        results = pool.map(client.get_result, finished_ids)
+        for message_id, result in zip(finished_ids, results):
+            _add_result(outcome, result, posted[message_id])
     outcome.dead.sort(key=lambda dead: dead.path)
     return outcome
 
