@@ -25,7 +25,7 @@ import pytest
 
 from conveyor.demo.analysis import SourceError, analyze_file
 from conveyor.demo.files import find_python_files
-from conveyor.demo.report import DeadFile, percentile, pick_examples
+from conveyor.demo.report import DeadFile, format_number, percentile, pick_examples
 from conveyor.demo.tasks import mark_first_attempt, should_inject_failure
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -208,8 +208,8 @@ def test_demo_prints_latency_percentiles(demo_run):
     completed, _, _ = demo_run
     line = re.search(r"^\s*latency\s+(.*)$", completed.stdout, re.MULTILINE)
     assert line is not None, completed.stdout
-    assert re.search(r"p50 [\d.e+-]+ s", line.group(1))
-    assert re.search(r"p99 [\d.e+-]+ s", line.group(1))
+    assert re.search(r"p50 [\d.,]+ s", line.group(1))
+    assert re.search(r"p99 [\d.,]+ s", line.group(1))
 
 
 @pytest.mark.acceptance
@@ -439,3 +439,11 @@ def test_analyze_counts_nested_statements(tmp_path):
     stats = analyze_file(path)
     assert stats.functions == 6
     assert stats.classes == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.000123, "0.000"), (0.5274, "0.527"), (13.04, "13"), (607.4, "607"), (1234.5, "1,234")],
+)
+def test_format_number_without_exponent(value, expected):
+    assert format_number(value) == expected

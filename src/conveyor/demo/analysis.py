@@ -23,8 +23,8 @@ class SourceStats:
     """Facts about one source file.
 
     `lines` counts lines ended by `\\n`, `\\r\\n` or `\\r`, plus a last line
-    without an ending. `functions` counts `def` and `async def` statements at
-    any depth, `classes` counts `class` statements at any depth.
+    without an ending. `functions` counts `def` and `async def` statements
+    and `classes` counts `class` statements, both at any depth.
     """
 
     sha256: str
@@ -42,7 +42,8 @@ def analyze_file(path: str | Path) -> SourceStats:
     """Read a Python file, compile it and return its SourceStats.
 
     The file is decoded with the encoding it declares (PEP 263, UTF-8 by
-    default) and compiled with `compile(source, path, "exec")`.
+    default), parsed with `ast.parse` and compiled with `compile(tree, path,
+    "exec")`.
     Raises SourceError when it cannot be decoded or does not compile, and
     OSError when it cannot be read.
     """
@@ -71,7 +72,7 @@ def decode_source(data: bytes, path: str) -> str:
 
 
 def compile_source(data: bytes, path: str) -> ast.Module:
-    """Parse and compile source bytes; return the syntax tree.
+    """Parse and compile source bytes and return the syntax tree.
 
     The tree is compiled to bytecode as well, because some errors (an
     unknown `__future__` feature, `return` outside a function) only show up

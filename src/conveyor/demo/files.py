@@ -7,7 +7,7 @@ import sysconfig
 from pathlib import Path
 
 # Third-party packages are installed inside the standard library folder on
-# many systems; the demo analyses only what ships with Python.
+# many systems, but the demo analyses only what ships with Python.
 SKIPPED_FOLDERS = frozenset({"site-packages", "dist-packages", "__pycache__"})
 
 
@@ -24,7 +24,7 @@ def find_python_files(root: Path, limit: int | None = None) -> list[Path]:
     stable, so `limit` always selects the same files on one machine.
     """
     if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder; pass a folder that contains .py files")
+        raise NotADirectoryError(f"{root} is not a folder. Pass a folder that contains .py files.")
     files = sorted(_walk_python_files(root))
     return files if limit is None else files[:limit]
 

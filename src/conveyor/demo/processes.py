@@ -26,7 +26,7 @@ HOST = "127.0.0.1"
 SERVER_START_TIMEOUT_S = 30.0
 SERVER_START_ATTEMPTS = 3
 HEALTH_POLL_INTERVAL_S = 0.1
-# Workers get their default 30 s grace period plus time to release messages.
+# Workers have a 30 s grace period by default, plus time to release messages.
 WORKER_STOP_TIMEOUT_S = 40.0
 SERVER_STOP_TIMEOUT_S = 15.0
 LOG_TAIL_LINES = 20
@@ -35,7 +35,7 @@ WORKER_STARTED_LINE = "Worker started:"
 
 
 class DemoError(Exception):
-    """The demo cannot go on; the message says what failed and where to look."""
+    """The demo cannot go on. The message names what failed and where to look."""
 
 
 @dataclass
@@ -139,7 +139,7 @@ def start_server(store_url: str, run_dir: Path) -> tuple[ChildProcess, str]:
 
 
 def wait_for_health(server: ChildProcess, url: str, timeout_s: float) -> None:
-    """Poll GET /v1/health until it returns 200; raise DemoError on failure."""
+    """Poll GET /v1/health until it returns 200, or raise DemoError."""
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=HEALTH_POLL_INTERVAL_S * 10) as http:
         while time.monotonic() < deadline:
@@ -207,7 +207,7 @@ def wait_for_workers(workers: list[ChildProcess], timeout_s: float) -> bool:
 
 
 def stop_children(children: list[ChildProcess], timeout_s: float) -> None:
-    """Send SIGTERM to every child, then wait; kill those still running."""
+    """Send SIGTERM to every child, wait up to timeout_s and kill those still running."""
     for child in children:
         if child.is_running():
             child.popen.send_signal(signal.SIGTERM)
@@ -238,9 +238,9 @@ def _wait_or_kill(child: ChildProcess, timeout_s: float) -> None:
 
 
 class DemoCluster:
-    """The demo's server and workers, stopped together: workers first.
+    """The demo's server and workers, which stop together.
 
-    Workers stop first so they can release unfinished messages and flush
+    Workers stop first, so they can release unfinished messages and flush
     their acks to a server that is still up.
     """
 

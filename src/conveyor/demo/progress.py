@@ -20,7 +20,7 @@ from rich.text import Text
 
 
 class RateColumn(ProgressColumn):
-    """Tasks finished per second, averaged over the last seconds."""
+    """Tasks finished per second, as rich estimates it over the last 30 s."""
 
     def render(self, task: Task) -> Text:
         if task.speed is None:

@@ -40,7 +40,7 @@ class Totals:
 
 @dataclass
 class DemoOutcome:
-    """What happened to every enqueued file, and how long it took.
+    """The outcome of every enqueued file, with the run's timings.
 
     Latencies run from the enqueue call to the ack that stored the result,
     in seconds. Run times are measured inside the task, in milliseconds.
@@ -113,8 +113,9 @@ def _summary_table(outcome: DemoOutcome, run: RunInfo) -> Table:
         f"{run.failure_rate:g})",
     )
     table.add_row(
-        "dead-lettered", f"{len(outcome.dead)}", "rejected without retries: they do not compile"
+        "dead-lettered", f"{len(outcome.dead)}", "rejected because they do not compile"
     )
+
     total_s = outcome.startup_s + outcome.processing_s
     table.add_row(
         "total time", f"{total_s:.1f} s",
@@ -124,10 +125,14 @@ def _summary_table(outcome: DemoOutcome, run: RunInfo) -> Table:
         "throughput", f"{_throughput(outcome):,.1f} tasks/s",
         f"{run.workers} workers with {run.concurrency} threads each",
     )
-    table.add_row(*_latency_row("latency", outcome.latencies_s, 1.0, "s",
-                                "enqueue to completion, including the wait in the backlog"))
-    table.add_row(*_latency_row("task run time", outcome.run_times_ms, 1.0, "ms",
-                                "inside the task function"))
+    table.add_row(*_percentile_row(
+        "latency", outcome.latencies_s, "s",
+        "enqueue to completion, including the wait in the backlog",
+    ))
+    table.add_row(*_percentile_row(
+        "task run time", outcome.run_times_ms, "ms", "inside the task function"
+    ))
+
     totals = outcome.totals
     table.add_row(
         "analysed", f"{totals.lines:,} lines",
@@ -142,14 +147,23 @@ def _throughput(outcome: DemoOutcome) -> float:
     return finished / outcome.processing_s if outcome.processing_s > 0 else 0.0
 
 
-def _latency_row(
-    name: str, values: list[float], scale: float, unit: str, note: str
+def _percentile_row(
+    name: str, values: list[float], unit: str, note: str
 ) -> tuple[str, str, str]:
     if not values:
         return name, "-", "no task succeeded"
-    p50 = percentile(values, 50) * scale
-    p99 = percentile(values, 99) * scale
-    return name, f"p50 {p50:.3g} {unit}", f"p99 {p99:.3g} {unit} ({note})"
+    p50 = format_number(percentile(values, 50))
+    p99 = format_number(percentile(values, 99))
+    return name, f"p50 {p50} {unit}", f"p99 {p99} {unit} ({note})"
+
+
+def format_number(value: float) -> str:
+    """Format a measurement without exponents: 3 decimals below 1, else 3 digits."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.3g}"
+    return f"{value:.3f}"
 
 
 def pick_examples(dead: list[DeadFile], count: int) -> list[DeadFile]:

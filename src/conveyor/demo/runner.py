@@ -127,7 +127,7 @@ def _run_with_cluster(
 def _start_cluster(
     options: DemoOptions, console: Console, store_url: str, run_dir: Path, cluster: DemoCluster
 ) -> tuple[str, ModuleType]:
-    """Start the server, create the queue, start the workers; return the URL and tasks."""
+    """Start the server and workers, create the queue, return the URL and tasks module."""
     cluster.server, url = start_server(store_url, run_dir)
     tasks = load_tasks_module(url)
     tasks.app.client.create_queue(tasks.QUEUE, tasks.QUEUE_SETTINGS, exist_ok=True)
@@ -200,7 +200,7 @@ def load_tasks_module(url: str) -> ModuleType:
 def enqueue_files(
     tasks: ModuleType, files: list[Path], failure_rate: float, marker_dir: Path
 ) -> dict[str, PostedFile]:
-    """Enqueue one analysis task per file, in batches; return them by message id."""
+    """Enqueue one analysis task per file in batches and return the files by message id."""
     posted: dict[str, PostedFile] = {}
     options = {"failure_rate": failure_rate, "marker_dir": str(marker_dir)}
     for start in range(0, len(files), ENQUEUE_BATCH):

@@ -32,6 +32,7 @@ QUEUE_SETTINGS: dict[str, Any] = {
 
 # The analysed files are data, so the SyntaxWarnings that compiling them
 # emits (for example "is" with a literal) would only flood the worker logs.
+# The filter applies to the whole process that imports this module.
 warnings.filterwarnings("ignore", category=SyntaxWarning)
 
 app = Conveyor()
@@ -49,7 +50,8 @@ def analyze_python_file(
 
     Raises Reject when the file does not compile, which dead-letters it at
     once. Raises InjectedFailure on the first attempt of a file that
-    `should_inject_failure` selects, so its retry succeeds.
+    `should_inject_failure` selects, so its retry succeeds. Without
+    marker_dir, no failure is injected.
     The result adds `injected_failure` (whether an earlier attempt failed on
     purpose) and `run_time_ms` (time spent in this call) to the stats.
     """
@@ -84,7 +86,7 @@ def should_inject_failure(path: str, failure_rate: float) -> bool:
 
 
 def mark_first_attempt(marker_dir: Path, path: str) -> bool:
-    """Create the failure marker of path; return False if it existed.
+    """Create the failure marker of path and return True, or False if it existed.
 
     A task does not see its attempt number, so the marker file is what
     tells the first attempt from a retry, also across worker processes. The
