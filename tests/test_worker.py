@@ -11,10 +11,13 @@ store shared with the worker, or on a real `conveyor server` subprocess.
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.util
+import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,7 +29,11 @@ from typing import Any
 import pytest
 from http_fixtures import ServerProcess, conveyor_command, launch_server, start_server
 
-from conveyor import Conveyor
+from conveyor import Conveyor, NewMessage, Worker
+from conveyor.engine import Engine
+from conveyor.worker import jobs as outcomes
+from conveyor.worker.jobs import Job
+from conveyor.worker.reporter import Reporter
 
 pytestmark = pytest.mark.acceptance
 
@@ -35,7 +42,11 @@ import asyncio
 import os
 import time
 
-from conveyor import Conveyor
+from conveyor import Conveyor, NewMessage, Worker
+from conveyor.engine import Engine
+from conveyor.worker import jobs as outcomes
+from conveyor.worker.jobs import Job
+from conveyor.worker.reporter import Reporter
 
 app = Conveyor()
 
@@ -219,8 +230,7 @@ def test_worker_runs_sync_and_async_tasks(project: Project) -> None:
     assert "Worker stopped" in worker.log()
 
 
-def test_worker_extends_lease_of_long_task(sqlite_project: Project) -> None:
-    project = sqlite_project
+def test_worker_extends_lease_of_long_task(project: Project) -> None:
     project.app.client.create_queue("default", {"visibility_timeout_s": 1.0})
     handle = project.tasks.sleep_and_record.enqueue(0, 3.0)
     worker = project.start_worker()
@@ -231,6 +241,25 @@ def test_worker_extends_lease_of_long_task(sqlite_project: Project) -> None:
     assert value == 0
     assert project.records() == ["start 0", "end 0"]
     assert "Lost the lease" not in worker.log()
+
+
+def test_worker_rejects_bad_app_path(sqlite_project: Project) -> None:
+    project = sqlite_project
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env["PYTHONPATH"] = str(project.folder)
+    cases = {
+        "missing_module:app": "module 'missing_module' not found",
+        "worker_tasks:nothing": "has no attribute 'nothing'",
+        "worker_tasks:record": "not a conveyor.Conveyor app",
+    }
+    for app_path, expected in cases.items():
+        completed = subprocess.run(
+            [*conveyor_command(), "worker", app_path, "--url", project.url],
+            capture_output=True, text=True, env=env, cwd=project.folder, timeout=60, check=False,
+        )
+
+        assert completed.returncode == 2, completed.stderr
+        assert expected in completed.stderr
 
 
 # Stopping -----------------------------------------------------------------
@@ -374,3 +403,119 @@ def _healthy(app: Conveyor) -> bool:
     except Exception:  # noqa: BLE001 - any failure means not ready yet
         return False
     return True
+
+
+# The worker in this process, on a real engine ------------------------------
+
+
+@contextlib.contextmanager
+def worker_thread(worker: Worker) -> Iterator[Worker]:
+    """Run a real Worker in a thread for the duration of the block."""
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(STOP_TIMEOUT_S)
+        assert not thread.is_alive(), "worker did not stop"
+
+
+def test_worker_holds_concurrency_plus_prefetch(tmp_path: Path) -> None:
+    app = Conveyor(f"sqlite:///{tmp_path}/limit.db")
+    started = threading.Semaphore(0)
+    release = threading.Event()
+
+    @app.task(queue="limit")
+    def blocked(index: int) -> int:
+        started.release()
+        release.wait(DONE_TIMEOUT_S)
+        return index
+
+    handles = blocked.enqueue_many([((i,), {}) for i in range(20)])
+    worker = Worker(app, concurrency=2, prefetch=3, poll_wait_s=0.2)
+    try:
+        with worker_thread(worker):
+            assert started.acquire(timeout=DONE_TIMEOUT_S)
+            assert started.acquire(timeout=DONE_TIMEOUT_S)
+            time.sleep(0.5)
+            reserved_while_blocked = app.client.stats("limit").reserved
+            release.set()
+            results = [h.result(timeout_s=DONE_TIMEOUT_S) for h in handles]
+    finally:
+        release.set()
+        app.close()
+
+    assert reserved_while_blocked == 5
+    assert results == list(range(20))
+
+
+def test_worker_serves_several_queues(tmp_path: Path) -> None:
+    app = Conveyor(f"sqlite:///{tmp_path}/queues.db")
+
+    @app.task(queue="first")
+    def first(index: int) -> str:
+        return f"first {index}"
+
+    @app.task(queue="second")
+    async def second(index: int) -> str:
+        return f"second {index}"
+
+    first_handles = first.enqueue_many([((i,), {}) for i in range(50)])
+    second_handles = second.enqueue_many([((i,), {}) for i in range(50)])
+    try:
+        with worker_thread(Worker(app, concurrency=2, prefetch=4, poll_wait_s=0.2)):
+            first_results = [h.result(timeout_s=DONE_TIMEOUT_S) for h in first_handles]
+            second_results = [h.result(timeout_s=DONE_TIMEOUT_S) for h in second_handles]
+    finally:
+        app.close()
+
+    assert first_results == [f"first {i}" for i in range(50)]
+    assert second_results == [f"second {i}" for i in range(50)]
+
+
+def test_worker_dead_letters_non_task_message(tmp_path: Path) -> None:
+    app = Conveyor(f"sqlite:///{tmp_path}/invalid.db")
+
+    @app.task(queue="mixed")
+    def known() -> None:
+        pass
+
+    app.ensure_queue("mixed")
+    posted = app.client.post(
+        "mixed", [NewMessage({"not": "a task"}), NewMessage(b"\x00raw"), NewMessage([1, 2])]
+    )
+    try:
+        with worker_thread(Worker(app, poll_wait_s=0.2)):
+            wait_until(lambda: app.client.stats("mixed.dlq").dead == 3)
+        messages = [app.client.get_message(result.id) for result in posted]
+    finally:
+        app.close()
+
+    assert [m.receive_count for m in messages] == [1, 1, 1]
+    assert all(m.last_error.startswith("invalid task message:") for m in messages)
+
+
+def test_reporter_logs_stale_receipt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = Engine(f"sqlite:///{tmp_path}/stale.db")
+    engine.create_queue("stale")
+    engine.post("stale", [NewMessage({"task": "x", "args": [], "kwargs": {}})])
+    message = engine.reserve("stale")[0]
+    message.receipt = "not-the-receipt"
+    job = Job(message, None, None, None, 5, time.monotonic() + 30, time.monotonic() + 12)
+    delivered: list[Job] = []
+    reporter = Reporter(engine, on_delivered=delivered.append)
+    reporter.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="conveyor.worker.reporter"):
+            reporter.add(outcomes.success(job, None, 1.0))
+            unsent = reporter.close(10.0)
+    finally:
+        engine.close()
+
+    assert unsent == 0
+    assert delivered == [job]
+    assert f"Could not ack message {message.id}" in caplog.text
+    assert "stale-receipt" in caplog.text

@@ -79,8 +79,9 @@ class Fetcher:
             return
         self._retry.succeeded()
         self._busy = bool(messages)
+        lease_started_at = estimate_lease_start(requested_at, time.monotonic(), visibility_timeout_s)
         # accept() settles the claimed slots before any job can start.
-        worker.accept(messages, requested, requested_at, visibility_timeout_s)
+        worker.accept(messages, requested, lease_started_at, visibility_timeout_s)
 
     def _pause_after(self, exc: Exception) -> None:
         if is_transient(exc):
@@ -93,3 +94,15 @@ class Fetcher:
             exc_info=not isinstance(exc, ConveyorError),
         )
         self._worker.stopping.wait(PERMANENT_ERROR_PAUSE_S)
+
+
+def estimate_lease_start(requested_at: float, received_at: float, visibility_timeout_s: float) -> float:
+    """Return a monotonic time no later than the moment the service leased the messages.
+
+    A long poll leases messages when they arrive, which may be long after the
+    request was sent, and then answers at once. Counting the lease from 10%
+    of the visibility timeout before the answer arrived is safe as long as
+    the answer took less than that to travel, and it is never earlier than
+    the request.
+    """
+    return max(requested_at, received_at - 0.1 * visibility_timeout_s)

@@ -178,7 +178,7 @@ class Worker:
         self,
         messages: list[Message],
         requested: int,
-        requested_at: float,
+        lease_started_at: float,
         visibility_timeout_s: float,
     ) -> None:
         """Turn reserved messages into jobs and hand them to the runners.
@@ -187,8 +187,8 @@ class Worker:
         A message that cannot run (not a task call, unknown task) gets its
         outcome at once. After a stop, every message is released.
         """
-        lease_until = requested_at + visibility_timeout_s
-        first_touch_at = touch_at(requested_at, visibility_timeout_s)
+        lease_until = lease_started_at + visibility_timeout_s
+        first_touch_at = touch_at(lease_started_at, visibility_timeout_s)
         jobs = [self._make_job(m, lease_until, first_touch_at) for m in messages]
         runnable = [job for job in jobs if job.task is not None]
         if self.jobs.register(jobs):
