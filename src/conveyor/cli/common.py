@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..client import connect
-from ..errors import ConveyorError
+from ..errors import ConveyorError, Unauthorized
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 PREVIEW_CHARS = 60
@@ -89,6 +89,10 @@ def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
         options = ClientOptions(url=url, token=token, json_output=json_output)
         try:
             return command(options, **kwargs)
+        except Unauthorized as exc:
+            raise CommandError(
+                f"{exc.detail}. Pass the token with --token or CONVEYOR_TOKEN"
+            ) from exc
         except ConveyorError as exc:
             raise CommandError(exc.detail) from exc
 

@@ -72,7 +72,9 @@ def _title(dlq: str, name: str) -> str:
     help="Number of dead messages to skip, oldest first.",
 )
 @client_options
-def list_dead(options: ClientOptions, queue_or_dlq: str, limit: int, offset: int) -> None:
+def list_dead(
+    options: ClientOptions, queue_or_dlq: str, limit: int, offset: int
+) -> None:
     """Show the dead messages of a DLQ without leasing them."""
     with open_client(options) as client:
         dlq = resolve_dlq(client, queue_or_dlq)
@@ -120,7 +122,10 @@ def list_dead(options: ClientOptions, queue_or_dlq: str, limit: int, offset: int
 )
 @client_options
 def redrive(
-    options: ClientOptions, queue_or_dlq: str, message_ids: tuple[str, ...], limit: int | None
+    options: ClientOptions,
+    queue_or_dlq: str,
+    message_ids: tuple[str, ...],
+    limit: int | None,
 ) -> None:
     """Move dead messages back to the queues they came from, ready at once."""
     if message_ids and limit is not None:

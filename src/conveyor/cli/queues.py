@@ -158,7 +158,16 @@ def list_queues(options: ClientOptions) -> None:
         return
     print_table(
         None,
-        ["Queue", "Type", "Ready", "Delayed", "Reserved", "Dead", "Oldest ready", "DLQ"],
+        [
+            "Queue",
+            "Type",
+            "Ready",
+            "Delayed",
+            "Reserved",
+            "Dead",
+            "Oldest ready",
+            "DLQ",
+        ],
         [
             (
                 info.name,
@@ -202,7 +211,9 @@ def _queue_document(info: QueueInfo, stats: QueueStats) -> dict[str, Any]:
 )
 @setting_options("CONVEYOR_CREATE_", for_update=False)
 @client_options
-def create_queue(options: ClientOptions, name: str, exist_ok: bool, **settings: Any) -> None:
+def create_queue(
+    options: ClientOptions, name: str, exist_ok: bool, **settings: Any
+) -> None:
     """Create queue NAME and its dead-letter queue."""
     with open_client(options) as client:
         existed = exist_ok and _queue_exists(client, name)
@@ -351,4 +362,3 @@ def purge_queue(options: ClientOptions, name: str, yes: bool) -> None:
         print_json({"queue": name, "purged_messages": removed})
         return
     print_line(f"Purged queue {name}: {removed} messages deleted.")
-
