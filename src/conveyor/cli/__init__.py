@@ -32,6 +32,10 @@ def main(log_level: str) -> None:
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request at INFO, which would drown the worker's and
+    # the CLI's own records; its warnings and errors still show.
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _register_commands() -> None:

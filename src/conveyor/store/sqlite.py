@@ -485,7 +485,7 @@ def _nack_one(
         dlq = _dead_letter(tx, queue, settings, seq, reason, now)
         _store_result(tx.conn, queue, {**entry, "status": "dead"}, now)
         logger.warning(
-            "Message %s on queue %s moved to DLQ %s after %d attempts: %s",
+            "Message %s on queue %s moved to DLQ %s after %d attempt(s): %s",
             message_id, queue, dlq, count, reason,
         )
         return EntryResult(message_id, True, outcome="dead")
