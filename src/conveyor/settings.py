@@ -17,6 +17,8 @@ MIB = 1024 * KIB
 DAY_S = 86_400.0
 
 MAX_MESSAGE_SIZE_LIMIT = 16 * MIB
+# The server rejects a request body above this size unless configured.
+DEFAULT_MAX_REQUEST_BYTES = 32 * MIB
 MAX_DELAY_S = 365 * DAY_S
 MAX_RETENTION_S = 3650 * DAY_S
 MAX_VISIBILITY_TIMEOUT_S = 12 * 3600.0

@@ -21,6 +21,7 @@ COMMAND_MODULES = ("server", "queues", "messages", "dlq", "worker", "demo")
 @click.option(
     "--log-level",
     envvar="CONVEYOR_LOG_LEVEL",
+    show_envvar=True,
     default="INFO",
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),

@@ -5,9 +5,8 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import PayloadTooLarge
+from ..settings import DEFAULT_MAX_REQUEST_BYTES
 from .problems import PROBLEM_MEDIA_TYPE, problem_bytes
-
-DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 class RequestSizeLimitMiddleware:
