@@ -21,6 +21,7 @@ def render(results: dict) -> str:
         _header(),
         _summary_table(systems),
         _pending_notes(systems),
+        _busy_machine_note(systems, run),
         _machine_section(machine, run),
         _systems_section(systems),
         METHOD_TEXT.format(
@@ -30,6 +31,8 @@ def render(results: dict) -> str:
             rate=run["w3_rate"],
             seconds=run["w3_seconds"],
             concurrency=run["concurrency"],
+            quiet_percent=round(run.get("quiet_cpu_threshold", 0.2) * 100),
+            nproc=machine["nproc"],
         ),
     ]
     return "\n".join(section for section in sections if section)
@@ -108,6 +111,24 @@ def _pending_notes(systems: dict) -> str:
     return "\n\n".join(notes) + "\n" if notes else ""
 
 
+def _busy_machine_note(systems: dict, run: dict) -> str:
+    """Name the systems that ran while other processes kept the CPUs busy."""
+    threshold = run.get("quiet_cpu_threshold", 0.2)
+    busy = []
+    for name, record in systems.items():
+        worst = max(record.get("cpu_busy_before", 0), record.get("cpu_busy_after", 0))
+        if worst >= threshold:
+            busy.append(f"{record.get('label', name)} ({worst:.0%})")
+    if not busy:
+        return ""
+    return (
+        "**Other work ran on the machine** during this run, so these rows are "
+        f"lower than an idle machine would give: {', '.join(busy)} of all CPU time "
+        "was busy in a one-second sample taken just before the system started or "
+        "just after its workers stopped.\n"
+    )
+
+
 def _error_summary(error: str) -> str:
     """Return the first line of an error, plus its last line when a log tail follows."""
     lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
@@ -183,6 +204,12 @@ def _systems_section(systems: dict) -> str:
                 f"p90 {latency['p90_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, "
                 f"max {latency['max_ms']:.1f} ms; the last task finished "
                 f"{latency['settle_seconds']:.2f} s after the last post"
+            )
+        if "cpu_busy_before" in record:
+            lines.append(
+                f"- other work on the machine: CPUs {record['cpu_busy_before']:.0%} busy in the "
+                f"second before this system started and {record.get('cpu_busy_after', 0):.0%} "
+                "busy in the second after its workers stopped"
             )
         if record["status"] != "ok":
             lines.append(f"- status: {record['status']}\n")
@@ -264,11 +291,16 @@ of execution slots, and with its CLI default of 8 threads.
 - Worker logs are written to `bench/results/logs/` at warning level where the
   CLI has a level flag.
 
+**Other work.** Before each system the runner waits up to `--quiet-wait`
+seconds for the CPUs to be less than {quiet_percent}% busy, and it samples them
+again after the system's workers stop. Both samples appear in the system's
+details, and the page names the systems where either reached that level.
+
 **Limits.** One run on one machine. Numbers vary from run to run by an amount
 that this page does not measure, so small differences between systems mean
 little. The harness, the Redis server and the workers share the same CPUs, and
-a 2-CPU machine leaves little headroom, so the harness's own work reduces what
-the workers get. Every task does a Redis call, which puts a floor under W2 and
+on a machine with {nproc} CPUs the harness's own work reduces what the workers
+get. Every task does a Redis call, which puts a floor under W2 and
 W3 for all systems.
 """
 

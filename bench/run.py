@@ -46,6 +46,8 @@ REDIS_DB_OFFSETS = {"celery": 0, "dramatiq": 1, "dramatiq-1thread": 1, "rq": 2, 
 PROBE_DB_OFFSET = 4
 FULL_SIZES = {"n": 20000, "post_n": 10000, "latency_seconds": 10.0}
 QUICK_SIZES = {"n": 2000, "post_n": 1000, "latency_seconds": 3.0}
+# Fraction of all CPUs' time that counts as a quiet machine before a system starts.
+QUIET_CPU_THRESHOLD = 0.2
 RESULTS_DIR = BENCH_DIR / "results"
 DOCS_PATH = BENCH_DIR.parent / "docs" / "benchmarks.md"
 
@@ -76,6 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="W2: seconds to wait for the drain before giving up (default: 300)")
     parser.add_argument("--settle-timeout", type=float, default=60.0,
                         help="W3: seconds to wait for the last tasks after posting stops (default: 60)")
+    parser.add_argument("--quiet-wait", type=float, default=60.0,
+                        help="seconds to wait before each system for the CPUs to be less than "
+                        f"{QUIET_CPU_THRESHOLD:.0%} busy with other work; 0 disables the wait (default: 60)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run with smaller defaults (--n 2000, --post-n 1000, "
                         "--latency-seconds 3), results to bench/results/quick.json and no "
@@ -203,6 +208,38 @@ def machine_info(redis_url: str, work_root: Path) -> dict:
     }
 
 
+def read_cpu_times() -> tuple[int, int]:
+    """Return the busy and total jiffies of all CPUs since boot, from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    total = sum(fields[:8])  # user through steal; guest time is already in user
+    return total - idle, total
+
+
+def sample_cpu_busy(seconds: float = 1.0) -> float:
+    """Return the fraction of all CPUs' time spent busy during the next ``seconds``."""
+    busy_before, total_before = read_cpu_times()
+    time.sleep(seconds)
+    busy_after, total_after = read_cpu_times()
+    elapsed = total_after - total_before
+    return (busy_after - busy_before) / elapsed if elapsed else 0.0
+
+
+def wait_for_quiet_machine(max_wait: float, threshold: float) -> float:
+    """Sample CPU use until it drops below ``threshold`` or ``max_wait`` runs out.
+
+    Returns the last sample. Other processes on the machine compete with the
+    system under test, so the runner records this value for every system.
+    """
+    deadline = time.monotonic() + max_wait
+    busy = sample_cpu_busy()
+    while busy >= threshold and time.monotonic() < deadline:
+        log.info("CPUs are %.0f%% busy before the next system; waiting for other work "
+                 "to finish (up to %.0f s more)", busy * 100, deadline - time.monotonic())
+        busy = sample_cpu_busy(2.0)
+    return busy
+
+
 def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadOptions,
                work_root: Path, log_dir: Path) -> dict:
     """Run W1-W3 for one system and return its result record, also after a failure."""
@@ -218,6 +255,9 @@ def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadO
     )
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     record: dict = {"status": "running"}
+    record["cpu_busy_before"] = round(
+        wait_for_quiet_machine(args.quiet_wait, QUIET_CPU_THRESHOLD), 3
+    )
     probe = Probe(ctx.probe_url, ctx.probe_prefix)
     peer = None
     started = time.monotonic()
@@ -269,6 +309,8 @@ def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadO
         finally:
             probe.client.close()
         record["elapsed_seconds"] = round(time.monotonic() - started, 1)
+        # Sampled after this system's workers stopped, so it shows other work only.
+        record["cpu_busy_after"] = round(sample_cpu_busy(), 3)
     return record
 
 
@@ -325,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "w3_rate": args.latency_rate,
             "w3_seconds": args.latency_seconds,
+            "quiet_cpu_threshold": QUIET_CPU_THRESHOLD,
             "command": " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
         },
         "systems": {},
