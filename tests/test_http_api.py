@@ -33,7 +33,7 @@ from http_fixtures import (
 
 __all__ = ["auth_server", "http_server"]  # fixtures, used by name
 
-PROBLEM = "https://conveyor.dev/problems/"
+PROBLEM = "urn:conveyor:problem:"
 MIB = 1024 * 1024
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-PROBLEM_BASE = "https://conveyor.dev/problems/"
+# Problem types are URNs: names, not addresses, so nothing suggests a page to
+# fetch. The suffix is the class's `code`.
+PROBLEM_BASE = "urn:conveyor:problem:"
 
 
 class ConveyorError(Exception):
