@@ -42,7 +42,15 @@ def create_app(
     `app.state.stopping` is a threading.Event: set it when the server begins
     to shut down, so open long polls return within about a second.
     """
-    app = FastAPI(title="Conveyor", version=__version__, description=DESCRIPTION)
+    # The Swagger and ReDoc pages load their scripts from a CDN, which a
+    # self-hosted server should not depend on, so only /openapi.json is served.
+    app = FastAPI(
+        title="Conveyor",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.engine = engine
     app.state.stopping = threading.Event()
 
