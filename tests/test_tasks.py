@@ -241,7 +241,7 @@ def test_enqueue_rejects_signature_mismatch(app: Conveyor, queue: str) -> None:
     assert app.client.stats(queue).ready == 0
 
 
-def test_enqueue_accepts_kwarg_named_like_parameter(app: Conveyor, queue: str) -> None:
+def test_enqueue_kwargs_named_self_when(app: Conveyor, queue: str) -> None:
     @app.task(queue=queue, name="named")
     def named(self: int, when: int, delay: int) -> None:
         pass

@@ -43,7 +43,8 @@ def _option(*param_decls: str, envvar: str, **attrs: Any) -> Any:
     envvar="CONVEYOR_CONCURRENCY",
     type=click.IntRange(1, 1024),
     default=DEFAULT_CONCURRENCY,
-    help="Sync task threads, and the most async tasks running at once.",
+    help="Number of sync task threads, and the max number of async tasks "
+    "running at once.",
 )
 @_option(
     "--url",
@@ -65,8 +66,8 @@ def _option(*param_decls: str, envvar: str, **attrs: Any) -> Any:
     envvar="CONVEYOR_PREFETCH",
     type=click.IntRange(0, 10_000),
     default=DEFAULT_PREFETCH,
-    help="Messages the worker may reserve beyond those running, in messages. "
-    "Lower it for long tasks so other workers get a share.",
+    help="Number of messages the worker may reserve beyond those running. "
+    "Lower it for long tasks so that other workers get a share.",
 )
 @_option(
     "--grace-period-s",
@@ -96,7 +97,7 @@ def worker(
 
     SIGTERM or SIGINT stops taking messages, lets running tasks finish within
     the grace period, releases the rest for immediate redelivery and exits
-    with status 0. A second SIGINT releases running tasks at once.
+    with status 0. A second SIGTERM or SIGINT releases running tasks at once.
     """
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # httpx logs each request at INFO, which would be a line per reserve and ack.

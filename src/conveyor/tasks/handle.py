@@ -73,7 +73,7 @@ class TaskHandle:
             if status == SUCCEEDED:
                 return value
             if status == FAILED:
-                raise TaskError(f"task {self.task_name or ''} {self.id} failed: {error}")
+                raise TaskError(f"{self._label()} failed: {error}")
             if status == UNKNOWN:
                 raise NotFound(
                     f"no message or result with id {self.id!r} is stored: the id is "
@@ -87,12 +87,17 @@ class TaskHandle:
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
                 raise ResultTimeout(
-                    f"task {self.task_name or ''} {self.id} is still {status}; wait "
+                    f"{self._label()} is still {status}; wait "
                     "longer with result(timeout_s=...) or check status() later"
                 )
             interval_s = min(interval_s, remaining_s)
         time.sleep(interval_s)
         return min(interval_s * 2, MAX_POLL_INTERVAL_S)
+
+    def _label(self) -> str:
+        if self.task_name:
+            return f"task {self.task_name} {self.id}"
+        return f"task {self.id}"
 
     def _poll(self) -> tuple[str, Any, str | None]:
         """Return (status, value, error) from the message, else its stored result.

@@ -164,7 +164,7 @@ class EnqueueOptions:
         if self.delay_s is not None and self.not_before is not None:
             raise ValidationError("set delay_s or not_before, not both")
         if self.max_attempts is not None:
-            check_max_attempts("(per call)", self.max_attempts)
+            check.check_int("max_attempts", self.max_attempts, 1, MAX_ATTEMPTS_LIMIT)
 
     def replace(self, **changes: Any) -> EnqueueOptions:
         return dataclasses.replace(self, **changes)

@@ -105,7 +105,7 @@ def parse_body(body: Any) -> TaskBody:
     args = body.get("args", [])
     kwargs = body.get("kwargs", {})
     if not isinstance(name, str) or not name:
-        raise ValueError('body has no "task" name string')
+        raise ValueError('body has no "task" string that names the task')
     if not isinstance(args, list):
         raise ValueError(f'"args" of task {name!r} must be a list')
     if not isinstance(kwargs, dict):

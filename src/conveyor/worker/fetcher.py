@@ -100,9 +100,9 @@ def estimate_lease_start(requested_at: float, received_at: float, visibility_tim
     """Return a monotonic time no later than the moment the service leased the messages.
 
     A long poll leases messages when they arrive, which may be long after the
-    request was sent, and then answers at once. Counting the lease from 10%
-    of the visibility timeout before the answer arrived is safe as long as
-    the answer took less than that to travel, and it is never earlier than
-    the request.
+    request was sent, and then responds at once. Counting the lease from 10%
+    of the visibility timeout before the response arrived is safe as long as
+    the response took less than that to travel. The estimate is never earlier
+    than the request.
     """
     return max(requested_at, received_at - 0.1 * visibility_timeout_s)

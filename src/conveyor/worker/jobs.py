@@ -34,7 +34,7 @@ class ResultNotJSON(TypeError):
 class Job:
     """One leased message and the state of its run.
 
-    `task` is None when the body names no task of this app; `invalid` holds
+    `task` is None when the body names no task of this app; `invalid` is
     the reason when the body is not a task call at all. Times are
     time.monotonic() seconds.
     """

@@ -59,7 +59,7 @@ class Worker:
     """Runs an app's tasks from its queues; `run()` blocks until `stop()`.
 
     `queues` defaults to the queues of the app's tasks. `concurrency` is the
-    number of sync task threads and the most async tasks running at once.
+    number of sync task threads and the max number of async tasks running at once.
     `prefetch` is how many messages it may hold beyond those running.
     `grace_period_s` is how long a stop waits for running tasks before it
     releases them. `poll_wait_s` is the long-poll wait of each reserve.
