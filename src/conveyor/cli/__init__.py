@@ -27,8 +27,24 @@ COMMAND_MODULES = ("server", "queues", "messages", "dlq", "worker", "demo")
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     help="Lowest level of log records printed to stderr.",
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--config",
+    "config_path",
+    envvar="CONVEYOR_CONFIG",
+    show_envvar=True,
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="TOML file with option defaults, one table per command "
+    "(e.g. [server] port = 9000); flags and environment variables override it. "
+    "Default: none.",
+)
+@click.pass_context
+def main(ctx: click.Context, log_level: str, config_path: str | None) -> None:
     """Conveyor: a persistent queue service and a Python task framework."""
+    if config_path is not None:
+        from .config import load_default_map
+
+        ctx.default_map = load_default_map(config_path, main)
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

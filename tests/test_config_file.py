@@ -1,0 +1,60 @@
+"""`conveyor --config FILE`: option defaults from TOML, under flags and env."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from http_fixtures import conveyor_command
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    clean.update(env or {})
+    return subprocess.run(
+        [*conveyor_command(), *args], capture_output=True, text=True, env=clean, timeout=60
+    )
+
+
+def create(tmp_path, config: str, name: str, *flags: str, env=None) -> subprocess.CompletedProcess:
+    path = tmp_path / "conveyor.toml"
+    path.write_text(config)
+    store = f"sqlite:///{tmp_path}/c.db"
+    return run("--config", str(path), "queue", "create", name, "--url", store, "--json", *flags, env=env)
+
+
+def test_config_sets_default(tmp_path):
+    result = create(tmp_path, "[queue.create]\nmax_attempts = 7\n", "a")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["settings"]["max_attempts"] == 7
+
+
+def test_env_overrides_config(tmp_path):
+    env = {"CONVEYOR_CREATE_MAX_ATTEMPTS": "9"}
+    result = create(tmp_path, "[queue.create]\nmax_attempts = 7\n", "b", env=env)
+    assert json.loads(result.stdout)["settings"]["max_attempts"] == 9
+
+
+def test_flag_overrides_config(tmp_path):
+    result = create(tmp_path, "[queue.create]\nmax_attempts = 7\n", "c", "--max-attempts", "2")
+    assert json.loads(result.stdout)["settings"]["max_attempts"] == 2
+
+
+def test_config_unknown_key(tmp_path):
+    result = create(tmp_path, "[queue.create]\nmax_atempts = 7\n", "d")
+    assert result.returncode == 2
+    assert "unknown key 'queue.create.max_atempts'" in result.stderr
+    assert not (tmp_path / "c.db").exists()
+
+
+def test_config_invalid_toml(tmp_path):
+    result = create(tmp_path, "[queue.create\n", "e")
+    assert result.returncode == 2
+    assert "is not valid TOML" in result.stderr
+
+
+def test_config_missing_file(tmp_path):
+    result = run("--config", str(tmp_path / "absent.toml"), "queue", "list")
+    assert result.returncode == 2
+    assert "cannot read config file" in result.stderr
