@@ -57,4 +57,4 @@ def test_config_invalid_toml(tmp_path):
 def test_config_missing_file(tmp_path):
     result = run("--config", str(tmp_path / "absent.toml"), "queue", "list")
     assert result.returncode == 2
-    assert "cannot read config file" in result.stderr
+    assert "could not read config file" in result.stderr

@@ -1,6 +1,6 @@
 """Defaults for command options from a TOML file.
 
-A table per command holds option names with underscores, for example
+A table per command contains option names with underscores, for example
 `[server] port = 9000` or `[queue.create] max_attempts = 3`. Flags and
 `CONVEYOR_*` environment variables override the file.
 """
@@ -20,7 +20,7 @@ def load_default_map(path: str, group: click.Group) -> dict[str, Any]:
             data = tomllib.load(file)
     except OSError as exc:
         raise click.BadParameter(
-            f"cannot read config file {path!r}: {exc.strerror}", param_hint="'--config'"
+            f"could not read config file {path!r}: {exc.strerror}", param_hint="'--config'"
         ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise click.BadParameter(
