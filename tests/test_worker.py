@@ -519,3 +519,30 @@ def test_reporter_logs_stale_receipt(
     assert delivered == [job]
     assert f"Could not ack message {message.id}" in caplog.text
     assert "stale-receipt" in caplog.text
+
+
+def test_reporter_isolates_rejected_ack(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = start_server(tmp_path / "small", "--max-request-bytes", "100000")
+    app = Conveyor(server.url)
+    together = threading.Barrier(5, timeout=DONE_TIMEOUT_S)
+
+    @app.task(queue="results", max_attempts=1)
+    def produce(size: int) -> str:
+        together.wait()
+        return "x" * size
+
+    app.client.create_queue("results", {"visibility_timeout_s": 1.0})
+    large = produce.enqueue(200_000)
+    small = [produce.enqueue(i) for i in range(4)]
+    try:
+        with caplog.at_level(logging.ERROR, logger="conveyor.worker.reporter"):
+            with worker_thread(Worker(app, concurrency=5, prefetch=0, poll_wait_s=0.2)):
+                small_results = [h.result(timeout_s=DONE_TIMEOUT_S) for h in small]
+                wait_until(lambda: large.status() == "failed")
+    finally:
+        app.close()
+        server.stop()
+
+    assert small_results == ["x" * i for i in range(4)]
+    assert f"rejected the ack of message {large.id}" in caplog.text
+    assert caplog.text.count("rejected the ack") == 1

@@ -131,23 +131,34 @@ class Reporter:
         for (method, queue), outcomes in groups.items():
             for start in range(0, len(outcomes), MAX_ENTRY_BATCH):
                 chunk = outcomes[start : start + MAX_ENTRY_BATCH]
-                chunk_error = self._send_chunk(method, queue, chunk)
-                if chunk_error is not None:
-                    failed.extend(chunk)
-                    error = chunk_error
+                retry, chunk_error = self._send_chunk(method, queue, chunk)
+                failed.extend(retry)
+                error = chunk_error or error
         if error is not None:
             self._schedule_retries(failed, error)
 
-    def _send_chunk(self, method: str, queue: str, chunk: list[Outcome]) -> BaseException | None:
-        """Send one call; return the error if it failed transiently and should be retried."""
+    def _send_chunk(
+        self, method: str, queue: str, chunk: list[Outcome]
+    ) -> tuple[list[Outcome], BaseException | None]:
+        """Send one call; return the outcomes to retry after a transient failure, and its error.
+
+        If the service rejects the whole call (one result too large, say),
+        the chunk is split in halves and sent again, so that only the
+        entries it rejects on their own are dropped.
+        """
         call = getattr(self._client, method)
         try:
             results = call(queue, [outcome.entry for outcome in chunk])
         except Exception as exc:  # noqa: BLE001 - classified just below
             if is_transient(exc):
-                return exc
-            self._drop(chunk, exc)
-            return None
+                return chunk, exc
+            if len(chunk) == 1:
+                self._drop(chunk[0], exc)
+                return [], None
+            middle = len(chunk) // 2
+            first_retry, first_error = self._send_chunk(method, queue, chunk[:middle])
+            second_retry, second_error = self._send_chunk(method, queue, chunk[middle:])
+            return first_retry + second_retry, first_error or second_error
         self._retry_state.succeeded()
         if len(results) != len(chunk):
             logger.error(
@@ -157,7 +168,7 @@ class Reporter:
             )
         for outcome, result in zip(chunk, results):
             self._settle(outcome, result)
-        return None
+        return [], None
 
     def _schedule_retries(self, failed: list[Outcome], error: BaseException) -> None:
         now = time.monotonic()
@@ -230,13 +241,15 @@ class Reporter:
             outcome.kind, job.message_id, job.task_name, job.queue,
         )
 
-    def _drop(self, chunk: list[Outcome], exc: BaseException) -> None:
-        for outcome in chunk:
-            self._on_delivered(outcome.job)
+    def _drop(self, outcome: Outcome, exc: BaseException) -> None:
+        job = outcome.job
+        self._on_delivered(job)
         logger.error(
-            "The queue service rejected a batch of %d %s entries for queue %s; they "
-            "are dropped and their messages will be delivered again: %s",
-            len(chunk), chunk[0].kind, chunk[0].job.queue, exc,
+            "The queue service rejected the %s of message %s (task %s) on queue %s, "
+            "so it is dropped and the message will be delivered again after its "
+            "lease ends: %s: %s",
+            outcome.kind, job.message_id, job.task_name, job.queue,
+            type(exc).__name__, exc,
         )
 
 
