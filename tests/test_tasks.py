@@ -498,6 +498,22 @@ def test_non_json_result_dead_letters(app: Conveyor, queue: str) -> None:
     assert app.client.get_message(handle.id).receive_count == 1
 
 
+def test_fifo_group_runs_in_order(app: Conveyor, queue: str) -> None:
+    order: list[int] = []
+
+    @app.task(queue=queue)
+    def step(index: int) -> None:
+        order.append(index)
+
+    app.client.create_queue(queue, {"type": "fifo"})
+    handles = [step.options(group="account-1").enqueue(i) for i in range(10)]
+    with running_worker(app, concurrency=4):
+        for handle in handles:
+            handle.result(timeout_s=RESULT_TIMEOUT_S)
+
+    assert order == list(range(10))
+
+
 # Failures ----------------------------------------------------------------
 
 

@@ -535,10 +535,13 @@ def test_reporter_isolates_rejected_ack(tmp_path: Path, caplog: pytest.LogCaptur
     large = produce.enqueue(200_000)
     small = [produce.enqueue(i) for i in range(4)]
     try:
-        with caplog.at_level(logging.ERROR, logger="conveyor.worker.reporter"):
-            with worker_thread(Worker(app, concurrency=5, prefetch=0, poll_wait_s=0.2)):
-                small_results = [h.result(timeout_s=DONE_TIMEOUT_S) for h in small]
-                wait_until(lambda: large.status() == "failed")
+        worker = Worker(app, concurrency=5, prefetch=0, poll_wait_s=0.2)
+        with (
+            caplog.at_level(logging.ERROR, logger="conveyor.worker.reporter"),
+            worker_thread(worker),
+        ):
+            small_results = [h.result(timeout_s=DONE_TIMEOUT_S) for h in small]
+            wait_until(lambda: large.status() == "failed")
     finally:
         app.close()
         server.stop()

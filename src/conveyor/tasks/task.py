@@ -81,7 +81,10 @@ class Task:
         return TaskWithOptions(self, EnqueueOptions(**options))
 
     def enqueue(self, /, *args: Any, **kwargs: Any) -> TaskHandle:
-        """Post one call of this task and return its handle."""
+        """Post one call of this task and return its handle.
+
+        Arguments must be JSON values; tuples arrive in the task as lists.
+        """
         return TaskWithOptions(self, _NO_OPTIONS).enqueue(*args, **kwargs)
 
     def enqueue_at(self, when: Any, /, *args: Any, **kwargs: Any) -> TaskHandle:
