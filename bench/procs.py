@@ -18,7 +18,8 @@ class ProcessGroup:
     """One subprocess started in a new session, so its children share its group id.
 
     ``stop`` signals the whole group, which also reaches the pool processes that
-    worker CLIs fork.
+    worker CLIs fork, except a child that moves to a group of its own (RQ's work
+    horse does).
     """
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:

@@ -196,6 +196,13 @@ def _systems_section(systems: dict) -> str:
                 f"the first task ran {drain['start_to_first_task_seconds']:.2f} s after the "
                 "worker command started"
             )
+            if "outstanding_after_drain" in drain:
+                lines.append(
+                    f"- W2 acknowledgements: {drain['outstanding_after_drain']:,} messages "
+                    "still queued or unacknowledged after a wait of "
+                    f"{drain['empty_queue_wait_seconds']:.2f} s that followed the counter "
+                    "reaching its total"
+                )
         latency = record.get("w3_latency")
         if latency:
             lines.append(
@@ -243,7 +250,10 @@ loop, in one client thread.
 system's worker CLI as a subprocess in its own process group. The rate is
 {n:,} divided by the time between the first and the last completion recorded by
 the counter, so worker start-up is excluded. Both times are `time.time()` in the
-worker processes, on the same host clock.
+worker processes, on the same host clock. After the counter reaches {n:,}, the
+harness also polls the system until it reports no queued or unacknowledged
+message. That wait is listed per system and is not part of the rate.
+`bench/check_peers.py` checks that each adapter counts those messages.
 
 **W3, pickup latency.** With the workers from W2 still running and after 20
 warm-up tasks, the harness posts `record_latency` tasks one per call at

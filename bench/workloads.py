@@ -139,6 +139,8 @@ def measure_drain(peer: Peer, probe: Probe, options: WorkloadOptions) -> dict:
         "completed": done,
         "pre_post_seconds": round(post_seconds, 3),
     }
+    if done >= total:
+        record.update(_wait_for_empty_queue(peer, options.settle_timeout))
     if window is None:
         raise WorkloadTimeout(
             f"W2: no task finished within {options.drain_timeout:.0f} s of starting the workers"
@@ -152,6 +154,29 @@ def measure_drain(peer: Peer, probe: Probe, options: WorkloadOptions) -> dict:
         log.warning("W2: only %d of %d tasks finished within %.0f s",
                     done, total, options.drain_timeout)
     return record
+
+
+def _wait_for_empty_queue(peer: Peer, timeout: float) -> dict:
+    """Poll until the system reports no queued or unacknowledged message.
+
+    The counter shows that every task body ran. This shows that the system has
+    also recorded every acknowledgement, which some systems send in batches
+    after the task returns.
+    """
+    started = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    outstanding = peer.outstanding_messages()
+    while outstanding > 0 and time.monotonic() < deadline:
+        peer.check_workers()
+        time.sleep(POLL_INTERVAL_SECONDS)
+        outstanding = peer.outstanding_messages()
+    if outstanding > 0:
+        log.warning("W2: %d messages were still outstanding %.0f s after the last task ran",
+                    outstanding, timeout)
+    return {
+        "outstanding_after_drain": outstanding,
+        "empty_queue_wait_seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def measure_latency(peer: Peer, probe: Probe, options: WorkloadOptions) -> dict:

@@ -97,6 +97,10 @@ class Peer(abc.ABC):
         """Remove every queued message. Called only while the workers are stopped."""
 
     @abc.abstractmethod
+    def outstanding_messages(self) -> int:
+        """Return the number of messages that are queued, or taken but not yet acknowledged."""
+
+    @abc.abstractmethod
     def worker_argv(self) -> list[str]:
         """Return the command line that starts the system's worker processes."""
 

@@ -47,6 +47,13 @@ class CeleryPeer(Peer):
         with self.app.connection_for_write() as connection:
             connection.default_channel.queue_purge(QUEUE_NAME)
 
+    def outstanding_messages(self) -> int:
+        # kombu's Redis transport keeps a queue in a list named after it and
+        # keeps delivered, unacknowledged messages in the "unacked" hash.
+        with self.app.connection_for_write() as connection:
+            client = connection.default_channel.client
+            return int(client.llen(QUEUE_NAME)) + int(client.hlen("unacked"))
+
     def worker_argv(self) -> list[str]:
         return [
             sys.executable, "-m", "celery",

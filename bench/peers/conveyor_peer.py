@@ -38,7 +38,6 @@ class ConveyorPeer(Peer):
         super().__init__(ctx)
         self.server: ProcessGroup | None = None
         self.port: int | None = None
-        self.store_generation = 0
 
     def versions(self) -> dict[str, str]:
         found = super().versions()
@@ -83,8 +82,7 @@ class ConveyorPeer(Peer):
 
     def _start_server(self) -> None:
         """Start a server on a new store file and a free port, then load the app against it."""
-        self.store_generation += 1
-        store_path = self.ctx.work_dir / f"conveyor-{self.store_generation}.db"
+        store_path = self.ctx.work_dir / "conveyor.db"
         self.port = _free_loopback_port()
         argv = [
             venv_script("conveyor"), "--log-level", LOG_LEVEL, "server",
@@ -132,10 +130,11 @@ class ConveyorPeer(Peer):
             task_object.enqueue_many([(args, {}) for args in chunk])
 
     def purge(self) -> None:
-        # NOTE: the planned API has no purge call, so the store is replaced by a
-        # fresh server on a new file instead.
-        self._stop_server()
-        self._start_server()
+        self.app.client.purge_queue(QUEUE_NAME)
+
+    def outstanding_messages(self) -> int:
+        stats = self.app.client.stats(QUEUE_NAME)
+        return stats.ready + stats.delayed + stats.reserved
 
     def worker_argv(self) -> list[str]:
         return [

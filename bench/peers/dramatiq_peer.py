@@ -43,6 +43,13 @@ class DramatiqPeer(Peer):
     def purge(self) -> None:
         self.broker.flush(QUEUE_NAME)
 
+    def outstanding_messages(self) -> int:
+        # The Redis broker keeps every message in a ".msgs" hash until it is
+        # acknowledged. The ".DQ" hash contains the delayed messages.
+        prefix = f"{self.broker.namespace}:{QUEUE_NAME}"
+        client = self.broker.client
+        return int(client.hlen(f"{prefix}.msgs")) + int(client.hlen(f"{prefix}.DQ.msgs"))
+
     def worker_argv(self) -> list[str]:
         return [
             sys.executable, "-m", "dramatiq",

@@ -38,6 +38,10 @@ class _HueyPeer(Peer):
     def purge(self) -> None:
         self.huey.flush()
 
+    def outstanding_messages(self) -> int:
+        # Huey deletes a message when a worker takes it, so only queued ones count.
+        return self.huey.pending_count()
+
     def worker_argv(self) -> list[str]:
         return [
             venv_script("huey_consumer"),

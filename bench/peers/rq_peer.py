@@ -45,7 +45,13 @@ class RQPeer(Peer):
     def purge(self) -> None:
         self.queue.empty()
 
+    def outstanding_messages(self) -> int:
+        return self.queue.count + self.queue.started_job_registry.count
+
     def worker_argv(self) -> list[str]:
+        # NOTE: RQ's work horse calls os.setpgrp(), so stopping the worker group
+        # does not signal a horse directly. A horse exits after its one job, and
+        # the workers' warm shutdown on SIGTERM waits for it.
         return [
             venv_script("rq"), "worker-pool",
             "-n", str(self.ctx.concurrency),
