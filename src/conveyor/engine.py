@@ -38,7 +38,7 @@ from .wakeup import AsyncWaiter, Notifier, ThreadWaiter
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
-# A long poll re-checks the store at least this often, so it also sees
+# A long poll re-checks the store at least this often, so it also finds
 # messages that another process committed to the same file.
 MAX_IDLE_CHECK_S = 1.0
 MAX_PEEK = 1000
@@ -126,7 +126,7 @@ class Engine:
         return self.store.list_queues()
 
     def delete_queue(self, name: str) -> int:
-        """Delete a queue and its messages; return how many messages went."""
+        """Delete a queue and its messages; return how many messages were deleted."""
         removed = self.store.delete_queue(validate_queue_name(name)).result()
         logger.info("Queue %s deleted with %d messages", name, removed)
         return removed

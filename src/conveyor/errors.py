@@ -2,7 +2,7 @@
 
 Every class has an HTTP status and a problem type, so the server maps each
 error to one RFC 9457 response and the HTTP client maps it back to the same
-class. A message quotes the bad value and says how to fix it.
+class. A message quotes the bad value and states how to fix it.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class StoreUnavailable(ConveyorError):
 
 
 class TransportError(ConveyorError):
-    """The SDK could not reach the server or got an answer it cannot read."""
+    """The SDK could not reach the server or could not parse its response."""
 
     status = 502
     code = "transport-error"
