@@ -78,7 +78,7 @@ class EntryResult:
     """The outcome of one entry of an ack, nack or touch batch.
 
     `error` is a problem code (`stale-receipt`, `message-not-found`) when `ok`
-    is false; `outcome` says what happened when it is true: acked, retried,
+    is false; `outcome` names what happened when it is true: acked, retried,
     dead, released or touched.
     """
 

@@ -24,7 +24,7 @@ MAX_GROUP_SIZE = 512
 
 
 class Transaction:
-    """What an operation gets: the connection, and queues to wake after commit."""
+    """The context an operation runs in: the connection, and queues to wake after commit."""
 
     __slots__ = ("conn", "woken_queues")
 
