@@ -7,7 +7,7 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import Unauthorized
-from .problems import PROBLEM_MEDIA_TYPE, problem_bytes
+from .problems import send_problem
 
 OPEN_PATHS = frozenset({"/v1/health"})
 
@@ -44,16 +44,4 @@ async def _send_unauthorized(scope: Scope, send: Send) -> None:
         "missing or wrong bearer token; send the header "
         "'Authorization: Bearer <token>' with the server's token"
     )
-    body = problem_bytes(error, scope["path"])
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [
-                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b"Bearer"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_problem(scope, send, error, [(b"www-authenticate", b"Bearer")])

@@ -6,7 +6,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import PayloadTooLarge
 from ..settings import DEFAULT_MAX_REQUEST_BYTES
-from .problems import PROBLEM_MEDIA_TYPE, problem_bytes
+from .problems import send_problem
 
 
 class RequestSizeLimitMiddleware:
@@ -44,19 +44,7 @@ class RequestSizeLimitMiddleware:
             "server with a larger --max-request-bytes",
             max_request_bytes=self.max_request_bytes,
         )
-        body = problem_bytes(error, scope["path"])
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.status,
-                "headers": [
-                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(scope, send, error, [(b"connection", b"close")])
 
 
 class _StreamGuard:

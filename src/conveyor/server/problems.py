@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Scope, Send
 
 from ..errors import (
     ConveyorError,
@@ -62,6 +63,23 @@ def problem_response(
 def problem_bytes(error: ConveyorError, instance: str | None = None) -> bytes:
     """Return the encoded problem document, for middleware that sends raw ASGI."""
     return orjson.dumps(error.to_problem(instance))
+
+
+async def send_problem(
+    scope: Scope,
+    send: Send,
+    error: ConveyorError,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Send a whole problem response from ASGI middleware, outside FastAPI."""
+    body = problem_bytes(error, scope["path"])
+    headers = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def install_problem_handlers(app: FastAPI) -> None:
