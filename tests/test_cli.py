@@ -632,7 +632,7 @@ def test_unopenable_store_error(tmp_path: Path) -> None:
     done = Cli(f"sqlite:///{tmp_path}")("queue", "list")
     assert done.returncode == 1
     assert stderr_text(done).startswith(
-        f"error: cannot open the store at 'sqlite:///{tmp_path}'"
+        f"error: could not open the SQLite store at '{tmp_path}'"
     )
 
 

@@ -17,6 +17,7 @@ from conveyor.errors import (
     PayloadTooLarge,
     QueueAlreadyExists,
     QueueNotFound,
+    StoreUnavailable,
     ValidationError,
 )
 from conveyor.models import Message, NewMessage
@@ -583,3 +584,51 @@ def test_long_poll_async(live_engine):
         return await task
 
     assert bodies(asyncio.run(scenario())) == ["async"]
+
+
+def test_long_poll_wakes_on_short_retry(live_engine):
+    live_engine.create_queue("retry", {"backoff_base_s": 0.0})
+    post(live_engine, "retry", "again")
+    leased = live_engine.reserve("retry")[0]
+    timer = threading.Timer(0.2, live_engine.nack, args=("retry", [lease(leased, delay_s=0.1)]))
+    timer.start()
+    started = time.monotonic()
+    messages = live_engine.reserve("retry", wait_s=10)
+    assert bodies(messages) == ["again"]
+    # The poll's own re-check comes after a second; the retry is due at 0.3 s.
+    assert time.monotonic() - started < 0.9
+
+
+# Results and settings that cannot change ---------------------------------
+
+
+def test_ack_result_default_ttl(engine, queue, clock):
+    [message_id] = post(engine, queue, "a")
+    engine.ack(queue, [lease(engine.reserve(queue)[0], result=[1, 2])])
+    assert engine.get_result(message_id).value == [1, 2]
+    clock.advance(86_401)
+    assert engine.get_result(message_id) is None
+
+
+def test_ack_invalid_status(engine, queue):
+    post(engine, queue, "a")
+    message = engine.reserve(queue)[0]
+    with pytest.raises(ValidationError):
+        engine.ack(queue, [lease(message, status="weird")])
+    assert engine.get_message(message.id).state == "reserved"
+
+
+def test_queue_type_immutable(engine, queue, fifo):
+    with pytest.raises(ValidationError):
+        engine.update_queue(queue, {"type": "fifo"})
+    with pytest.raises(ValidationError):
+        engine.update_queue(fifo, {"type": "standard"})
+    assert engine.get_queue(queue).settings["type"] == "standard"
+    assert engine.get_queue(fifo).settings["type"] == "fifo"
+
+
+def test_open_store_unwritable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreUnavailable):
+        Engine(f"sqlite:///{blocker}/conveyor.db")

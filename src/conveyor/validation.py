@@ -28,6 +28,9 @@ MAX_HEADERS = 64
 MAX_HEADER_VALUE = 4096
 MAX_ERROR_TEXT = 8192
 MAX_RESULT_TTL_S = 30 * 86_400.0
+# A result sent without result_ttl_s is kept this long.
+DEFAULT_RESULT_TTL_S = 86_400.0
+RESULT_STATUSES = ("succeeded", "failed")
 
 # The keys each kind of receipt entry may carry.
 ENTRY_KEYS = {
@@ -144,6 +147,17 @@ def check_receipt_entry(entry: Any, index: int, action: str | None = None) -> di
         raise ValidationError(f"entry {index} 'error' must be a string", index=index)
     if error is not None:
         checked["error"] = error[:MAX_ERROR_TEXT]
+
+    status = entry.get("status")
+    if status is not None and status not in RESULT_STATUSES:
+        raise ValidationError(
+            f"entry {index} has invalid status {status!r}: use one of "
+            f"{', '.join(RESULT_STATUSES)}",
+            index=index,
+        )
+    has_outcome = result is not None or status is not None
+    if checked["result_ttl_s"] is None and has_outcome:
+        checked["result_ttl_s"] = DEFAULT_RESULT_TTL_S
     return checked
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterator, Sequence
@@ -115,11 +114,8 @@ def open_client(options: ClientOptions) -> Iterator[Any]:
 def _connect(url: str, token: str | None) -> Any:
     try:
         return connect(url, token)
-    except (OSError, sqlite3.Error) as exc:
-        raise CommandError(
-            f"cannot open the store at {url!r}: {exc}; check that the path "
-            "names a Conveyor SQLite file you can write"
-        ) from exc
+    except ConveyorError as exc:
+        raise CommandError(exc.detail) from exc
 
 
 # Output ------------------------------------------------------------------

@@ -18,7 +18,13 @@ from typing import Any, Callable, Iterable
 import orjson
 
 from .. import policy
-from ..errors import MessageNotFound, QueueAlreadyExists, QueueNotFound
+from ..errors import (
+    MessageNotFound,
+    QueueAlreadyExists,
+    QueueNotFound,
+    StoreUnavailable,
+    ValidationError,
+)
 from ..models import EntryResult, Message, PostResult, QueueInfo, QueueStats, TaskResult
 from ..policy import PreparedMessage
 from ..settings import DAY_S, QueueSettings, build_settings, dlq_name_for
@@ -49,10 +55,16 @@ class SQLiteStore:
 
     def __init__(self, path: str, on_commit: Callable[[set[str]], None]) -> None:
         self.path = path
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        with connect(path) as conn:
-            conn.executescript(sql.SCHEMA)
+        try:
+            folder = os.path.dirname(os.path.abspath(path))
+            os.makedirs(folder, exist_ok=True)
+            with connect(path) as conn:
+                conn.executescript(sql.SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(
+                f"could not open the SQLite store at {path!r}: {exc}; check that "
+                "the path names a Conveyor SQLite file in a folder you can write"
+            ) from exc
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -87,6 +99,7 @@ class SQLiteStore:
     def update_queue(self, name: str, changes: dict[str, Any], now: float) -> Future:
         def operation(tx: Transaction) -> QueueInfo:
             current = _require_queue(tx.conn, name)
+            _check_type_unchanged(name, current, changes)
             settings = build_settings({**current.settings, **changes})
             if settings.dead_letter_queue is None:
                 settings = build_settings(
@@ -293,6 +306,21 @@ def _require_queue(conn: sqlite3.Connection, name: str) -> QueueInfo:
     return info
 
 
+def _check_type_unchanged(name: str, current: QueueInfo, changes: dict[str, Any]) -> None:
+    """Raise if an update would switch a queue between standard and fifo.
+
+    Messages already stored were checked against the old type (groups are
+    required on fifo queues and rejected on standard ones), so switching
+    would break the delivery order the queue promised.
+    """
+    new_type = changes.get("type", current.settings["type"])
+    if new_type != current.settings["type"]:
+        raise ValidationError(
+            f"queue {name!r} is a {current.settings['type']} queue and its type "
+            f"cannot change to {new_type!r}; create a new queue with that type"
+        )
+
+
 def _require_settings(conn: sqlite3.Connection, name: str) -> QueueSettings:
     return QueueSettings(**_require_queue(conn, name).settings)
 
@@ -390,8 +418,9 @@ def _retry(
 ) -> None:
     state = "delayed" if delay_s > 0 else "ready"
     tx.conn.execute(sql.RETRY_MESSAGE, (state, now + delay_s, error, seq))
-    if state == "ready":
-        tx.wake(queue)
+    # Waiting long polls recompute when the next delayed message is due, so
+    # a retry sooner than their next check is not missed.
+    tx.wake(queue)
 
 
 def _dead_letter(

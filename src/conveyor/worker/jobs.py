@@ -116,11 +116,12 @@ class Outcome:
 
 
 def success(job: Job, value: Any, duration_ms: float) -> Outcome:
-    entry: dict[str, Any] = {"id": job.message_id, "receipt": job.receipt, "status": "succeeded"}
+    entry: dict[str, Any] = {"id": job.message_id, "receipt": job.receipt}
     ttl_s = job.task.result_ttl_s if job.task is not None else 0.0
+    # An ack with a result or status keeps it (for a day unless told), so a
+    # task that keeps no result sends neither.
     if ttl_s > 0:
-        entry["result"] = value
-        entry["result_ttl_s"] = ttl_s
+        entry.update(result=value, result_ttl_s=ttl_s, status="succeeded")
     return Outcome(job, ACK, entry, duration_ms)
 
 
