@@ -118,14 +118,14 @@ def _busy_machine_note(systems: dict, run: dict) -> str:
     for name, record in systems.items():
         worst = max(record.get("cpu_busy_before", 0), record.get("cpu_busy_after", 0))
         if worst >= threshold:
-            busy.append(f"{record.get('label', name)} ({worst:.0%})")
+            busy.append(f"- {record.get('label', name)}: {worst:.0%}")
     if not busy:
         return ""
     return (
-        "**Other work ran on the machine** during this run, so these rows are "
-        f"lower than an idle machine would give: {', '.join(busy)} of all CPU time "
-        "was busy in a one-second sample taken just before the system started or "
-        "just after its workers stopped.\n"
+        "**Other work ran on the machine** during this run, so these rows may be "
+        "lower than on an idle machine. Each figure is the larger of two one-second "
+        "samples of busy CPU time, taken just before the system started and just "
+        "after its workers stopped.\n\n" + "\n".join(busy) + "\n"
     )
 
 
@@ -142,8 +142,8 @@ def _error_summary(error: str) -> str:
 def _persistence(config: dict | None) -> str:
     if not config:
         return "not recorded"
-    shown = [f"{key} `{value}`" if value else f'{key} `""`' for key, value in sorted(config.items())]
-    return ", ".join(shown)
+    entries = [f"{key} `{value}`" if value else f'{key} `""`' for key, value in sorted(config.items())]
+    return ", ".join(entries)
 
 
 def _machine_section(machine: dict, run: dict) -> str:
@@ -228,9 +228,9 @@ def _systems_section(systems: dict) -> str:
 METHOD_TEXT = """## Method
 
 All systems run one after another in the same run of `bench/run.py`, so they
-share the machine, the Python build and the Redis server. Each system gets its
-own Redis database (10-13 by default) and a fresh temporary directory for SQLite
-files. The harness flushes only those databases, and only after checking that
+share the machine, the Python build and the Redis server. Each Redis-based
+system gets its own Redis database (10-13 by default, and the two Dramatiq runs
+reuse one). Each system gets a fresh temporary directory for SQLite files. The harness flushes only those databases, and only after checking that
 they are empty or carry its own marker key.
 
 **Task body.** Every system runs the same two task functions from
@@ -274,7 +274,8 @@ of execution slots, and with its CLI default of 8 threads.
 
 - No system stores results. Celery runs without a result backend and with
   `task_ignore_result=True`, RQ jobs get `result_ttl=0`, Huey runs with
-  `results=False`, and Dramatiq has no results middleware.
+  `results=False`, Dramatiq has no results middleware, and Conveyor's tasks
+  have `result_ttl_s=0`.
 - Celery runs with `task_acks_late=True`, so, like Dramatiq and Conveyor, it
   acknowledges a message after the task body returns. RQ moves a job it takes to
   an intermediate list and its started-job registry, from which it requeues the
@@ -290,7 +291,9 @@ of execution slots, and with its CLI default of 8 threads.
   a blocking pop.
 - Durability differs, and it costs time. Conveyor commits each post and each
   state change to SQLite with `synchronous=FULL` and, as `docs/architecture.md`
-  describes, shares one fsync among concurrent requests. Huey's SQLite storage runs in WAL mode with SQLite's
+  describes, shares one fsync among concurrent requests. A post returns only
+  after its commit, so in W1 each one-per-call post, sent over HTTP, waits for
+  its own commit. Huey's SQLite storage runs in WAL mode with SQLite's
   default `synchronous` (FULL in the SQLite build above), so every enqueue and
   dequeue is a commit. The Redis-based systems keep their queues in the memory
   of the Redis server, whose persistence settings are listed above: with

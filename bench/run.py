@@ -78,9 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="W2: seconds to wait for the drain before giving up (default: 300)")
     parser.add_argument("--settle-timeout", type=float, default=60.0,
                         help="W3: seconds to wait for the last tasks after posting stops (default: 60)")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
+    parser.add_argument("--quiet-wait", type=float, default=30.0,
                         help="seconds to wait before each system for the CPUs to be less than "
-                        f"{QUIET_CPU_THRESHOLD:.0%} busy with other work; 0 disables the wait (default: 60)")
+                        f"{QUIET_CPU_THRESHOLD:.0%} busy with other work; 0 disables the wait (default: 30)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run with smaller defaults (--n 2000, --post-n 1000, "
                         "--latency-seconds 3), results to bench/results/quick.json and no "
