@@ -15,6 +15,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -283,6 +284,12 @@ def test_sigterm_finishes_running_tasks(project: Project) -> None:
     assert len(ready) == 6 - len(started)
     assert all(m.receive_count == 0 for m in ready)
     assert project.app.client.stats("default").reserved == 0
+    # Each waiting message is released once: a poll in flight at the signal
+    # must not lease a released message again, so the count cannot exceed
+    # the messages now ready.
+    released = re.search(r"Worker stopped: (\d+) messages released", worker.log())
+    assert released is not None
+    assert 1 <= int(released.group(1)) <= len(ready)
 
 
 def test_sigterm_releases_tasks_after_grace(sqlite_project: Project) -> None:

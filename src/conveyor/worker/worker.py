@@ -241,20 +241,23 @@ class Worker:
             "Worker stopping: no new messages; waiting up to %.1f s for %d running tasks",
             0.0 if forced else self.grace_period_s, running,
         )
+        deadline = time.monotonic() + self.grace_period_s
         self.stopping.set()
         self.capacity.close()
+        # A long poll still in flight would lease released messages again at
+        # once, so the fetchers stop before anything waiting is released.
+        self._join_fetchers()
         self.jobs.release(QUEUED)
-        self._wait_for_running(time.monotonic() + self.grace_period_s)
+        self._wait_for_running(deadline)
         unfinished = self.jobs.release(RUNNING)
         if unfinished:
             logger.warning(
-                "Released %d tasks that did not finish within the grace period; "
-                "they will run again", unfinished,
+                "Released %d tasks that did not finish %s; they will run again",
+                unfinished,
+                "before the forced stop" if self._force.is_set() else "within the grace period",
             )
         if self._async_runner is not None:
             self._async_runner.cancel_all()
-        self._join_fetchers()
-        self.jobs.release(QUEUED)
         self._thread_runner.stop()
         if self._async_runner is not None:
             self._async_runner.stop(1.0)
@@ -299,7 +302,7 @@ class Worker:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
         if self._stop_requested.is_set():
-            logger.warning("Received %s again: forcing a fast stop", name)
+            logger.warning("Received a second stop signal (%s): forcing a fast stop", name)
             self.stop(force=True)
         else:
             logger.info("Received %s: stopping gracefully; send it again to force", name)
@@ -313,8 +316,15 @@ def _check_queues(app: Conveyor, queues: list[str] | None) -> list[str]:
             "the app has no tasks, so the worker has no queues to serve; "
             "register tasks with @app.task or name queues explicitly"
         )
+    used = set(app.queues())
     for queue in chosen:
         validate_queue_name(queue)
+        if queue not in used:
+            logger.warning(
+                "Queue %s has no task of this app; its messages will fail as "
+                "unknown tasks. Check the --queues list for a typo",
+                queue,
+            )
     return chosen
 
 
