@@ -58,6 +58,26 @@ class ChildProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def command_for_display() -> str:
+    """Return how a user in the current folder types the `conveyor` command.
+
+    `conveyor` when the shell finds this installation on PATH, otherwise its
+    path, relative to the current folder when it is inside it (such as
+    `.venv-demo/bin/conveyor` after `scripts/demo.sh`).
+    """
+    command = conveyor_command()
+    if len(command) > 1:
+        return " ".join(command)
+    script = Path(command[0])
+    found = shutil.which("conveyor")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "conveyor"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def conveyor_command() -> list[str]:
     """Return the argv prefix that runs the `conveyor` command of this Python.
 

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .processes import command_for_display
+
 MAX_DEAD_EXAMPLES = 5
 
 
@@ -210,8 +212,13 @@ def _print_missing(console: Console, outcome: DemoOutcome) -> None:
 def _print_dlq_commands(console: Console, run: RunInfo) -> None:
     console.print()
     console.print(f"[bold]Inspect and redrive the DLQ[/bold] {escape(run.dlq)} of this server:")
-    console.print(f"  conveyor dlq list {run.dlq} --url {run.server_url}", highlight=False)
-    console.print(f"  conveyor dlq redrive {run.dlq} --url {run.server_url}", highlight=False)
+    command = escape(command_for_display())
+    for action in ("list", "redrive"):
+        console.print(
+            f"  {command} dlq {action} {escape(run.dlq)} --url {run.server_url}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if run.keep_running:
         console.print(
             "  A redrive sends the files back to the running workers, which "
