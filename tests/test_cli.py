@@ -288,7 +288,7 @@ def test_queue_update_changes_setting(jobs: Cli) -> None:
 def test_queue_delete_with_yes(jobs: Cli) -> None:
     post_bodies(jobs.url, "jobs", 1)
     out = jobs.ok("queue", "delete", "jobs", "--yes")
-    assert "Deleted queue jobs and its 1 messages." in out
+    assert "Deleted queue jobs and its 1 message." in out
     assert "Its dead-letter queue jobs.dlq was kept" in out
     assert [q["name"] for q in jobs.json("queue", "list")] == ["jobs.dlq"]
 
@@ -301,7 +301,7 @@ def test_queue_delete_confirmed_at_prompt(store_jobs: Cli) -> None:
 def test_queue_delete_declined_keeps_queue(store_jobs: Cli) -> None:
     done = store_jobs("queue", "delete", "jobs", input="n\n")
     assert done.returncode == 1
-    assert "Aborted" in stderr_text(done)
+    assert "pass --yes" in stderr_text(done)
     assert "jobs" in [q["name"] for q in store_jobs.json("queue", "list")]
 
 
@@ -309,7 +309,7 @@ def test_queue_purge_json(jobs: Cli) -> None:
     post_bodies(jobs.url, "jobs", 1, 2, 3)
     assert jobs.json("queue", "purge", "jobs", "--yes") == {
         "queue": "jobs",
-        "purged_messages": 3,
+        "messages_deleted": 3,
     }
     assert jobs.json("queue", "show", "jobs")["stats"]["ready"] == 0
 
@@ -327,7 +327,7 @@ def test_queue_purge_declined_keeps_messages(store_jobs: Cli) -> None:
 def test_post_prints_new_id(jobs: Cli) -> None:
     out = jobs.ok("post", "jobs", '{"order": 42}')
     assert MESSAGE_ID.fullmatch(out.strip())
-    [message] = jobs.json("peek", "jobs")
+    [message] = jobs.json("peek", "jobs")["messages"]
     assert message["id"] == out.strip()
     assert message["body"] == {"order": 42}
 
@@ -346,7 +346,7 @@ def test_post_message_options(jobs: Cli) -> None:
         "--header",
         "kind=test",
     )
-    [message] = jobs.json("peek", "jobs")
+    [message] = jobs.json("peek", "jobs")["messages"]
     assert message["priority"] == 5
     assert message["state"] == "delayed"
     assert message["headers"] == {"trace": "abc", "kind": "test"}
@@ -355,7 +355,7 @@ def test_post_message_options(jobs: Cli) -> None:
 def test_post_group_on_fifo(cli: Cli) -> None:
     cli.ok("queue", "create", "orders", "--type", "fifo")
     cli.ok("post", "orders", "1", "--group", "customer-7")
-    [message] = cli.json("peek", "orders")
+    [message] = cli.json("peek", "orders")["messages"]
     assert message["group"] == "customer-7"
 
 
@@ -366,7 +366,7 @@ def test_post_stdin_batches(jobs: Cli) -> None:
     assert len(ids) == 2500
     assert len(set(ids)) == 2500
     assert jobs.json("queue", "show", "jobs")["stats"]["ready"] == 2500
-    assert jobs.json("peek", "jobs", "--offset", "2499")[0]["body"] == {"n": 2499}
+    assert jobs.json("peek", "jobs", "--offset", "2499")["messages"][0]["body"] == {"n": 2499}
 
 
 def test_post_file_skips_blank_lines(store_jobs: Cli, tmp_path: Path) -> None:
@@ -374,19 +374,19 @@ def test_post_file_skips_blank_lines(store_jobs: Cli, tmp_path: Path) -> None:
     bodies.write_text('1\n\n"two"\n[3]\n')
     out = store_jobs.ok("post", "jobs", "--file", str(bodies))
     assert len(out.split()) == 3
-    assert [m["body"] for m in store_jobs.json("peek", "jobs")] == [1, "two", [3]]
+    assert [m["body"] for m in store_jobs.json("peek", "jobs")["messages"]] == [1, "two", [3]]
 
 
 def test_post_bytes_argument(jobs: Cli) -> None:
     jobs.ok("post", "jobs", "not json", "--bytes")
-    [message] = jobs.json("peek", "jobs")
+    [message] = jobs.json("peek", "jobs")["messages"]
     assert message["body_base64"] == "bm90IGpzb24="
     assert "body" not in message
 
 
 def test_post_bytes_stdin_is_one_message(jobs: Cli) -> None:
     jobs.ok("post", "jobs", "--stdin", "--bytes", input=b"a\nb\x00\n")
-    [message] = jobs.json("peek", "jobs")
+    [message] = jobs.json("peek", "jobs")["messages"]
     assert message["body_base64"] == "YQpiAAo="
 
 
@@ -450,7 +450,7 @@ def test_peek_table(jobs: Cli) -> None:
 def test_peek_state_filter(jobs: Cli) -> None:
     post_bodies(jobs.url, "jobs", 1)
     [delayed_id] = post_bodies(jobs.url, "jobs", 2, delay_s=600)
-    assert [m["id"] for m in jobs.json("peek", "jobs", "--state", "delayed")] == [
+    assert [m["id"] for m in jobs.json("peek", "jobs", "--state", "delayed")["messages"]] == [
         delayed_id
     ]
 
@@ -459,7 +459,7 @@ def test_peek_limit_and_offset(store_jobs: Cli) -> None:
     post_bodies(store_jobs.url, "jobs", 0, 1, 2, 3)
     assert [
         m["body"]
-        for m in store_jobs.json("peek", "jobs", "--limit", "2", "--offset", "1")
+        for m in store_jobs.json("peek", "jobs", "--limit", "2", "--offset", "1")["messages"]
     ] == [1, 2]
 
 
@@ -467,7 +467,7 @@ def test_peek_hides_receipt(jobs: Cli) -> None:
     post_bodies(jobs.url, "jobs", 1)
     with connect(jobs.url) as client:
         client.reserve("jobs")
-    [message] = jobs.json("peek", "jobs")
+    [message] = jobs.json("peek", "jobs")["messages"]
     assert message["state"] == "reserved"
     assert "receipt" not in message
 
@@ -541,7 +541,7 @@ def test_dlq_redrive_all(jobs: Cli) -> None:
         jobs.ok("dlq", "redrive", "jobs").strip()
         == "Redrove 2 messages from DLQ jobs.dlq."
     )
-    ready = jobs.json("peek", "jobs", "--state", "ready")
+    ready = jobs.json("peek", "jobs", "--state", "ready")["messages"]
     assert sorted(m["id"] for m in ready) == sorted([first, second])
     assert jobs.json("dlq", "list", "jobs")["messages"] == []
 

@@ -121,6 +121,24 @@ def _connect(url: str, token: str | None) -> Any:
 # Output ------------------------------------------------------------------
 
 
+def confirm_or_fail(question: str) -> None:
+    """Ask a yes/no question; a no, or no answer on stdin, changes nothing.
+
+    The error names --yes, which scripts pass instead of answering.
+    """
+    try:
+        click.confirm(question, abort=True, err=True)
+    except click.Abort:
+        raise CommandError(
+            "not confirmed, so nothing was changed; pass --yes to skip the question"
+        ) from None
+
+
+def plural(count: int, noun: str) -> str:
+    """Return `1 message` or `3 messages`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def print_json(document: Any) -> None:
     """Print one JSON document on stdout."""
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())

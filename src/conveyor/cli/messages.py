@@ -289,7 +289,7 @@ def peek(
         messages = client.peek(queue, limit=limit, offset=offset, state=state)
 
     if options.json_output:
-        print_json([message_document(m) for m in messages])
+        print_json({"queue": queue, "messages": [message_document(m) for m in messages]})
         return
     print_table(
         f"Queue {queue}",

@@ -14,10 +14,12 @@ from . import main
 from .common import (
     ClientOptions,
     client_options,
+    confirm_or_fail,
     format_duration_s,
     open_client,
     option,
     print_json,
+    plural,
     print_line,
     print_table,
 )
@@ -324,15 +326,13 @@ def delete_queue(options: ClientOptions, name: str, yes: bool) -> None:
     with open_client(options) as client:
         info = client.get_queue(name)
         if not yes:
-            click.confirm(
-                f"Delete queue {name} and all its messages?", abort=True, err=True
-            )
+            confirm_or_fail(f"Delete queue {name} and all its messages?")
         removed = client.delete_queue(name)
 
     if options.json_output:
-        print_json({"queue": name, "deleted_messages": removed})
+        print_json({"queue": name, "messages_deleted": removed})
         return
-    print_line(f"Deleted queue {name} and its {removed} messages.")
+    print_line(f"Deleted queue {name} and its {plural(removed, 'message')}.")
     dlq = info.settings.get("dead_letter_queue")
     if dlq and dlq != name:
         print_line(f"Its dead-letter queue {dlq} was kept; delete it separately.")
@@ -353,12 +353,10 @@ def purge_queue(options: ClientOptions, name: str, yes: bool) -> None:
     with open_client(options) as client:
         client.get_queue(name)
         if not yes:
-            click.confirm(
-                f"Delete every message of queue {name}?", abort=True, err=True
-            )
+            confirm_or_fail(f"Delete every message of queue {name}?")
         removed = client.purge_queue(name)
 
     if options.json_output:
-        print_json({"queue": name, "purged_messages": removed})
+        print_json({"queue": name, "messages_deleted": removed})
         return
-    print_line(f"Purged queue {name}: {removed} messages deleted.")
+    print_line(f"Purged queue {name}: {plural(removed, 'message')} deleted.")
