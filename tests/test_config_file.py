@@ -58,3 +58,40 @@ def test_config_missing_file(tmp_path):
     result = run("--config", str(tmp_path / "absent.toml"), "queue", "list")
     assert result.returncode == 2
     assert "could not read config file" in result.stderr
+
+
+def test_config_accepts_flag_name(tmp_path):
+    path = tmp_path / "conveyor.toml"
+    path.write_text(f'[queue.list]\njson = true\nurl = "sqlite:///{tmp_path}/c.db"\n')
+    result = run("--config", str(path), "queue", "list")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_config_shared_defaults(tmp_path):
+    path = tmp_path / "conveyor.toml"
+    path.write_text(f'[defaults]\nurl = "sqlite:///{tmp_path}/c.db"\njson = true\n')
+    created = run("--config", str(path), "queue", "create", "shared")
+    listed = run("--config", str(path), "queue", "list")
+    assert created.returncode == 0, created.stderr
+    assert [q["name"] for q in json.loads(listed.stdout)] == ["shared", "shared.dlq"]
+
+
+def test_config_command_table_beats_defaults(tmp_path):
+    path = tmp_path / "conveyor.toml"
+    path.write_text(
+        f'[defaults]\nurl = "sqlite:///{tmp_path}/unused.db"\n'
+        f'[queue.create]\nurl = "sqlite:///{tmp_path}/c.db"\njson = true\n'
+    )
+    result = run("--config", str(path), "queue", "create", "mine")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "c.db").exists()
+    assert not (tmp_path / "unused.db").exists()
+
+
+def test_config_shared_unknown_key(tmp_path):
+    path = tmp_path / "conveyor.toml"
+    path.write_text("[defaults]\nurll = 'x'\n")
+    result = run("--config", str(path), "queue", "list")
+    assert result.returncode == 2
+    assert "unknown key 'defaults.urll'" in result.stderr
