@@ -1050,6 +1050,19 @@ def test_auth_right_token_is_200(auth_server: ServerProcess) -> None:
     assert response.status_code == 200
 
 
+def test_auth_scheme_case_insensitive(auth_server: ServerProcess) -> None:
+    response = httpx.get(
+        auth_server.url + "/v1/queues", headers={"Authorization": f"bearer {TOKEN}"}
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("header", [f"Basic {TOKEN}", TOKEN, f"Bearer{TOKEN}", "Bearer"])
+def test_auth_malformed_header_is_401(auth_server: ServerProcess, header: str) -> None:
+    response = httpx.get(auth_server.url + "/v1/queues", headers={"Authorization": header})
+    assert_problem(response, 401, "unauthorized")
+
+
 def test_auth_health_needs_no_token(auth_server: ServerProcess) -> None:
     assert httpx.get(auth_server.url + "/v1/health").status_code == 200
 

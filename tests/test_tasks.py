@@ -138,6 +138,7 @@ def test_task_call_runs_function_directly(app: Conveyor) -> None:
         ({"backoff": 5}, "invalid backoff"),
         ({"priority": 5000}, "invalid priority"),
         ({"name": ""}, "invalid task name"),
+        ({"retries": 3}, "unknown option 'retries' for @app.task"),
     ],
 )
 def test_task_definition_errors(app: Conveyor, options: dict, expected: str) -> None:
@@ -373,7 +374,7 @@ def test_options_rejects_bad_values(app: Conveyor, queue: str) -> None:
         later.options(priority=10_000)
     with pytest.raises(ValidationError, match="not both"):
         later.options(delay_s=1, not_before=time.time())
-    with pytest.raises(TypeError):
+    with pytest.raises(ValidationError, match="unknown option 'colour'"):
         later.options(colour="red")
     with pytest.raises(ValidationError, match="dedup_id"):
         later.options(dedup_id="same").enqueue_many([((), {}), ((), {})])

@@ -25,6 +25,15 @@ MAX_VISIBILITY_TIMEOUT_S = 12 * 3600.0
 MAX_ATTEMPTS_LIMIT = 1000
 
 
+def format_seconds(value: float) -> str:
+    """Return a duration for messages: `30 seconds`, `4 days`, `365 days`."""
+    if value >= DAY_S and value % 3600 == 0:
+        return f"{value / DAY_S:g} days"
+    if value >= 3600 and value % 60 == 0:
+        return f"{value / 3600:g} hours"
+    return f"{value:g} seconds"
+
+
 def validate_queue_name(name: Any) -> str:
     """Return the name, or raise ValidationError naming the rule it breaks."""
     if not isinstance(name, str) or not QUEUE_NAME_RE.fullmatch(name):
@@ -143,9 +152,12 @@ def _check_number(key: str, value: Any, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(f"invalid {key} {value!r}: expected a number")
     if not low <= value <= high or value != value:
-        raise ValidationError(
-            f"invalid {key} {value!r}: use a value from {low:g} to {high:g}"
+        allowed = (
+            f"{low:g} to {high:g}"
+            if key == "backoff_factor"
+            else f"{format_seconds(low)} to {format_seconds(high)}"
         )
+        raise ValidationError(f"invalid {key} {value!r}: use a value from {allowed}")
     return float(value)
 
 

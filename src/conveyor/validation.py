@@ -16,7 +16,13 @@ import orjson
 from .errors import ValidationError
 from .models import NewMessage
 from .policy import PreparedMessage
-from .settings import MAX_ATTEMPTS_LIMIT, MAX_DELAY_S, MAX_RETENTION_S, MAX_VISIBILITY_TIMEOUT_S
+from .settings import (
+    MAX_ATTEMPTS_LIMIT,
+    MAX_DELAY_S,
+    MAX_RETENTION_S,
+    MAX_VISIBILITY_TIMEOUT_S,
+    format_seconds,
+)
 
 MAX_POST_BATCH = 1000
 MAX_RESERVE_BATCH = 100
@@ -204,7 +210,7 @@ def check_optional_duration(name: str, value: Any, low: float, high: float) -> f
         raise ValidationError(f"invalid {name} {value!r}: expected a number of seconds")
     if not math.isfinite(value) or not low <= value <= high:
         raise ValidationError(
-            f"invalid {name} {value!r}: use {low:g} to {high:g} seconds"
+            f"invalid {name} {value!r}: use {format_seconds(low)} to {format_seconds(high)}"
         )
     return float(value)
 

@@ -21,7 +21,7 @@ class BearerAuthMiddleware:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -35,7 +35,11 @@ class BearerAuthMiddleware:
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
             if name == b"authorization":
-                return hmac.compare_digest(value, self._expected)
+                # The scheme name is case-insensitive (RFC 9110, section 11.1).
+                scheme, _, credentials = value.partition(b" ")
+                if scheme.lower() != b"bearer":
+                    return False
+                return hmac.compare_digest(credentials.strip(), self._expected)
         return False
 
 

@@ -37,10 +37,10 @@ class RequestSizeLimitMiddleware:
         await self.app(scope, guard.receive, guard.send)
 
     async def send_too_large(self, scope: Scope, send: Send, size: int | None) -> None:
-        shown = f"{size} bytes" if size is not None else "more bytes"
+        limit = f"the server's limit of {self.max_request_bytes} bytes"
+        size_text = f"has {size} bytes, above {limit}" if size else f"is larger than {limit}"
         error = PayloadTooLarge(
-            f"request body has {shown}, above the server's limit of "
-            f"{self.max_request_bytes} bytes; send smaller batches or start the "
+            f"request body {size_text}; send smaller batches or start the "
             "server with a larger --max-request-bytes",
             max_request_bytes=self.max_request_bytes,
         )

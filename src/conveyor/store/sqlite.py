@@ -300,8 +300,8 @@ def _require_queue(conn: sqlite3.Connection, name: str) -> QueueInfo:
     info = _select_queue(conn, name)
     if info is None:
         raise QueueNotFound(
-            f"queue {name!r} does not exist; create it with "
-            f"'conveyor queue create {name}' or POST /v1/queues"
+            f"queue {name!r} does not exist; check the name with 'conveyor queue "
+            f"list', or create it with 'conveyor queue create {name}' or POST /v1/queues"
         )
     return info
 

@@ -15,6 +15,7 @@ from ..settings import validate_queue_name
 from .handle import TaskHandle
 from .options import (
     DEFAULT_RESULT_TTL_S,
+    check_option_names,
     build_backoff,
     check_max_attempts,
     check_permanent_errors,
@@ -120,6 +121,7 @@ class Conveyor:
 
         Invalid options raise ValidationError here, at decoration time.
         """
+        check_option_names("@app.task", options, TASK_OPTION_NAMES)
         if fn is None:
             return lambda function: self._register(function, **options)
         return self._register(fn, **options)
@@ -159,6 +161,11 @@ class Conveyor:
                 )
             self.tasks[name] = task
         return task
+
+
+TASK_OPTION_NAMES = tuple(
+    name for name in inspect.signature(Conveyor._register).parameters if name not in ("self", "fn")
+)
 
 
 def _default_name(fn: Callable[..., Any]) -> str:

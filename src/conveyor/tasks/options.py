@@ -135,6 +135,16 @@ def check_priority(value: Any) -> int:
     return check.check_int("priority", value, -check.MAX_PRIORITY, check.MAX_PRIORITY)
 
 
+def check_option_names(where: str, options: dict[str, Any], known: tuple[str, ...]) -> None:
+    """Raise ValidationError naming an unknown keyword option and the known ones."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValidationError(
+            f"unknown option {unknown[0]!r} for {where}; known options are: "
+            f"{', '.join(known)}"
+        )
+
+
 @dataclass(frozen=True)
 class EnqueueOptions:
     """Per-call message options; None leaves the task's or queue's default.
@@ -198,3 +208,6 @@ def to_delay_s(delay: Any) -> float:
     if seconds is None:
         raise ValidationError("invalid delay None: pass a timedelta or seconds")
     return seconds
+
+
+ENQUEUE_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(EnqueueOptions))

@@ -19,7 +19,14 @@ from ..models import NewMessage
 from ..validation import MAX_POST_BATCH
 from . import serialization
 from .handle import TaskHandle
-from .options import Backoff, EnqueueOptions, to_delay_s, to_timestamp
+from .options import (
+    ENQUEUE_OPTION_NAMES,
+    Backoff,
+    EnqueueOptions,
+    check_option_names,
+    to_delay_s,
+    to_timestamp,
+)
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -78,6 +85,7 @@ class Task:
         Keys: priority, dedup_id, delay_s, not_before, group, headers,
         max_attempts, retention_s; see EnqueueOptions.
         """
+        check_option_names("options()", options, ENQUEUE_OPTION_NAMES)
         return TaskWithOptions(self, EnqueueOptions(**options))
 
     def enqueue(self, /, *args: Any, **kwargs: Any) -> TaskHandle:
