@@ -632,3 +632,15 @@ def test_open_store_unwritable(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(StoreUnavailable):
         Engine(f"sqlite:///{blocker}/conveyor.db")
+
+
+@pytest.mark.parametrize("options", [{"dedup_id": "\ud800"}, {"headers": {"k": "\udfff"}}])
+def test_post_lone_surrogate(engine, queue, options):
+    with pytest.raises(ValidationError):
+        engine.post(queue, [NewMessage("x", **options)])
+    assert engine.stats(queue).ready == 0
+
+
+def test_ack_lone_surrogate_id(engine, queue):
+    with pytest.raises(ValidationError):
+        engine.ack(queue, [{"id": "\ud800", "receipt": "r"}])

@@ -536,6 +536,37 @@ def test_post_integer_beyond_64_bits_is_422(api: httpx.Client, queue: str) -> No
     assert counts(api, queue)["ready"] == 0
 
 
+def test_post_negative_19_digits_is_422(api: httpx.Client, queue: str) -> None:
+    raw = b'{"messages": [{"body": {"n": -9999999999999999999}}]}'
+    assert_problem(api.post(f"/queues/{queue}/messages", content=raw), 422, "invalid-request")
+    assert counts(api, queue)["ready"] == 0
+
+
+def test_body_min_int64_round_trips(api: httpx.Client, queue: str) -> None:
+    raw = b'{"messages": [{"body": {"n": -9223372036854775808}}]}'
+    assert api.post(f"/queues/{queue}/messages", content=raw).status_code == 201
+    [received] = reserve(api, queue)
+    assert received["body"] == {"n": -(2**63)}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"messages": [{"body": {"x": 1e400, "pad": "12345678901234567890"}}]}',
+        b'{"messages": [{"body": 1, "dedup_id": "\\ud800"}], "pad": 12345678901234567890}',
+        b'{"pad": 12345678901234567890, "messages": [{"body": '
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}]}",
+    ],
+    ids=["infinity", "lone-surrogate", "deep-nesting"],
+)
+def test_post_unstorable_json_is_400(api: httpx.Client, queue: str, raw: bytes) -> None:
+    response = api.post(f"/queues/{queue}/messages", content=raw)
+    assert_problem(response, 400, "malformed-request")
+    assert counts(api, queue)["ready"] == 0
+
+
 def test_binary_body_round_trips(api: httpx.Client, queue: str) -> None:
     data = bytes(range(256)) * 4
     encoded = base64.b64encode(data).decode()

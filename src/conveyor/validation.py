@@ -135,6 +135,8 @@ def check_receipt_entry(entry: Any, index: int, action: str | None = None) -> di
                 "reserve returned",
                 index=index,
             )
+        if not entry[field].isascii():
+            _check_unicode(f"entry {index} {field}", entry[field])
     checked = dict(entry)
     checked["delay_s"] = check_optional_duration(
         "delay_s", entry.get("delay_s"), 0.0, MAX_DELAY_S
@@ -232,7 +234,17 @@ def check_key(name: str, value: Any) -> str | None:
         raise ValidationError(
             f"invalid {name} {value!r}: use a string of 1 to {MAX_KEY_LENGTH} characters"
         )
+    if not value.isascii():
+        _check_unicode(name, value)
     return value
+
+
+def _check_unicode(name: str, value: str) -> None:
+    """Raise if a string has lone surrogates, which UTF-8 cannot store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"invalid {name} {value!r}: {exc.reason}") from exc
 
 
 def _encode_headers(headers: Any, index: int) -> str | None:
@@ -252,4 +264,7 @@ def _encode_headers(headers: Any, index: int) -> str | None:
                 f"message {index} header {key!r} must be a string of at most "
                 f"{MAX_HEADER_VALUE} characters"
             )
-    return orjson.dumps(headers).decode()
+    try:
+        return orjson.dumps(headers).decode()
+    except TypeError as exc:
+        raise ValidationError(f"message {index} headers are not storable: {exc}") from exc

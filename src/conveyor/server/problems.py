@@ -24,6 +24,7 @@ from ..errors import (
     Unauthorized,
     ValidationError,
 )
+from ..settings import FIELDS as SETTING_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -163,10 +164,20 @@ def validation_problem(errors: Sequence[Any]) -> ValidationError:
     if not described:
         return ValidationError("invalid request")
     first, raw = described[0], errors[0]
+    if raw.get("type") == "extra_forbidden":
+        return ValidationError(_unknown_field_detail(first["field"]), errors=described)
     detail = f"invalid {first['field']}: {first['message']}"
-    if raw.get("type") not in ("missing", "extra_forbidden") and "input" in raw:
+    if raw.get("type") != "missing" and "input" in raw:
         detail += f" (got {_short_repr(raw['input'])})"
     return ValidationError(detail, errors=described)
+
+
+def _unknown_field_detail(field: str) -> str:
+    """Name an unknown field; for queue settings, list the known ones."""
+    detail = f"unknown field {field}"
+    if field.startswith("settings."):
+        detail += f"; known queue settings are: {', '.join(SETTING_FIELDS)}"
+    return detail
 
 
 def _describe_validation_error(error: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from typing import Any, TypeVar
 
@@ -29,7 +30,7 @@ JSON_MEDIA_TYPE = "application/json"
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
-_LONG_DIGIT_RUN = re.compile(rb"[0-9]{20}")
+_LONG_DIGIT_RUN = re.compile(rb"[0-9]{19}")
 
 # JSON type checks: a description for error messages and the Python types
 # orjson produces for that JSON type.
@@ -88,6 +89,8 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         data = _loads(raw)
     except ValueError as exc:
         raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise MalformedRequest("request body is nested too deeply") from exc
     if not isinstance(data, dict):
         raise ValidationError(
             f"request body must be a JSON object, got {_json_type(data)}"
@@ -98,15 +101,30 @@ async def read_json_object(request: Request) -> dict[str, Any]:
 def _loads(raw: bytes) -> Any:
     """Parse JSON with orjson, unless it may contain an integer beyond 64 bits.
 
-    orjson reads such integers as floats, which would change a body
-    silently. Every such integer has at least 20 digits, so a body with a
-    run of 20 digits is parsed by the standard library, which keeps big
-    integers exact. The engine then rejects them as not storable, as it
-    does for in-process callers.
+    orjson (3.13) reads an integer outside its range as a float, which would
+    change a body silently. Such an integer has at least 19 digits
+    (-2**63 - 1 has 19), so a body with a run of 19 digits is parsed by the
+    standard library, which keeps integers exact; the engine then rejects
+    the ones it cannot store, as it does for in-process callers. That path
+    also rejects numbers that overflow to infinity and strings that are not
+    valid Unicode (lone surrogates), which orjson rejects on its own path.
     """
     if _LONG_DIGIT_RUN.search(raw) is None:
         return orjson.loads(raw)
-    return json.loads(raw, parse_constant=_reject_constant)
+    data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    try:
+        orjson.dumps(data)
+    except TypeError as exc:
+        if "64-bit" not in str(exc):
+            raise ValueError(str(exc)) from exc
+    return data
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} is too large")
+    return value
 
 
 def _reject_constant(name: str) -> Any:
