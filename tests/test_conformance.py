@@ -644,3 +644,26 @@ def test_post_lone_surrogate(engine, queue, options):
 def test_ack_lone_surrogate_id(engine, queue):
     with pytest.raises(ValidationError):
         engine.ack(queue, [{"id": "\ud800", "receipt": "r"}])
+
+
+def test_cancelled_write_keeps_writer(live_engine):
+    import asyncio
+
+    live_engine.create_queue("cancel")
+
+    async def cancel_many() -> None:
+        tasks = [
+            asyncio.create_task(live_engine.apost("cancel", [NewMessage(i)])) for i in range(50)
+        ]
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(cancel_many())
+    # The writer thread must still commit, and every message either was
+    # stored once or not at all.
+    post(live_engine, "cancel", "after")
+    stored = bodies(live_engine.peek("cancel", limit=100))
+    assert stored[-1] == "after"
+    assert len(stored) == len(set(map(str, stored)))

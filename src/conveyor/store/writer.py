@@ -82,11 +82,24 @@ class GroupCommitWriter:
             while True:
                 group, stopping = self._take_group()
                 if group:
-                    self._commit_group(conn, group)
+                    self._commit_group_safely(conn, group)
                 if stopping:
                     return
         finally:
             conn.close()
+
+    def _commit_group_safely(
+        self, conn: sqlite3.Connection, group: list[tuple[Operation, Future]]
+    ) -> None:
+        """Commit a group; an unexpected error fails its requests, not the thread."""
+        try:
+            self._commit_group(conn, group)
+        except Exception as exc:  # noqa: BLE001 - the writer must keep running
+            logger.exception("Writer failed on a group of %d operations", len(group))
+            self._rollback(conn)
+            for _operation, future in group:
+                if not future.done():
+                    future.set_exception(StoreUnavailable(f"the store writer failed: {exc}"))
 
     def _take_group(self) -> tuple[list[tuple[Operation, Future]], bool]:
         first = self._requests.get()
@@ -106,6 +119,13 @@ class GroupCommitWriter:
     def _commit_group(
         self, conn: sqlite3.Connection, group: list[tuple[Operation, Future]]
     ) -> None:
+        # A caller that gave up (an asyncio task cancelled while awaiting) has
+        # cancelled its future; its operation must not run. Every other future
+        # is marked running, so it can no longer be cancelled and will get
+        # the outcome of a commit that really happened.
+        group = [(op, future) for op, future in group if future.set_running_or_notify_cancel()]
+        if not group:
+            return
         tx = Transaction(conn)
         outcomes: list[tuple[Future, Any, BaseException | None]] = []
         try:
