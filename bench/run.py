@@ -72,7 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=None,
                         help="W3: seconds of posting at that rate (default: 10)")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1,
-                        help="worker processes per system (default: the number of CPUs, "
+                        help="worker processes per system, and task threads of the one "
+                        "Conveyor worker process (default: the number of CPUs, "
                         f"{os.cpu_count()} here)")
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="W2: seconds to wait for the drain before giving up (default: 300)")
@@ -80,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="W3: seconds to wait for the last tasks after posting stops (default: 60)")
     parser.add_argument("--quiet-wait", type=float, default=30.0,
                         help="seconds to wait before each system for the CPUs to be less than "
-                        f"{QUIET_CPU_THRESHOLD:.0%} busy with other work; 0 disables the wait (default: 30)")
+                        f"{QUIET_CPU_THRESHOLD * 100:.0f}%% busy with other work; 0 disables the wait (default: 30)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run with smaller defaults (--n 2000, --post-n 1000, "
                         "--latency-seconds 3), results to bench/results/quick.json and no "
