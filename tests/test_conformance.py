@@ -667,3 +667,72 @@ def test_cancelled_write_keeps_writer(live_engine):
     stored = bodies(live_engine.peek("cancel", limit=100))
     assert stored[-1] == "after"
     assert len(stored) == len(set(map(str, stored)))
+
+
+# Redrive and FIFO edge cases ---------------------------------------------
+
+
+def test_fifo_redrive_waits_for_in_flight(engine, fifo):
+    post(engine, fifo, "a1", "a2", group="a")
+    engine.nack(fifo, [lease(engine.reserve(fifo)[0], dead=True)])
+    in_flight = engine.reserve(fifo)[0]
+    engine.redrive("orders.dlq")
+    assert engine.reserve(fifo, 10) == []
+    engine.ack(fifo, [lease(in_flight)])
+    assert bodies(engine.reserve(fifo, 10)) == ["a1"]
+
+
+def test_fifo_own_dlq_unblocks_group(engine):
+    engine.create_queue("self", {"type": "fifo", "dead_letter_queue": "self"})
+    post(engine, "self", "a1", "a2", group="a")
+    engine.nack("self", [lease(engine.reserve("self")[0], dead=True)])
+    assert bodies(engine.reserve("self")) == ["a2"]
+
+
+def test_redrive_all_skips_orphans(engine):
+    engine.create_queue("gone", {"dead_letter_queue": "shared.dlq", "backoff_base_s": 0})
+    engine.create_queue("kept", {"dead_letter_queue": "shared.dlq", "backoff_base_s": 0})
+    post(engine, "gone", *range(3))
+    post(engine, "kept", *range(600))
+    engine.nack("gone", [lease(m, dead=True) for m in engine.reserve("gone", 3)])
+    for _ in range(6):
+        engine.nack("kept", [lease(m, dead=True) for m in engine.reserve("kept", 100)])
+    engine.delete_queue("gone")
+    assert engine.redrive("shared.dlq") == 600
+    assert engine.stats("kept").ready == 600
+    assert engine.stats("shared.dlq").dead == 3
+
+
+def test_redrive_duplicate_ids_counted_once(engine, queue):
+    [message_id] = post(engine, queue, "a")
+    engine.nack(queue, [lease(engine.reserve(queue)[0], dead=True)])
+    assert engine.redrive("jobs.dlq", [message_id, message_id]) == 1
+
+
+def test_late_ack_after_dead_letter_is_stale(engine, queue, clock):
+    post(engine, queue, "a", max_attempts=1)
+    message = engine.reserve(queue)[0]
+    clock.advance(31)
+    engine.sweep()
+    [result] = engine.ack(queue, [lease(message)])
+    assert result.error == "stale-receipt"
+    assert engine.get_message(message.id).state == "dead"
+
+
+def test_update_checks_against_current_settings(engine):
+    engine.create_queue("custom", {"backoff_base_s": 0, "backoff_cap_s": 0})
+    engine.update_queue("custom", {"backoff_cap_s": 0.5})
+    engine.update_queue("custom", {"backoff_cap_s": 900})
+    engine.update_queue("custom", {"backoff_base_s": 400})
+    settings = engine.get_queue("custom").settings
+    assert (settings["backoff_base_s"], settings["backoff_cap_s"]) == (400, 900)
+    with pytest.raises(ValidationError):
+        engine.update_queue("custom", {"backoff_cap_s": 100})
+    assert engine.get_queue("custom").settings["backoff_cap_s"] == 900
+
+
+def test_header_size_counts_bytes(engine, queue):
+    engine.update_queue(queue, {"max_message_size": 100})
+    with pytest.raises(PayloadTooLarge):
+        engine.post(queue, [NewMessage("x", headers={"h": "\U0001f680" * 20})])
+    assert engine.stats(queue).ready == 0

@@ -31,7 +31,12 @@ from .models import (
     QueueStats,
     TaskResult,
 )
-from .settings import MAX_VISIBILITY_TIMEOUT_S, build_settings, validate_queue_name
+from .settings import (
+    MAX_VISIBILITY_TIMEOUT_S,
+    build_settings,
+    check_changes,
+    validate_queue_name,
+)
 from .store.sqlite import SQLiteStore
 from .wakeup import AsyncWaiter, Notifier, ThreadWaiter
 
@@ -114,7 +119,7 @@ class Engine:
     def update_queue(self, name: str, changes: dict[str, Any]) -> QueueInfo:
         """Change settings at run time; unknown keys and bad values raise."""
         validate_queue_name(name)
-        build_settings(changes)
+        check_changes(changes)
         info = self.store.update_queue(name, changes, self.clock()).result()
         logger.info("Queue %s settings changed: %s", name, sorted(changes))
         return info

@@ -32,7 +32,10 @@ class PreparedMessage:
 
     @property
     def size(self) -> int:
-        return len(self.body) + len(self.headers or "")
+        """Return the stored size in bytes: the body plus the headers' UTF-8 JSON."""
+        headers = self.headers or ""
+        header_bytes = len(headers) if headers.isascii() else len(headers.encode())
+        return len(self.body) + header_bytes
 
 
 def retry_delay_s(settings: QueueSettings, attempt: int) -> float:

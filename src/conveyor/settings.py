@@ -79,6 +79,28 @@ class QueueSettings:
 FIELDS = {f.name: f for f in dataclasses.fields(QueueSettings)}
 
 
+def check_changes(changes: dict[str, Any]) -> None:
+    """Validate each changed setting on its own.
+
+    Rules across settings (the backoff cap against its base) are checked
+    when the changes are merged with the queue's current settings.
+    """
+    if not isinstance(changes, dict):
+        raise ValidationError(f"settings changes must be an object, got {changes!r}")
+    _check_known(changes)
+    for key, value in changes.items():
+        _check_field(key, value)
+
+
+def _check_known(values: dict[str, Any]) -> None:
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ValidationError(
+            f"unknown queue setting {unknown[0]!r}; "
+            f"known settings are: {', '.join(FIELDS)}"
+        )
+
+
 def build_settings(values: dict[str, Any] | None) -> QueueSettings:
     """Validate a mapping of settings and return the QueueSettings.
 
@@ -86,12 +108,7 @@ def build_settings(values: dict[str, Any] | None) -> QueueSettings:
     bad setting is rejected before anything is stored.
     """
     values = dict(values or {})
-    unknown = sorted(set(values) - set(FIELDS))
-    if unknown:
-        raise ValidationError(
-            f"unknown queue setting {unknown[0]!r}; "
-            f"known settings are: {', '.join(FIELDS)}"
-        )
+    _check_known(values)
     for key, value in values.items():
         values[key] = _check_field(key, value)
 

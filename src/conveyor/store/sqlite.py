@@ -200,17 +200,19 @@ class SQLiteStore:
             ).result()
 
         moved = 0
+        after_seq = 0
         while limit is None or moved < limit:
             chunk = REDRIVE_CHUNK if limit is None else min(REDRIVE_CHUNK, limit - moved)
 
-            def operation(tx: Transaction, chunk: int = chunk) -> int:
+            def operation(tx: Transaction, chunk: int = chunk, after: int = after_seq) -> tuple:
                 _require_queue(tx.conn, dlq)
-                rows = tx.conn.execute(sql.SELECT_DEAD, (dlq, chunk)).fetchall()
-                return _redrive_rows(tx, rows, now)
+                rows = tx.conn.execute(sql.SELECT_DEAD, (dlq, after, chunk)).fetchall()
+                last_seq = rows[-1][0] if rows else after
+                return _redrive_rows(tx, rows, now), len(rows), last_seq
 
-            count = self._writer.submit(operation).result()
+            count, fetched, after_seq = self._writer.submit(operation).result()
             moved += count
-            if count < chunk:
+            if fetched < chunk:
                 break
         return moved
 
@@ -455,7 +457,8 @@ def _find_lease(
     if row is not None:
         return row, None
     found = conn.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone()
-    if found is None or found[0] != queue:
+    # A message that moved on to its DLQ is still the caller's old lease.
+    if found is None or queue not in found:
         detail = f"no message with id {message_id!r} is in queue {queue!r}"
         return None, EntryResult(message_id, False, "message-not-found", detail)
     detail = (
@@ -546,7 +549,7 @@ def _dead_rows_by_id(
 ) -> list[tuple]:
     _require_queue(conn, dlq)
     rows = []
-    for message_id in message_ids:
+    for message_id in dict.fromkeys(message_ids):
         row = conn.execute(sql.SELECT_DEAD_BY_ID, (dlq, message_id)).fetchone()
         if row is None:
             raise MessageNotFound(

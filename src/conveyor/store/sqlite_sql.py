@@ -128,12 +128,16 @@ SELECT_READY = (
     "ORDER BY priority DESC, seq LIMIT ?"
 )
 # A FIFO message is deliverable only when no older message of its group is
-# still in the queue (ready, delayed or reserved): that keeps post order and
-# one message in flight per group.
+# still pending (ready, delayed or reserved) and no message of its group is
+# reserved: that keeps post order and one message in flight per group. The
+# second rule matters after a redrive, which puts a dead head back at its
+# old place while a later message of the group may be in flight. Dead rows
+# (in a queue that is its own DLQ) block nothing.
 SELECT_READY_FIFO = (
     "SELECT m.seq FROM messages AS m WHERE m.queue = ? AND m.state = 'ready' "
     "AND NOT EXISTS (SELECT 1 FROM messages AS o WHERE o.queue = m.queue "
-    "AND o.grp = m.grp AND o.seq < m.seq) "
+    "AND o.grp = m.grp AND o.state != 'dead' "
+    "AND (o.seq < m.seq OR o.state = 'reserved')) "
     "ORDER BY m.priority DESC, m.seq LIMIT ?"
 )
 LEASE_MESSAGE = (
@@ -147,7 +151,7 @@ SELECT_LEASED = (
     "SELECT seq, receive_count, max_attempts FROM messages WHERE id = ? "
     "AND queue = ? AND state = 'reserved' AND receipt = ? AND reserved_until > ?"
 )
-SELECT_MESSAGE_QUEUE = "SELECT queue, state FROM messages WHERE id = ?"
+SELECT_MESSAGE_QUEUE = "SELECT queue, source_queue FROM messages WHERE id = ?"
 DELETE_MESSAGE = "DELETE FROM messages WHERE seq = ?"
 INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (id, queue, status, value, error, "
@@ -170,9 +174,11 @@ DEAD_LETTER_MESSAGE = (
 )
 
 # Redrive.
+# Pages through a DLQ by seq, so messages that stay (their source queue is
+# gone) are passed over instead of fetched again.
 SELECT_DEAD = (
     "SELECT seq, id, source_queue FROM messages WHERE queue = ? AND state = 'dead' "
-    "ORDER BY seq LIMIT ?"
+    "AND seq > ? ORDER BY seq LIMIT ?"
 )
 SELECT_DEAD_BY_ID = (
     "SELECT seq, id, source_queue FROM messages "
