@@ -58,23 +58,39 @@ class JobRegistry:
         """Move a waiting job to RUNNING; return False if it must not run.
 
         A runner calls this when it takes a job. After a stop the job is
-        released instead of started.
+        released instead of started. A job whose lease lapsed while it
+        waited (touches failed while the server was down) is dropped: the
+        queue may already have given the message to another worker.
         """
         self._capacity.started()
         with self._lock:
             if job.state != QUEUED:
                 return False
-            if not self._stopping.is_set():
-                job.state = RUNNING
-                job.started_at = time.monotonic()
-                task = job.task
-                if task is not None and task.timeout_s is not None and not task.is_async:
-                    job.deadline = job.started_at + task.timeout_s
-                    self._timed[job.receipt] = job
+            lapsed = job.lease_until <= time.monotonic()
+            if not lapsed and not self._stopping.is_set():
+                self._start(job)
                 return True
             job.state = DONE
-        self._reporter.add(outcomes.release(job))
+            if lapsed:
+                self._jobs.pop(job.receipt, None)
+
+        if lapsed:
+            logger.info(
+                "Skipped task %s %s: its lease ended before it could start, so the "
+                "queue will deliver it again",
+                job.task_name, job.message_id,
+            )
+        else:
+            self._reporter.add(outcomes.release(job))
         return False
+
+    def _start(self, job: Job) -> None:
+        job.state = RUNNING
+        job.started_at = time.monotonic()
+        task = job.task
+        if task is not None and task.timeout_s is not None and not task.is_async:
+            job.deadline = job.started_at + task.timeout_s
+            self._timed[job.receipt] = job
 
     def abandon(self, job: Job) -> None:
         """Release a job whose runner gave it up before starting it."""
