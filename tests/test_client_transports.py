@@ -437,3 +437,14 @@ def test_concurrent_posts_from_threads(client: Any, queue: str) -> None:
         thread.join(timeout=60)
     assert len(set(ids)) == 400
     assert client.stats(queue).ready == 400
+
+
+def test_transport_error_hides_url_password() -> None:
+    from conveyor.client import connect
+    from conveyor.errors import TransportError
+
+    client = connect("http://user:s3cret@127.0.0.1:1")
+    with pytest.raises(TransportError) as raised:
+        client.list_queues()
+    assert "s3cret" not in str(raised.value)
+    assert "s3cret" not in repr(client)

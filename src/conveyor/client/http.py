@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
@@ -96,7 +96,7 @@ class HTTPClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"HTTPClient({self.url!r})"
+        return f"HTTPClient({redact_url(self.url)!r})"
 
     # Queues ------------------------------------------------------------
 
@@ -243,20 +243,32 @@ class HTTPClient:
             )
         except httpx.TimeoutException as exc:
             raise TransportError(
-                f"{method} {self.url}/v1{path} timed out ({type(exc).__name__}); "
+                f"{method} {redact_url(self.url)}/v1{path} timed out ({type(exc).__name__}); "
                 "check that the server is running and not overloaded, "
                 "or raise timeout_s",
-                url=self.url,
+                url=redact_url(self.url),
             ) from exc
         except httpx.TransportError as exc:
             raise TransportError(
-                f"could not reach the Conveyor server at {self.url} ({exc}); check "
+                f"could not reach the Conveyor server at {redact_url(self.url)} ({exc}); check "
                 "that 'conveyor server' is running and the URL is right",
-                url=self.url,
+                url=redact_url(self.url),
             ) from exc
         if response.status_code >= 400:
             raise _error_from_response(response)
         return _load_json(response)
+
+
+def redact_url(url: str) -> str:
+    """Return the URL without user info, so a password never reaches a log."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{host}{port}").geturl()
 
 
 def message_from_wire(data: dict[str, Any]) -> Message:

@@ -21,8 +21,8 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
+from ..client.http import redact_url
 from ..errors import ValidationError
 from ..models import Message
 from ..settings import validate_queue_name
@@ -110,7 +110,7 @@ class Worker:
             logger.info(
                 "Worker started: queues %s, concurrency %d, prefetch %d, server %s",
                 ", ".join(self.queues), self.concurrency, self.prefetch,
-                _describe_url(self.app.url),
+                redact_url(self.app.url),
             )
             while not self._stop_requested.wait(1.0):
                 pass
@@ -340,13 +340,3 @@ def _check_seconds(name: str, value: Any, low: float, high: float) -> float:
     if not low <= value <= high:
         raise ValidationError(f"invalid {name} {value!r}: use {low:g} to {high:g} seconds")
     return float(value)
-
-
-def _describe_url(url: str) -> str:
-    """Return the URL without user info, so a password never reaches the log."""
-    parts = urlsplit(url)
-    if parts.scheme in ("http", "https"):
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}"
-    return url
