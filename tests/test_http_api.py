@@ -1032,6 +1032,7 @@ def test_oversize_chunked_body_is_413(small_server: ServerProcess) -> None:
     )
     assert_problem(response, 413, "payload-too-large")
     assert httpx.get(small_server.url + "/v1/queues/small/stats").json()["ready"] == 0
+    assert "Traceback" not in small_server.output()
 
 
 def test_body_under_limit_is_accepted(small_server: ServerProcess) -> None:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import orjson
 import pydantic
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..errors import ValidationError
@@ -82,7 +82,7 @@ ENTRY_FIELDS: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
 
 async def read_json_object(request: Request) -> dict[str, Any]:
     """Read the request body as one JSON object, or raise a problem error."""
-    raw = await request.body()
+    raw = await _read_body(request)
     if not raw:
         raise MalformedRequest("request body is empty; send one JSON object")
     try:
@@ -131,6 +131,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+async def _read_body(request: Request) -> bytes:
+    """Return the whole body; a client that went away gets a 400 nobody reads.
+
+    The size limit also ends a body this way once it has sent its 413, so
+    this is expected and not logged as a server failure.
+    """
+    try:
+        return await request.body()
+    except ClientDisconnect as exc:
+        raise MalformedRequest("the client disconnected before sending the whole body") from exc
+
+
 async def read_model(
     request: Request, model: type[ModelT], optional: bool = False
 ) -> ModelT:
@@ -138,7 +150,7 @@ async def read_model(
 
     With `optional`, an empty body is read as an empty object.
     """
-    if optional and not await request.body():
+    if optional and not await _read_body(request):
         data: dict[str, Any] = {}
     else:
         data = await read_json_object(request)
