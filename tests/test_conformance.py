@@ -736,3 +736,13 @@ def test_header_size_counts_bytes(engine, queue):
     with pytest.raises(PayloadTooLarge):
         engine.post(queue, [NewMessage("x", headers={"h": "\U0001f680" * 30})])
     assert engine.stats(queue).ready == 0
+
+
+def test_reserve_and_peek_cap_response_size(engine, queue):
+    engine.update_queue(queue, {"max_message_size": 16 * 1024 * 1024})
+    big = b"x" * (12 * 1024 * 1024)
+    post(engine, queue, big, big, big, big)
+    assert len(engine.peek(queue, limit=10)) == 2
+    first = engine.reserve(queue, 10)
+    assert len(first) == 2
+    assert len(engine.reserve(queue, 10)) == 2

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 10_000
 DLQ_RETENTION_S = 14 * DAY_S
 REDRIVE_CHUNK = 500
+# Reserve and peek stop adding messages once their bodies pass this total
+# (always returning at least one), so one response holds at most about this
+# much however large the batch limit and the messages are.
+MAX_RESPONSE_BODY_BYTES = 32 * 1024 * 1024
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -159,7 +163,7 @@ class SQLiteStore:
             _expire_leases(tx, sql.SELECT_EXPIRED_LEASES, (queue, now), now)
 
             query = sql.SELECT_READY_FIFO if settings.is_fifo else sql.SELECT_READY
-            seqs = [row[0] for row in tx.conn.execute(query, (queue, max_messages))]
+            seqs = _within_budget(tx.conn.execute(query, (queue, max_messages)))
             lease_s = visibility_timeout_s or settings.visibility_timeout_s
             return [_lease(tx.conn, seq, now + lease_s) for seq in seqs]
 
@@ -237,7 +241,14 @@ class SQLiteStore:
             rows = conn.execute(sql.SELECT_PEEK, (queue, limit, offset))
         else:
             rows = conn.execute(sql.SELECT_PEEK_STATE, (queue, state, limit, offset))
-        return [_message_from_row(row) for row in rows]
+        messages = []
+        total = 0
+        for row in rows:
+            total += len(row[3])
+            if messages and total > MAX_RESPONSE_BODY_BYTES:
+                break
+            messages.append(_message_from_row(row))
+        return messages
 
     def get_message(self, message_id: str) -> Message:
         row = self._reader().execute(sql.SELECT_MESSAGE, (message_id,)).fetchone()
@@ -385,6 +396,18 @@ def _insert_message(
         ),
     )
     return PostResult(message.id)
+
+
+def _within_budget(rows: Iterable[tuple[int, int]]) -> list[int]:
+    """Return the seqs of (seq, body size) rows up to MAX_RESPONSE_BODY_BYTES."""
+    seqs: list[int] = []
+    total = 0
+    for seq, size in rows:
+        total += size
+        if seqs and total > MAX_RESPONSE_BODY_BYTES:
+            break
+        seqs.append(seq)
+    return seqs
 
 
 def _lease(conn: sqlite3.Connection, seq: int, reserved_until: float) -> Message:

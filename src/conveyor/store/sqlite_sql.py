@@ -124,7 +124,7 @@ SELECT_ALL_EXPIRED_LEASES = (
     "WHERE state = 'reserved' AND reserved_until <= ? LIMIT 1000"
 )
 SELECT_READY = (
-    "SELECT seq FROM messages WHERE queue = ? AND state = 'ready' "
+    "SELECT seq, length(body) FROM messages WHERE queue = ? AND state = 'ready' "
     "ORDER BY priority DESC, seq LIMIT ?"
 )
 # A FIFO message is deliverable only when no older message of its group is
@@ -134,7 +134,7 @@ SELECT_READY = (
 # old place while a later message of the group may be in flight. Dead rows
 # (in a queue that is its own DLQ) block nothing.
 SELECT_READY_FIFO = (
-    "SELECT m.seq FROM messages AS m WHERE m.queue = ? AND m.state = 'ready' "
+    "SELECT m.seq, length(m.body) FROM messages AS m WHERE m.queue = ? AND m.state = 'ready' "
     "AND NOT EXISTS (SELECT 1 FROM messages AS o WHERE o.queue = m.queue "
     "AND o.grp = m.grp AND o.state != 'dead' "
     "AND (o.seq < m.seq OR o.state = 'reserved')) "
