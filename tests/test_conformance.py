@@ -746,3 +746,11 @@ def test_reserve_and_peek_cap_response_size(engine, queue):
     first = engine.reserve(queue, 10)
     assert len(first) == 2
     assert len(engine.reserve(queue, 10)) == 2
+
+
+def test_redrive_ids_and_limit_rejected(engine, queue):
+    [message_id] = post(engine, queue, "a")
+    engine.nack(queue, [lease(engine.reserve(queue)[0], dead=True)])
+    with pytest.raises(ValidationError):
+        engine.redrive("jobs.dlq", [message_id], limit=1)
+    assert engine.get_message(message_id).state == "dead"

@@ -284,6 +284,11 @@ class Engine:
         every dead message moves, oldest first, up to limit.
         """
         validate_queue_name(dlq)
+        if message_ids is not None and limit is not None:
+            raise ValidationError(
+                "redrive takes message_ids or limit, not both; a redrive by id "
+                "moves exactly the named messages"
+            )
         if message_ids is not None:
             check.check_batch("message_ids", message_ids, check.MAX_ENTRY_BATCH)
         if limit is not None:
