@@ -558,3 +558,30 @@ def test_reporter_isolates_rejected_ack(tmp_path: Path, caplog: pytest.LogCaptur
     assert small_results == ["x" * i for i in range(4)]
     assert f"rejected the ack of message {large.id}" in caplog.text
     assert caplog.text.count("rejected the ack") == 1
+
+
+def test_reporter_drops_outcomes_of_deleted_queue(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = Engine(f"sqlite:///{tmp_path}/gone.db")
+    engine.create_queue("gone")
+    body = {"task": "x", "args": [], "kwargs": {}}
+    engine.post("gone", [NewMessage(body) for _ in range(8)])
+    leased = engine.reserve("gone", 8)
+    engine.delete_queue("gone")
+    jobs = [Job(m, None, None, None, 5, time.monotonic() + 30, time.monotonic() + 12) for m in leased]
+    delivered: list[Job] = []
+    reporter = Reporter(engine, on_delivered=delivered.append)
+    reporter.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="conveyor.worker.reporter"):
+            for job in jobs:
+                reporter.add(outcomes.success(job, None, 1.0))
+            unsent = reporter.close(10.0)
+    finally:
+        engine.close()
+
+    assert unsent == 0
+    assert sorted(j.message_id for j in delivered) == sorted(j.message_id for j in jobs)
+    assert "Queue gone no longer exists, so 8 outcomes for it were dropped" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

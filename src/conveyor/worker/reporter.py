@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import Reject, TaskTimeout
+from ..errors import QueueNotFound, Reject, TaskTimeout
 from ..models import EntryResult
 from ..validation import MAX_ENTRY_BATCH
 from .jobs import ACK, NACK, RELEASE, Job, Outcome
@@ -152,6 +152,9 @@ class Reporter:
         except Exception as exc:  # noqa: BLE001 - classified just below
             if is_transient(exc):
                 return chunk, exc
+            if isinstance(exc, QueueNotFound):
+                self._drop_for_missing_queue(queue, chunk, exc)
+                return [], None
             if len(chunk) == 1:
                 self._drop(chunk[0], exc)
                 return [], None
@@ -239,6 +242,17 @@ class Reporter:
             "ended while the queue service was unreachable, so the message will "
             "be delivered again",
             outcome.kind, job.message_id, job.task_name, job.queue,
+        )
+
+    def _drop_for_missing_queue(
+        self, queue: str, chunk: list[Outcome], exc: QueueNotFound
+    ) -> None:
+        """Drop a whole chunk at once: its queue, with its messages, is gone."""
+        for outcome in chunk:
+            self._on_delivered(outcome.job)
+        logger.warning(
+            "Queue %s no longer exists, so %d outcomes for it were dropped: %s",
+            queue, len(chunk), exc,
         )
 
     def _drop(self, outcome: Outcome, exc: BaseException) -> None:
