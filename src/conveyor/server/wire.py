@@ -103,11 +103,11 @@ def _loads(raw: bytes) -> Any:
 
     orjson (3.13) reads an integer outside its range as a float, which would
     change a body silently. Such an integer has at least 19 digits
-    (-2**63 - 1 has 19), so a body with a run of 19 digits is parsed by the
-    standard library, which keeps integers exact; the engine then rejects
-    the ones it cannot store, as it does for in-process callers. That path
-    also rejects numbers that overflow to infinity and strings that are not
-    valid Unicode (lone surrogates), which orjson rejects on its own path.
+    (-2**63 - 1 has 19). So a body with a run of 19 digits is parsed by the
+    standard library, which keeps integers exact, and the engine then
+    rejects the ones it cannot store, as it does for in-process callers.
+    That path also rejects numbers that overflow to infinity and strings
+    that are not valid Unicode (lone surrogates), as orjson does.
     """
     if _LONG_DIGIT_RUN.search(raw) is None:
         return orjson.loads(raw)
@@ -132,7 +132,7 @@ def _reject_constant(name: str) -> Any:
 
 
 async def _read_body(request: Request) -> bytes:
-    """Return the whole body; a client that went away gets a 400 nobody reads.
+    """Return the whole body; a client that disconnected gets a 400 it never reads.
 
     The size limit also ends a body this way once it has sent its 413, so
     this is expected and not logged as a server failure.

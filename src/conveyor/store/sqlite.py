@@ -37,8 +37,8 @@ BUSY_TIMEOUT_MS = 10_000
 DLQ_RETENTION_S = 14 * DAY_S
 REDRIVE_CHUNK = 500
 # Reserve and peek stop adding messages once their bodies pass this total
-# (always returning at least one), so one response holds at most about this
-# much however large the batch limit and the messages are.
+# (always returning at least one), so one response contains at most about this
+# much, however large the batch limit and the messages are.
 MAX_RESPONSE_BODY_BYTES = 32 * 1024 * 1024
 
 
