@@ -118,7 +118,7 @@ class Outcome:
 def success(job: Job, value: Any, duration_ms: float) -> Outcome:
     entry: dict[str, Any] = {"id": job.message_id, "receipt": job.receipt}
     ttl_s = job.task.result_ttl_s if job.task is not None else 0.0
-    # An ack with a result or status keeps it (for a day unless told), so a
+    # An ack with a result or status stores it (for a day by default), so a
     # task that keeps no result sends neither.
     if ttl_s > 0:
         entry.update(result=value, result_ttl_s=ttl_s, status="succeeded")
