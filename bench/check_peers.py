@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from peers import PEERS, load_peer_class
@@ -38,7 +39,11 @@ def check_system(name: str, work_root: Path) -> str:
         for index in range(MESSAGES_PER_MODE):
             peer.post_one("noop", (index,))
         peer.post_batch("noop", [(index,) for index in range(MESSAGES_PER_MODE)])
-        expected = 2 * MESSAGES_PER_MODE
+        # W1's concurrent mode posts through open_producer from other threads.
+        with ThreadPoolExecutor(max_workers=2) as executor:
+            for future in [executor.submit(_post_through_producer, peer) for _ in range(2)]:
+                future.result()
+        expected = 4 * MESSAGES_PER_MODE
         outstanding = peer.outstanding_messages()
         if outstanding != expected:
             return f"outstanding_messages() returned {outstanding} after {expected} posts"
@@ -49,6 +54,12 @@ def check_system(name: str, work_root: Path) -> str:
         return "ok"
     finally:
         peer.cleanup()
+
+
+def _post_through_producer(peer) -> None:
+    with peer.open_producer() as post_one:
+        for index in range(MESSAGES_PER_MODE):
+            post_one("noop", (index,))
 
 
 def main(argv: list[str]) -> int:

@@ -19,13 +19,15 @@ def render(results: dict) -> str:
     systems = results["systems"]
     sections = [
         _header(),
-        _summary_table(systems),
+        _summary_table(systems, run),
         _pending_notes(systems),
         _busy_machine_note(systems, run),
         _machine_section(machine, run),
         _systems_section(systems),
         METHOD_TEXT.format(
             post_n=run["w1_post_n"],
+            producers=_producers_text(run),
+            redis_disk=_redis_disk_text(machine.get("redis_persistence")),
             batch_size=run["batch_size"],
             n=run["w2_n"],
             rate=run["w3_rate"],
@@ -55,17 +57,25 @@ def _number(value, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _summary_table(systems: dict) -> str:
+def _producers_text(run: dict) -> str:
+    """Return the number of W1 producer threads, or "several" for results from before that mode."""
+    producers = run.get("w1_producers")
+    return str(producers) if producers else "several"
+
+
+def _summary_table(systems: dict, run: dict) -> str:
     lines = [
         "## Results\n",
-        "| System | W1 post, one per call (msg/s) | W1 post, batched (msg/s) "
+        "| System | W1 post, one per call, 1 thread (msg/s) "
+        f"| W1 post, one per call, {_producers_text(run)} threads (msg/s) "
+        "| W1 post, batched (msg/s) "
         "| W2 drain (tasks/s) | W3 pickup p50 (ms) | W3 pickup p99 (ms) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, record in systems.items():
         label = record.get("label", name)
         if record["status"] != "ok" and "w1_post" not in record:
-            lines.append(f"| {label} | {record['status']} | | | | |")
+            lines.append(f"| {label} | {record['status']} | | | | | |")
             continue
         post = record.get("w1_post", {})
         drain = record.get("w2_drain", {})
@@ -77,6 +87,7 @@ def _summary_table(systems: dict) -> str:
         lines.append(
             f"| {label} "
             f"| {_number(post.get('single', {}).get('messages_per_second'))} "
+            f"| {_number(post.get('concurrent', {}).get('messages_per_second'))} "
             f"| {_number(post.get('batch', {}).get('messages_per_second'))} "
             f"| {drain_cell} "
             f"| {_number(latency.get('p50_ms'), 1)}{behind} "
@@ -85,7 +96,8 @@ def _summary_table(systems: dict) -> str:
     lines.append("")
     lines.append(
         "W1 and W2 are throughputs, so higher is better. W3 is latency, so lower is "
-        "better. \"Fell behind\" marks a system whose last W3 task finished more "
+        "better. \"W1, post throughput\" under Method explains why the two "
+        "one-per-call W1 columns differ. \"Fell behind\" marks a system whose last W3 task finished more "
         "than 1 s after the last post, so its queue grew during W3 and the latency "
         "mostly measures that backlog."
     )
@@ -146,6 +158,17 @@ def _persistence(config: dict | None) -> str:
     return ", ".join(entries)
 
 
+def _redis_disk_text(config: dict | None) -> str:
+    """Describe in one sentence what the recorded Redis persistence settings write to disk."""
+    if not config:
+        return "This run did not record whether Redis writes to disk."
+    if config.get("appendonly") == "no" and config.get("save") == "":
+        return ("The Redis server of this run keeps nothing on disk (`appendonly no` and "
+                "an empty `save`), so a Redis-based post never waits for the disk.")
+    return ("The Redis server of this run writes to disk as its persistence settings "
+            "above say, which may add disk writes to the Redis-based posts.")
+
+
 def _machine_section(machine: dict, run: dict) -> str:
     quick = " (smoke run with `--quick`: too small to compare)" if run.get("quick") else ""
     return "\n".join([
@@ -166,6 +189,7 @@ def _machine_section(machine: dict, run: dict) -> str:
         f"| Command | `{run['command']}`{quick} |",
         f"| Worker processes per system | {run['concurrency']} |",
         f"| W1 messages per mode | {run['w1_post_n']:,} |",
+        f"| W1 producer threads in the concurrent mode | {_producers_text(run)} |",
         f"| Batch size | {run['batch_size']:,} |",
         f"| W2 tasks | {run['w2_n']:,} |",
         f"| W3 rate and duration | {run['w3_rate']:g} tasks/s for {run['w3_seconds']:g} s |",
@@ -188,6 +212,8 @@ def _systems_section(systems: dict) -> str:
             lines.append(f"- {key}: `{value}`" if key in ("worker", "server") else f"- {key}: {value}")
         if record.get("batch_api"):
             lines.append(f"- batch post: {record['batch_api']}")
+        if record.get("producer_client"):
+            lines.append(f"- concurrent post: {record['producer_client']}")
         drain = record.get("w2_drain")
         if drain:
             lines.append(
@@ -241,10 +267,40 @@ So every task costs every system one Redis round trip, including the systems tha
 keep their queue in SQLite.
 
 **W1, post throughput.** With no worker running, the harness posts {post_n:,}
-`noop` messages one per call, purges the queue, then posts {post_n:,} more in
-batches of {batch_size:,} with the system's batch API, or its closest equivalent
-where it has none. The rate is messages divided by the wall time of the posting
-loop, in one client thread.
+`noop` messages in each of three modes and purges the queue after each one. The
+rate is messages divided by the wall time of the posting.
+
+- One per call, 1 thread: one thread calls the system's single-message post
+  {post_n:,} times in a row.
+- One per call, {producers} threads: {producers} threads call the same
+  single-message post at the same time and split the {post_n:,} messages
+  between them. The systems and settings above list how each thread reaches
+  the system. The clock starts when every thread is ready to post and stops
+  when the last post returns. This mode stands for an application that posts
+  from many request handlers at once.
+- Batched: one thread posts batches of {batch_size:,} with the system's batch
+  API, or its closest equivalent where it has none.
+
+The two one-per-call modes differ because of where each system stores a post
+before the call returns. Conveyor returns a post only after its SQLite commit,
+and with `synchronous=FULL` each commit waits for an fsync. Huey's SQLite
+storage commits each enqueue on its own, and with SQLite's default
+`synchronous` (FULL unless the SQLite build changes it) each of its commits
+waits for an fsync too. The Redis-based systems (Celery, Dramatiq, RQ and Huey
+on Redis) store a post in the memory of the Redis server. {redis_disk}
+
+So one thread posting in a row waits for one fsync per post with Conveyor and
+Huey on SQLite, and for one Redis round trip per post with the others. That
+measures the latency of a post more than how many posts a system can take.
+With concurrent producers, Conveyor's server takes all posts that are waiting
+for its writer thread (up to 512) and commits them in one transaction with one
+fsync (group commit, see `docs/architecture.md`), so the threads share that
+fsync. Huey's threads share one SQLite connection behind a lock and Huey has no
+group commit, so its posts commit one at a time and each still waits for its
+own fsync. All producer threads run in the harness's one Python process, where
+the global interpreter lock lets one thread at a time run Python code. So a
+system whose post is a fast round trip to Redis gains little from more
+threads, and its rate with {producers} threads can be lower than with 1.
 
 **W2, drain.** The harness posts {n:,} `noop` tasks in batches, then starts the
 system's worker CLI as a subprocess in its own process group. The rate is
@@ -292,8 +348,8 @@ of execution slots, and with its CLI default of 8 threads.
 - Durability differs, and it costs time. Conveyor commits each post and each
   state change to SQLite with `synchronous=FULL` and, as `docs/architecture.md`
   describes, shares one fsync among concurrent requests. A post returns only
-  after its commit, so in W1 each one-per-call post, sent over HTTP, waits for
-  its own commit. Huey's SQLite storage runs in WAL mode with SQLite's
+  after its commit, so in W1's 1-thread mode each post, sent over HTTP, waits
+  for its own commit. Huey's SQLite storage runs in WAL mode with SQLite's
   default `synchronous` (FULL in the SQLite build above), so every enqueue and
   dequeue is a commit. The Redis-based systems keep their queues in the memory
   of the Redis server, whose persistence settings are listed above: with

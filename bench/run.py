@@ -64,7 +64,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=None,
                         help="W2: no-op tasks posted before the workers start (default: 20000)")
     parser.add_argument("--post-n", type=int, default=None,
-                        help="W1: messages posted per mode, one per call and batched (default: 10000)")
+                        help="W1: messages posted in each mode: one per call, one per call "
+                        "from concurrent threads, and batched (default: 10000)")
+    parser.add_argument("--producers", type=int, default=16,
+                        help="W1: producer threads that post one message per call at the "
+                        "same time (default: 16)")
     parser.add_argument("--batch-size", type=int, default=1000,
                         help="messages per batch post call in W1 and W2 (default: 1000)")
     parser.add_argument("--latency-rate", type=float, default=200.0,
@@ -117,7 +121,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [name for name in args.systems if name not in PEERS]
     if unknown:
         parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
-    for option in ("n", "post_n", "batch_size", "concurrency"):
+    for option in ("n", "post_n", "producers", "batch_size", "concurrency"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1")
     if args.latency_rate <= 0 or args.latency_seconds <= 0:
@@ -269,13 +273,15 @@ def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadO
         record["versions"] = peer.versions()
         record["settings"] = peer.settings()
         record["batch_api"] = peer.batch_api
+        record["producer_client"] = peer.producer_client
         console.print(f"[bold]{peer.label}[/bold]: setting up")
         peer.setup()
 
-        record["w1_post"] = workloads.measure_post(peer, options)
-        console.print(f"  W1 post: {record['w1_post']['single']['messages_per_second']:,.0f} msg/s "
-                      f"one per call, {record['w1_post']['batch']['messages_per_second']:,.0f} "
-                      "msg/s batched")
+        record["w1_post"] = post = workloads.measure_post(peer, options)
+        console.print(f"  W1 post: {post['single']['messages_per_second']:,.0f} msg/s one per "
+                      f"call, {post['concurrent']['messages_per_second']:,.0f} msg/s one per "
+                      f"call from {options.producers} threads, "
+                      f"{post['batch']['messages_per_second']:,.0f} msg/s batched")
 
         record["w2_drain"] = workloads.measure_drain(peer, probe, options)
         console.print(f"  W2 drain: {record['w2_drain']['tasks_per_second'] or 0:,.0f} tasks/s "
@@ -344,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         drain_n=args.n,
         post_n=args.post_n,
         batch_size=args.batch_size,
+        producers=args.producers,
         latency_rate=args.latency_rate,
         latency_seconds=args.latency_seconds,
         drain_timeout=args.drain_timeout,
@@ -364,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             "systems": args.systems,
             "concurrency": args.concurrency,
             "w1_post_n": args.post_n,
+            "w1_producers": args.producers,
             "w2_n": args.n,
             "batch_size": args.batch_size,
             "w3_rate": args.latency_rate,

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import logging
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from peers.base import Peer
 from probe import Probe
@@ -28,8 +36,9 @@ FELL_BEHIND_SECONDS = 1.0
 @dataclass
 class WorkloadOptions:
     drain_n: int  # W2: tasks posted before the workers start
-    post_n: int  # W1: messages posted in each of the single and batch modes
+    post_n: int  # W1: messages posted in each of the three modes
     batch_size: int  # messages per post_batch call
+    producers: int  # W1: producer threads of the concurrent one-per-call mode
     latency_rate: float  # W3: tasks per second
     latency_seconds: float  # W3: how long to post at that rate
     drain_timeout: float  # W2: seconds to wait for all tasks to finish
@@ -60,10 +69,12 @@ def _chunks(items: list, size: int):
 
 
 def measure_post(peer: Peer, options: WorkloadOptions) -> dict:
-    """W1: time posting ``post_n`` no-op messages one per call, then in batches.
+    """W1: time posting ``post_n`` no-op messages in each of three modes.
 
-    Workers are stopped, so the numbers cover only the enqueue path. The queue is
-    purged after each mode.
+    The modes are one per call from one thread, one per call from
+    ``producers`` threads at once, and batches from one thread. Workers are
+    stopped, so the numbers cover only the enqueue path. The queue is purged
+    after each mode.
     """
     count = options.post_n
     results = {}
@@ -78,6 +89,14 @@ def measure_post(peer: Peer, options: WorkloadOptions) -> dict:
         results["single"] = _rate_record(count, seconds)
         peer.purge()
 
+        bar = progress.add_task(
+            f"W1 post one per call from {options.producers} threads", total=count
+        )
+        seconds = _post_concurrently(peer, count, options.producers, progress, bar)
+        results["concurrent"] = _rate_record(count, seconds)
+        results["concurrent"]["producers"] = options.producers
+        peer.purge()
+
         args_list = [(index,) for index in range(count)]
         bar = progress.add_task(f"W1 post in batches of {options.batch_size}", total=count)
         started = time.perf_counter()
@@ -89,6 +108,76 @@ def measure_post(peer: Peer, options: WorkloadOptions) -> dict:
         results["batch"]["batch_size"] = options.batch_size
         peer.purge()
     return results
+
+
+def _post_concurrently(peer: Peer, count: int, producers: int, progress: Progress,
+                       bar: TaskID) -> float:
+    """Post ``count`` no-op messages one per call from ``producers`` threads at once.
+
+    Each thread opens its producer with ``peer.open_producer()`` before the
+    clock starts, and all threads start posting together. Returns the seconds
+    from that start until the last thread posted its last message, so closing
+    the producers is not timed. Raises the first error of any thread.
+    """
+    start_times: list[float] = []
+    # The barrier's action runs once, when every thread and this one have arrived.
+    start = threading.Barrier(
+        producers + 1, action=lambda: start_times.append(time.perf_counter())
+    )
+    failed = threading.Event()
+    end_times: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def produce(indexes: range) -> None:
+        try:
+            with peer.open_producer() as post_one:
+                start.wait()
+                for done, index in enumerate(indexes, 1):
+                    if failed.is_set():
+                        return
+                    post_one("noop", (index,))
+                    if done % 200 == 0:
+                        progress.advance(bar, 200)
+                finished = time.perf_counter()
+            with lock:
+                end_times.append(finished)
+        except threading.BrokenBarrierError:
+            # Another thread failed before the start and aborted the barrier.
+            return
+        except BaseException as error:
+            with lock:
+                errors.append(error)
+            failed.set()
+            start.abort()
+
+    # Thread i posts the indexes i, i + producers, i + 2 * producers, ...
+    threads = [
+        threading.Thread(target=produce, args=(range(first, count, producers),),
+                         name=f"w1-producer-{first}", daemon=True)
+        for first in range(producers)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        try:
+            start.wait()
+        except threading.BrokenBarrierError:
+            pass
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        # Ctrl-C or SIGTERM: stop the producers before the runner cleans up the peer.
+        failed.set()
+        start.abort()
+        raise
+    if errors:
+        raise RuntimeError(
+            f"W1: {len(errors)} of {producers} producer threads failed; the first error "
+            f"is {type(errors[0]).__name__}: {errors[0]}"
+        ) from errors[0]
+    progress.update(bar, completed=count)
+    return max(end_times) - start_times[0]
 
 
 def _rate_record(count: int, seconds: float) -> dict:

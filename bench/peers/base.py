@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
 import importlib.metadata
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -46,17 +48,22 @@ class BenchContext:
 class Peer(abc.ABC):
     """One benchmarked system.
 
-    The runner calls ``setup`` once, then the post methods with the workers
-    stopped, ``purge``, ``start_workers``, ``stop_workers`` and finally
-    ``cleanup``, which must run even after an error. Task names are ``noop``
-    (argument: an integer index) and ``record_latency`` (argument: the enqueue
-    time from ``time.time()``).
+    The runner calls ``setup`` once, then the post methods and
+    ``open_producer`` with the workers stopped, ``purge``, ``start_workers``,
+    ``stop_workers`` and finally ``cleanup``, which must run even after an
+    error. Task names are ``noop`` (argument: an integer index) and
+    ``record_latency`` (argument: the enqueue time from ``time.time()``).
     """
 
     name: str  # identifier used on the command line and in the results
     label: str  # name shown in the report
     packages: tuple[str, ...]  # distributions whose versions the report lists
     batch_api: str  # the API that post_batch uses, for the report
+    # How each W1 producer thread reaches the system, for the report.
+    producer_client = (
+        "one client shared by all threads; redis-py's connection pool gives "
+        "each call in flight its own connection"
+    )
     uses_redis_broker = True
 
     def __init__(self, ctx: BenchContext) -> None:
@@ -87,6 +94,18 @@ class Peer(abc.ABC):
     @abc.abstractmethod
     def post_one(self, task: str, args: tuple) -> None:
         """Enqueue one message with the system's single-message call."""
+
+    @contextlib.contextmanager
+    def open_producer(self) -> Iterator[Callable[[str, tuple], None]]:
+        """Yield a function that posts like ``post_one``, for use by one producer thread.
+
+        W1's concurrent mode calls this once in each of its threads. This
+        default shares the peer's client, which must be safe to use from many
+        threads at once, as redis-py's is. Subclasses override it where each
+        producer should have a client or connection of its own, and close that
+        on exit.
+        """
+        yield self.post_one
 
     @abc.abstractmethod
     def post_batch(self, task: str, args_list: list[tuple]) -> None:

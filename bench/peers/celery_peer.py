@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 
 from peers.base import Peer
 from worker_apps import QUEUE_NAME
@@ -17,6 +19,10 @@ class CeleryPeer(Peer):
     batch_api = (
         "apply_async(producer=...) inside kombu Producer.batch(), which sends "
         f"the LPUSH commands in Redis pipelines of up to {BATCH_MAX_COMMANDS}"
+    )
+    producer_client = (
+        "one kombu connection and Producer per thread, passed to "
+        "apply_async(producer=...)"
     )
 
     def settings(self) -> dict[str, object]:
@@ -35,6 +41,19 @@ class CeleryPeer(Peer):
 
     def post_one(self, task: str, args: tuple) -> None:
         self.tasks[task].apply_async(args)
+
+    @contextlib.contextmanager
+    def open_producer(self) -> Iterator[Callable[[str, tuple], None]]:
+        # Plain apply_async() would borrow a producer from the app's pool,
+        # which keeps at most broker_pool_limit (default 10) connections, so
+        # more threads than that would wait for one.
+        connection = self.app.connection_for_write()
+        try:
+            connection.ensure_connection(max_retries=1)
+            producer = self.app.amqp.Producer(connection)
+            yield lambda task, args: self.tasks[task].apply_async(args, producer=producer)
+        finally:
+            connection.release()
 
     def post_batch(self, task: str, args_list: list[tuple]) -> None:
         signature = self.tasks[task]

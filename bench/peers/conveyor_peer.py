@@ -9,10 +9,12 @@ SystemUnavailable, so the runner reports it and goes on with the other systems.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 
 from peers.base import Peer, SystemUnavailable, venv_script
 from procs import BENCH_DIR, ProcessGroup
@@ -32,6 +34,10 @@ class ConveyorPeer(Peer):
     name = "conveyor"
     packages = ("conveyor",)
     batch_api = f"task.enqueue_many([(args, {{}}), ...]) in chunks of {BATCH_SIZE}"
+    producer_client = (
+        "one Conveyor(url) app per thread, so each thread has its own HTTP "
+        "keep-alive connection"
+    )
     uses_redis_broker = False
 
     def __init__(self, ctx) -> None:
@@ -122,6 +128,26 @@ class ConveyorPeer(Peer):
 
     def post_one(self, task: str, args: tuple) -> None:
         self.tasks[task].enqueue(*args)
+
+    @contextlib.contextmanager
+    def open_producer(self) -> Iterator[Callable[[str, tuple], None]]:
+        # One shared app would be thread-safe too, but its HTTP client keeps at
+        # most 32 connections (conveyor.client.http.MAX_CONNECTIONS), so more
+        # producers than that would wait for a connection.
+        from conveyor import Conveyor
+
+        app = Conveyor(self.url)
+        tasks = {
+            name: app.task(queue=task.queue, name=task.name,
+                           result_ttl_s=task.result_ttl_s)(task.fn)
+            for name, task in self.tasks.items()
+        }
+        try:
+            # Opens the connection before the clock starts. The queue exists already.
+            app.ensure_queue(QUEUE_NAME)
+            yield lambda task, args: tasks[task].enqueue(*args)
+        finally:
+            app.close()
 
     def post_batch(self, task: str, args_list: list[tuple]) -> None:
         task_object = self.tasks[task]
