@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from typing import Callable, Iterator
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from conveyor.engine import Engine
 
-# Every store the conformance suite runs against. The PostgreSQL store will
-# join this list when it exists.
-STORES = ["sqlite"]
+# Every store the conformance suite runs against.
+STORES = ["sqlite", "postgres"]
+
+# The PostgreSQL server the tests use; each test gets its own schema in it.
+POSTGRES_URL = os.environ.get(
+    "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def create_postgres_schema() -> tuple[str, Callable[[], None]]:
+    """Create a fresh schema; return a store URL that uses it and a function that drops it."""
+    schema = f"conveyor_test_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+
+    def drop() -> None:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}", drop
 
 
 class FakeClock:
@@ -32,11 +54,24 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A store URL on a schema of its own, dropped at teardown."""
+    url, drop = create_postgres_schema()
+    yield url
+    drop()
+
+
 @pytest.fixture(params=STORES)
-def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/conveyor.db"
-    raise AssertionError(f"unknown store {request.param}")
+        yield f"sqlite:///{tmp_path}/conveyor.db"
+    elif request.param == "postgres":
+        url, drop = create_postgres_schema()
+        yield url
+        drop()
+    else:
+        raise AssertionError(f"unknown store {request.param}")
 
 
 @pytest.fixture

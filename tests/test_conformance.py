@@ -661,11 +661,15 @@ def test_cancelled_write_keeps_writer(live_engine):
         await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(cancel_many())
-    # The writer thread must still commit, and every message either was
-    # stored once or not at all.
+    # The store must still commit, and every message either was stored once
+    # or not at all. A store with several writer connections (PostgreSQL)
+    # may commit a post that was already running after "after", so only
+    # SQLite's single writer guarantees that "after" is last.
     post(live_engine, "cancel", "after")
     stored = bodies(live_engine.peek("cancel", limit=100))
-    assert stored[-1] == "after"
+    assert "after" in stored
+    if live_engine.url.startswith("sqlite"):
+        assert stored[-1] == "after"
     assert len(stored) == len(set(map(str, stored)))
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from typing import Callable
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from conftest import STORES, FakeClock
+from conftest import STORES, FakeClock, create_postgres_schema
 from conveyor.engine import Engine
 from conveyor.models import NewMessage
 
@@ -30,9 +31,16 @@ class ModelMessage:
     reserved_until: float = 0.0
 
 
-def engine_for(store: str, directory: str, clock: FakeClock) -> Engine:
+def engine_for(
+    store: str, directory: str, clock: FakeClock
+) -> tuple[Engine, Callable[[], None]]:
+    """Open an engine on a fresh store; return it and a function that removes the store."""
     if store == "sqlite":
-        return Engine(f"sqlite:///{directory}/model.db", clock=clock, sweep=False)
+        engine = Engine(f"sqlite:///{directory}/model.db", clock=clock, sweep=False)
+        return engine, lambda: None
+    if store == "postgres":
+        url, drop = create_postgres_schema()
+        return Engine(url, clock=clock, sweep=False), drop
     raise AssertionError(f"unknown store {store}")
 
 
@@ -42,7 +50,9 @@ def make_machine(store: str) -> type[RuleBasedStateMachine]:
             super().__init__()
             self.directory = tempfile.TemporaryDirectory()
             self.clock = FakeClock(1_000_000.0)
-            self.engine = engine_for(store, self.directory.name, self.clock)
+            self.engine, self.remove_store = engine_for(
+                store, self.directory.name, self.clock
+            )
             self.engine.create_queue(
                 "q",
                 {
@@ -56,6 +66,7 @@ def make_machine(store: str) -> type[RuleBasedStateMachine]:
 
         def teardown(self) -> None:
             self.engine.close()
+            self.remove_store()
             self.directory.cleanup()
 
         def _expire_leases(self) -> None:

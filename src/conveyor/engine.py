@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlparse
 
 from . import validation as check
@@ -40,6 +40,9 @@ from .settings import (
 from .store.sqlite import SQLiteStore
 from .wakeup import AsyncWaiter, Notifier, ThreadWaiter
 
+if TYPE_CHECKING:
+    from .store.postgres import PostgresStore
+
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
@@ -49,8 +52,16 @@ MAX_IDLE_CHECK_S = 1.0
 MAX_PEEK = 1000
 
 
-def open_store(url: str, on_commit: Callable[[set[str]], None]) -> SQLiteStore:
-    """Open the store a URL names: `sqlite:///relative.db`, `sqlite:////abs.db`."""
+def open_store(
+    url: str, on_commit: Callable[[set[str]], None]
+) -> SQLiteStore | PostgresStore:
+    """Open the store a URL names.
+
+    `sqlite:///relative.db` and `sqlite:////abs.db` name a SQLite file.
+    `postgresql://user@host:port/dbname` (or `postgres://`) names a
+    PostgreSQL database. Its tables go in the first schema of the
+    connection's search_path, which `?options=-csearch_path%3DNAME` sets.
+    """
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
@@ -61,12 +72,12 @@ def open_store(url: str, on_commit: Callable[[set[str]], None]) -> SQLiteStore:
             )
         return SQLiteStore(path, on_commit)
     if parsed.scheme in ("postgres", "postgresql"):
-        raise ValidationError(
-            f"store URL {url!r}: the PostgreSQL store is not available in this "
-            "version; use a sqlite:/// URL"
-        )
+        from .store.postgres import PostgresStore
+
+        return PostgresStore(url, on_commit)
     raise ValidationError(
-        f"invalid store URL {url!r}: use sqlite:///path/to/file.db"
+        f"invalid store URL {url!r}: use sqlite:///path/to/file.db or "
+        "postgresql://user@host:5432/dbname"
     )
 
 

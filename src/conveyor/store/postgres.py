@@ -1,0 +1,888 @@
+"""The PostgreSQL store: several servers share one database.
+
+Each write runs as one READ COMMITTED transaction on a small thread pool and
+returns a future that resolves after the commit, like the SQLite store.
+Row locks (`FOR UPDATE`, with `SKIP LOCKED` on the reserve path) enforce the
+rules that must hold across servers. FIFO groups also use transaction-level
+advisory locks. A post holds its groups' locks until it commits, so seqs
+within a group follow commit order. A reserve takes a group's lock before it
+checks that group's head again in a fresh snapshot.
+
+Long polls in other processes learn about commits through LISTEN/NOTIFY
+(see `postgres_listener.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, TypeVar
+
+import orjson
+import psycopg
+import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .. import policy
+from ..errors import (
+    MessageNotFound,
+    QueueAlreadyExists,
+    QueueNotFound,
+    StoreUnavailable,
+    ValidationError,
+)
+from ..models import EntryResult, Message, PostResult, QueueInfo, QueueStats, TaskResult
+from ..policy import PreparedMessage
+from ..settings import QueueSettings, build_settings, dlq_name_for
+from . import postgres_sql as sql
+from .postgres_listener import NotificationListener
+from .sqlite import DLQ_RETENTION_S, MAX_RESPONSE_BODY_BYTES, REDRIVE_CHUNK
+
+logger = logging.getLogger(__name__)
+
+# Writes run on this many threads, each with its own pooled connection.
+WRITE_THREADS = 8
+# Connections beyond the writers serve reads (peek, stats, long-poll checks).
+READ_CONNECTIONS = 4
+CONNECT_TIMEOUT_S = 10.0
+# A transaction that PostgreSQL aborts for a deadlock or a serialization
+# failure is run again from the start, up to this many times in all.
+MAX_TRANSACTION_ATTEMPTS = 5
+# A FIFO reserve looks at this many candidate group heads per message asked
+# for, because another reserve may hold some of those groups.
+FIFO_CANDIDATES_PER_MESSAGE = 4
+
+T = TypeVar("T")
+
+
+class Transaction:
+    """The context an operation runs in: the connection, and queues to wake after commit."""
+
+    __slots__ = ("conn", "woken_queues")
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.woken_queues: set[str] = set()
+
+    def wake(self, queue_name: str) -> None:
+        """Wake long polls on the queue once the transaction commits."""
+        self.woken_queues.add(queue_name)
+
+    def execute(self, query: str, params: Iterable[Any] | None = None) -> psycopg.Cursor:
+        return self.conn.execute(query, params, prepare=True)
+
+
+class PostgresStore:
+    """Stores queues and messages in one schema of a PostgreSQL database."""
+
+    def __init__(self, conninfo: str, on_commit: Callable[[set[str]], None]) -> None:
+        self._on_commit = on_commit
+        self._description = describe_target(conninfo)
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=WRITE_THREADS + READ_CONNECTIONS,
+            timeout=CONNECT_TIMEOUT_S,
+            open=False,
+            name="conveyor",
+        )
+        try:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            self.schema = self._prepare_schema()
+        except (PoolTimeout, psycopg.Error) as exc:
+            self._pool.close()
+            raise StoreUnavailable(
+                f"could not open the PostgreSQL store at {self._description}: {exc}; "
+                "check that the server runs, the database exists and the user may "
+                "connect and create tables"
+            ) from exc
+        except Exception:
+            self._pool.close()
+            raise
+        self._group_lock_prefix = f"{self.schema}\0".encode()
+        self._sender = secrets.token_hex(8)
+        self._channel = notification_channel(self.schema)
+        self._executor = ThreadPoolExecutor(
+            max_workers=WRITE_THREADS, thread_name_prefix="conveyor-postgres-writer"
+        )
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._listener = NotificationListener(
+            conninfo, self._channel, self._sender, on_commit, self._description
+        )
+
+    def close(self) -> None:
+        """Finish queued writes, then stop the listener and close the connections."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._executor.shutdown(wait=True)
+        self._listener.close()
+        self._pool.close()
+
+    # Schema ------------------------------------------------------------
+
+    def _prepare_schema(self) -> str:
+        """Create the tables in an empty schema, or check the version of existing ones."""
+        with self._pool.connection() as conn, conn.transaction():
+            schema = conn.execute(sql.SELECT_CURRENT_SCHEMA).fetchone()[0]
+            if schema is None:
+                raise StoreUnavailable(
+                    f"the PostgreSQL store at {self._description} has no schema to "
+                    "use: the schemas in its search_path do not exist; create the "
+                    "schema or set search_path with options=-csearch_path%3DNAME"
+                )
+            conn.execute(sql.LOCK_SCHEMA, (sql.SCHEMA_LOCK_KEY,))
+            has_version = conn.execute(sql.SELECT_TABLE_EXISTS, ("schema_version",)).fetchone()[0]
+            if not has_version:
+                self._create_tables(conn, schema)
+                return schema
+            version = conn.execute(sql.SELECT_SCHEMA_VERSION).fetchone()[0]
+        check_schema_version(schema, version, self._description)
+        return schema
+
+    def _create_tables(self, conn: psycopg.Connection, schema: str) -> None:
+        has_queues = conn.execute(sql.SELECT_TABLE_EXISTS, ("queues",)).fetchone()[0]
+        if has_queues:
+            raise StoreUnavailable(
+                f"schema {schema!r} at {self._description} has a 'queues' table but "
+                "no Conveyor schema_version; it is not a Conveyor store, so pick an "
+                "empty schema"
+            )
+        for statement in sql.CREATE_SCHEMA:
+            conn.execute(statement)
+        conn.execute(sql.INSERT_SCHEMA_VERSION, (sql.SCHEMA_VERSION,))
+        logger.info(
+            "Created the Conveyor tables (schema version %d) in schema %s at %s",
+            sql.SCHEMA_VERSION, schema, self._description,
+        )
+
+    # Running transactions ----------------------------------------------
+
+    def _submit(self, operation: Callable[[Transaction], T]) -> Future:
+        """Queue a write; the future resolves after its commit."""
+        if self._closed:
+            future: Future = Future()
+            future.set_exception(StoreUnavailable("the store is closed"))
+            return future
+        try:
+            return self._executor.submit(self._run_write, operation)
+        except RuntimeError:
+            future = Future()
+            future.set_exception(StoreUnavailable("the store is closed"))
+            return future
+
+    def _run_write(self, operation: Callable[[Transaction], T]) -> T:
+        """Run an operation in one transaction, retrying deadlocks; wake after commit."""
+        for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
+            try:
+                result, woken = self._run_transaction(operation)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                if attempt == MAX_TRANSACTION_ATTEMPTS:
+                    raise StoreUnavailable(
+                        f"the PostgreSQL transaction failed {attempt} times on "
+                        f"conflicts with concurrent ones; retry later: {exc}"
+                    ) from exc
+                logger.info("Transaction conflict, running it again (attempt %d): %s",
+                            attempt + 1, exc)
+                continue
+            except PoolTimeout as exc:
+                raise StoreUnavailable(
+                    f"no PostgreSQL connection to {self._description} became free "
+                    f"within {CONNECT_TIMEOUT_S:g}s; retry later"
+                ) from exc
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(
+                    f"the PostgreSQL store at {self._description} failed: {exc}"
+                ) from exc
+            if woken:
+                self._on_commit(woken)
+            return result
+        raise AssertionError("unreachable")
+
+    def _run_transaction(self, operation: Callable[[Transaction], T]) -> tuple[T, set[str]]:
+        with self._pool.connection() as conn, conn.transaction():
+            tx = Transaction(conn)
+            result = operation(tx)
+            for queue in sorted(tx.woken_queues):
+                tx.execute(sql.NOTIFY, (self._channel, f"{self._sender} {queue}"))
+        return result, tx.woken_queues
+
+    def _read(self, operation: Callable[[psycopg.Connection], T]) -> T:
+        """Run a read in one transaction, so its queries see one snapshot."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                return operation(conn)
+        except PoolTimeout as exc:
+            raise StoreUnavailable(
+                f"no PostgreSQL connection to {self._description} became free "
+                f"within {CONNECT_TIMEOUT_S:g}s; retry later"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(
+                f"the PostgreSQL store at {self._description} failed: {exc}"
+            ) from exc
+
+    def _group_lock_key(self, queue: str, group: bytes) -> int:
+        """Return the advisory lock key of a FIFO group in this schema.
+
+        A 64-bit hash: two groups that collide only share a lock, which
+        serializes them but breaks no rule.
+        """
+        digest = hashlib.blake2b(
+            self._group_lock_prefix + queue.encode() + b"\0" + group, digest_size=8
+        ).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
+    # Queues ------------------------------------------------------------
+
+    def create_queue(
+        self, name: str, settings: QueueSettings, now: float, exist_ok: bool
+    ) -> Future:
+        def operation(tx: Transaction) -> QueueInfo:
+            info = _insert_queue(tx, name, settings, now)
+            if info is None:
+                if exist_ok:
+                    return _require_queue(tx, name)
+                raise QueueAlreadyExists(
+                    f"queue {name!r} exists already; update it or pick another name"
+                )
+            _ensure_dlq(tx, info, now)
+            return info
+
+        return self._submit(operation)
+
+    def update_queue(self, name: str, changes: dict[str, Any], now: float) -> Future:
+        def operation(tx: Transaction) -> QueueInfo:
+            current = _require_queue(tx, name, lock=" FOR UPDATE")
+            _check_type_unchanged(name, current, changes)
+            settings = build_settings({**current.settings, **changes})
+            if settings.dead_letter_queue is None:
+                settings = build_settings(
+                    {**settings.to_dict(), "dead_letter_queue": current.settings["dead_letter_queue"]}
+                )
+            tx.execute(sql.UPDATE_QUEUE, (_dump(settings.to_dict()), now, name))
+            info = QueueInfo(name, settings.to_dict(), current.created_at, now)
+            _ensure_dlq(tx, info, now)
+            tx.wake(name)
+            return info
+
+        return self._submit(operation)
+
+    def delete_queue(self, name: str) -> Future:
+        def operation(tx: Transaction) -> int:
+            _require_queue(tx, name, lock=" FOR UPDATE")
+            removed = tx.execute(sql.DELETE_QUEUE_MESSAGES, (name,)).rowcount
+            tx.execute(sql.DELETE_QUEUE_DEDUP, (name,))
+            tx.execute(sql.DELETE_QUEUE, (name,))
+            tx.wake(name)
+            return removed
+
+        return self._submit(operation)
+
+    def purge_queue(self, name: str) -> Future:
+        def operation(tx: Transaction) -> int:
+            _require_queue(tx, name, lock=" FOR UPDATE")
+            return tx.execute(sql.DELETE_QUEUE_MESSAGES, (name,)).rowcount
+
+        return self._submit(operation)
+
+    def get_queue(self, name: str) -> QueueInfo:
+        return self._read(lambda conn: _require_queue(conn, name))
+
+    def list_queues(self) -> list[QueueInfo]:
+        rows = self._read(lambda conn: conn.execute(sql.SELECT_QUEUES).fetchall())
+        return [_queue_from_row(row) for row in rows]
+
+    # Messages ----------------------------------------------------------
+
+    def post(self, queue: str, messages: list[PreparedMessage], now: float) -> Future:
+        def operation(tx: Transaction) -> list[PostResult]:
+            settings = _require_settings(tx, queue)
+            policy.check_for_queue(queue, settings, messages)
+            if settings.is_fifo:
+                groups = {_encode_text(m.group) for m in messages}
+                keys = sorted({self._group_lock_key(queue, g) for g in groups if g is not None})
+                tx.execute(sql.LOCK_GROUPS, (keys,))
+            results, rows = _prepare_rows(tx, queue, settings, messages, now)
+            if rows:
+                with tx.conn.cursor() as cursor:
+                    cursor.executemany(sql.INSERT_MESSAGE, rows)
+            tx.wake(queue)
+            return results
+
+        return self._submit(operation)
+
+    def reserve(
+        self, queue: str, max_messages: int, visibility_timeout_s: float | None, now: float
+    ) -> Future:
+        def operation(tx: Transaction) -> list[Message]:
+            settings = _require_settings(tx, queue)
+            tx.execute(sql.PROMOTE_DUE, (queue, now))
+            _expire_leases(tx, sql.SELECT_EXPIRED_LEASES, (queue, now), now)
+            if settings.is_fifo:
+                seqs = self._pick_fifo_heads(tx, queue, max_messages)
+            else:
+                seqs = _within_budget(tx.execute(sql.SELECT_READY, (queue, max_messages)))
+            lease_s = visibility_timeout_s or settings.visibility_timeout_s
+            return _lease(tx, seqs, now + lease_s)
+
+        return self._submit(operation)
+
+    def _pick_fifo_heads(self, tx: Transaction, queue: str, max_messages: int) -> list[int]:
+        """Return the seqs of up to max_messages group heads, each group locked.
+
+        A group whose lock another transaction holds is skipped, not waited
+        for. The head is checked again after the lock is taken, because the
+        candidate query ran before it and may have missed a commit.
+        """
+        limit = max_messages * FIFO_CANDIDATES_PER_MESSAGE
+        candidates = tx.execute(sql.SELECT_FIFO_CANDIDATES, (queue, limit)).fetchall()
+        seqs: list[int] = []
+        total = 0
+        for seq, group in candidates:
+            if len(seqs) == max_messages:
+                break
+            key = self._group_lock_key(queue, group)
+            if not tx.execute(sql.TRY_LOCK_GROUP, (key,)).fetchone()[0]:
+                continue
+            row = tx.execute(sql.CHECK_FIFO_HEAD, (seq, queue)).fetchone()
+            if row is None:
+                continue
+            total += row[1]
+            if seqs and total > MAX_RESPONSE_BODY_BYTES:
+                break
+            seqs.append(seq)
+        return seqs
+
+    def ack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
+        def operation(tx: Transaction) -> list[EntryResult]:
+            _require_queue(tx, queue, lock=" FOR KEY SHARE")
+            return [_ack_one(tx, queue, entry, now) for entry in entries]
+
+        return self._submit(operation)
+
+    def nack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
+        def operation(tx: Transaction) -> list[EntryResult]:
+            settings = _require_settings(tx, queue)
+            return [_nack_one(tx, queue, settings, entry, now) for entry in entries]
+
+        return self._submit(operation)
+
+    def touch(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
+        def operation(tx: Transaction) -> list[EntryResult]:
+            settings = _require_settings(tx, queue)
+            return [_touch_one(tx, queue, settings, entry, now) for entry in entries]
+
+        return self._submit(operation)
+
+    def redrive(
+        self, dlq: str, message_ids: list[str] | None, limit: int | None, now: float
+    ) -> int:
+        """Move dead messages back to their source queues, in chunks.
+
+        Each chunk is its own transaction, so a crash part-way leaves every
+        message either dead in the DLQ or back in its source, never both.
+        """
+        if message_ids is not None:
+            return self._submit(
+                lambda tx: _redrive_rows(tx, _dead_rows_by_id(tx, dlq, message_ids), now)
+            ).result()
+
+        moved = 0
+        after_seq = 0
+        while limit is None or moved < limit:
+            chunk = REDRIVE_CHUNK if limit is None else min(REDRIVE_CHUNK, limit - moved)
+
+            def operation(tx: Transaction, chunk: int = chunk, after: int = after_seq) -> tuple:
+                _require_queue(tx, dlq, lock=" FOR KEY SHARE")
+                rows = tx.execute(sql.SELECT_DEAD, (dlq, after, chunk)).fetchall()
+                last_seq = rows[-1][0] if rows else after
+                return _redrive_rows(tx, rows, now), len(rows), last_seq
+
+            count, fetched, after_seq = self._submit(operation).result()
+            moved += count
+            if fetched < chunk:
+                break
+        return moved
+
+    def sweep(self, now: float) -> Future:
+        """Expire leases everywhere and apply retention, in one transaction."""
+
+        def operation(tx: Transaction) -> dict[str, int]:
+            expired = _expire_leases(tx, sql.SELECT_ALL_EXPIRED_LEASES, (now,), now)
+            removed = tx.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
+            tx.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
+            tx.execute(sql.DELETE_EXPIRED_RESULTS, (now,))
+            return {"expired_leases": expired, "removed": removed}
+
+        return self._submit(operation)
+
+    # Reads -------------------------------------------------------------
+
+    def peek(self, queue: str, limit: int, offset: int, state: str | None) -> list[Message]:
+        def read(conn: psycopg.Connection) -> list[Message]:
+            _require_queue(conn, queue)
+            if state is None:
+                rows = conn.execute(sql.SELECT_PEEK, (queue, limit, offset))
+            else:
+                rows = conn.execute(sql.SELECT_PEEK_STATE, (queue, state, limit, offset))
+            messages = []
+            total = 0
+            for row in rows:
+                total += len(row[3])
+                if messages and total > MAX_RESPONSE_BODY_BYTES:
+                    break
+                messages.append(_message_from_row(row))
+            return messages
+
+        return self._read(read)
+
+    def get_message(self, message_id: str) -> Message:
+        row = None
+        if "\0" not in message_id:
+            row = self._read(
+                lambda conn: conn.execute(sql.SELECT_MESSAGE, (message_id,)).fetchone()
+            )
+        if row is None:
+            raise MessageNotFound(f"no message with id {message_id!r} is stored")
+        return _message_from_row(row)
+
+    def get_result(self, message_id: str, now: float) -> TaskResult | None:
+        if "\0" in message_id:
+            return None
+        row = self._read(
+            lambda conn: conn.execute(sql.SELECT_RESULT, (message_id, now)).fetchone()
+        )
+        if row is None:
+            return None
+        value = None if row[3] is None else orjson.loads(row[3])
+        return TaskResult(row[0], row[1], row[2], value, _decode_text(row[4]), row[5], row[6])
+
+    def stats(self, queue: str, now: float) -> QueueStats:
+        def read(conn: psycopg.Connection) -> QueueStats:
+            _require_queue(conn, queue)
+            stats = QueueStats(queue=queue)
+            for state, count, oldest in conn.execute(sql.SELECT_STATE_COUNTS, (now, queue)):
+                setattr(stats, state, count)
+                if state == "ready" and oldest is not None:
+                    stats.oldest_ready_age_s = max(now - oldest, 0.0)
+            stats.dead += conn.execute(sql.SELECT_DEAD_FROM_SOURCE, (queue,)).fetchone()[0]
+            return stats
+
+        return self._read(read)
+
+    def next_change_at(self, queue: str) -> float | None:
+        """Return the earliest time a delayed message or a lease comes due."""
+        due, lease_end = self._read(
+            lambda conn: conn.execute(sql.SELECT_NEXT_CHANGE, (queue, queue)).fetchone()
+        )
+        times = [t for t in (due, lease_end) if t is not None]
+        return min(times) if times else None
+
+
+# Names and versions ------------------------------------------------------
+
+
+def describe_target(conninfo: str) -> str:
+    """Return 'host:port/dbname' for messages, leaving out the password."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return "the configured PostgreSQL server"
+    host = params.get("host") or "the default host"
+    port = params.get("port") or "5432"
+    return f"postgresql://{host}:{port}/{params.get('dbname') or ''}"
+
+
+def notification_channel(schema: str) -> str:
+    """Return the LISTEN channel of a schema: at most 63 bytes, like every identifier."""
+    return "conveyor_" + hashlib.sha1(schema.encode()).hexdigest()[:16]
+
+
+def check_schema_version(schema: str, version: int | None, description: str) -> None:
+    """Raise StoreUnavailable unless the schema's version is the one this code uses."""
+    if version == sql.SCHEMA_VERSION:
+        return
+    if version is None or version < sql.SCHEMA_VERSION:
+        # TODO: a `conveyor migrate` command that upgrades older schemas.
+        raise StoreUnavailable(
+            f"schema {schema!r} at {description} has Conveyor schema version "
+            f"{version}, older than version {sql.SCHEMA_VERSION} that this "
+            "Conveyor uses; no migration exists yet, so use a new schema or the "
+            "Conveyor version that created it"
+        )
+    raise StoreUnavailable(
+        f"schema {schema!r} at {description} has Conveyor schema version "
+        f"{version}, newer than version {sql.SCHEMA_VERSION} that this Conveyor "
+        "uses; upgrade Conveyor"
+    )
+
+
+# Helpers run inside a transaction ----------------------------------------
+
+
+def _dump(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _encode_text(value: str | None) -> bytes | None:
+    return None if value is None else value.encode()
+
+
+def _decode_text(value: bytes | None) -> str | None:
+    return None if value is None else bytes(value).decode()
+
+
+def _select_queue(
+    conn: Transaction | psycopg.Connection, name: str, lock: str = ""
+) -> QueueInfo | None:
+    row = conn.execute(sql.SELECT_QUEUE + lock, (name,)).fetchone()
+    return None if row is None else _queue_from_row(row)
+
+
+def _queue_from_row(row: tuple) -> QueueInfo:
+    return QueueInfo(row[0], orjson.loads(row[1]), row[2], row[3])
+
+
+def _require_queue(
+    conn: Transaction | psycopg.Connection, name: str, lock: str = ""
+) -> QueueInfo:
+    info = _select_queue(conn, name, lock)
+    if info is None:
+        raise QueueNotFound(
+            f"queue {name!r} does not exist; check the name with 'conveyor queue "
+            f"list', or create it with 'conveyor queue create {name}' or POST /v1/queues"
+        )
+    return info
+
+
+def _require_settings(tx: Transaction, name: str) -> QueueSettings:
+    """Return a queue's settings and hold its row FOR KEY SHARE until commit."""
+    return QueueSettings(**_require_queue(tx, name, lock=" FOR KEY SHARE").settings)
+
+
+def _check_type_unchanged(name: str, current: QueueInfo, changes: dict[str, Any]) -> None:
+    """Raise if an update would switch a queue between standard and fifo.
+
+    Messages already stored were checked against the old type, so switching
+    would break the delivery order the queue promised.
+    """
+    new_type = changes.get("type", current.settings["type"])
+    if new_type != current.settings["type"]:
+        raise ValidationError(
+            f"queue {name!r} is a {current.settings['type']} queue and its type "
+            f"cannot change to {new_type!r}; create a new queue with that type"
+        )
+
+
+def _insert_queue(
+    tx: Transaction, name: str, settings: QueueSettings, now: float
+) -> QueueInfo | None:
+    """Insert a queue; return None when a queue of that name exists already."""
+    if settings.dead_letter_queue is None:
+        settings = settings.replace({"dead_letter_queue": dlq_name_for(name)})
+    row = tx.execute(sql.INSERT_QUEUE, (name, _dump(settings.to_dict()), now, now)).fetchone()
+    if row is None:
+        return None
+    return QueueInfo(name, settings.to_dict(), now, now)
+
+
+def _ensure_dlq(tx: Transaction, info: QueueInfo, now: float) -> None:
+    """Create the queue's DLQ if it does not exist yet.
+
+    A DLQ keeps messages longer than its source (14 days by default) and is
+    its own DLQ, so a message that fails there stays dead in place.
+    """
+    dlq = info.settings["dead_letter_queue"]
+    if dlq is None:
+        return
+    retention = max(DLQ_RETENTION_S, info.settings["retention_s"])
+    settings = QueueSettings(dead_letter_queue=dlq, retention_s=retention)
+    _insert_queue(tx, dlq, settings, now)
+
+
+def _prepare_rows(
+    tx: Transaction,
+    queue: str,
+    settings: QueueSettings,
+    messages: list[PreparedMessage],
+    now: float,
+) -> tuple[list[PostResult], list[tuple]]:
+    """Claim dedup ids and return each message's result and the rows to insert."""
+    results: list[PostResult] = []
+    rows: list[tuple] = []
+    for message in messages:
+        dedup_id = _encode_text(message.dedup_id)
+        if dedup_id is not None:
+            expiry = now + settings.dedup_window_s
+            claimed = tx.execute(
+                sql.CLAIM_DEDUP, (queue, dedup_id, message.id, expiry, now)
+            ).fetchone()
+            if claimed is None:
+                first_id = tx.execute(sql.SELECT_DEDUP, (queue, dedup_id)).fetchone()[0]
+                results.append(PostResult(first_id, deduplicated=True))
+                continue
+
+        due = policy.due_at(settings, message, now)
+        rows.append((
+            message.id,
+            queue,
+            "delayed" if due > now else "ready",
+            0 if settings.is_fifo else message.priority,
+            _encode_text(message.group),
+            dedup_id,
+            message.body,
+            message.is_binary,
+            message.headers,
+            now,
+            due,
+            message.max_attempts,
+            policy.expires_at(settings, message, now),
+        ))
+        results.append(PostResult(message.id))
+    return results, rows
+
+
+def _within_budget(rows: Iterable[tuple[int, int]]) -> list[int]:
+    """Return the seqs of (seq, body size) rows up to MAX_RESPONSE_BODY_BYTES."""
+    seqs: list[int] = []
+    total = 0
+    for seq, size in rows:
+        total += size
+        if seqs and total > MAX_RESPONSE_BODY_BYTES:
+            break
+        seqs.append(seq)
+    return seqs
+
+
+def _lease(tx: Transaction, seqs: list[int], reserved_until: float) -> list[Message]:
+    """Lease the rows with one statement; return them in the order of seqs."""
+    if not seqs:
+        return []
+    receipts = [secrets.token_urlsafe(16) for _ in seqs]
+    rows = tx.execute(sql.LEASE_MESSAGES, (reserved_until, seqs, receipts)).fetchall()
+    by_seq = {row[0]: _message_from_row(row[1:]) for row in rows}
+    return [by_seq[seq] for seq in seqs]
+
+
+def _expire_leases(tx: Transaction, query: str, params: tuple, now: float) -> int:
+    """Treat each expired lease as a failed attempt: retry later or dead-letter."""
+    rows = tx.execute(query, params).fetchall()
+    settings_by_queue: dict[str, QueueSettings] = {}
+    for seq, message_id, queue, count, max_attempts in rows:
+        if queue not in settings_by_queue:
+            settings_by_queue[queue] = _require_settings(tx, queue)
+        settings = settings_by_queue[queue]
+        error = f"lease expired after attempt {count}"
+        if policy.attempts_left(settings, max_attempts, count):
+            _retry(tx, queue, seq, policy.retry_delay_s(settings, count), error, now)
+            logger.info(
+                "Lease of message %s on queue %s expired; retrying (attempt %d)",
+                message_id, queue, count,
+            )
+        else:
+            _dead_letter(tx, queue, settings, seq, error, now)
+            logger.warning(
+                "Message %s on queue %s moved to DLQ %s: lease expired after "
+                "its last attempt (%d)",
+                message_id, queue, settings.dead_letter_queue, count,
+            )
+    return len(rows)
+
+
+def _retry(
+    tx: Transaction, queue: str, seq: int, delay_s: float, error: str | None, now: float
+) -> None:
+    state = "delayed" if delay_s > 0 else "ready"
+    tx.execute(sql.RETRY_MESSAGE, (state, now + delay_s, _encode_text(error), seq))
+    # Waiting long polls recompute when the next delayed message is due, so
+    # a retry sooner than their next check is not missed.
+    tx.wake(queue)
+
+
+def _dead_letter(
+    tx: Transaction,
+    queue: str,
+    settings: QueueSettings,
+    seq: int,
+    error: str | None,
+    now: float,
+) -> str:
+    dlq = settings.dead_letter_queue or dlq_name_for(queue)
+    dlq_info = _select_queue(tx, dlq, lock=" FOR KEY SHARE")
+    if dlq_info is None:
+        dlq_settings = QueueSettings(dead_letter_queue=dlq, retention_s=DLQ_RETENTION_S)
+        _insert_queue(tx, dlq, dlq_settings, now)
+        dlq_info = _require_queue(tx, dlq, lock=" FOR KEY SHARE")
+    expiry = now + dlq_info.settings["retention_s"]
+    tx.execute(sql.DEAD_LETTER_MESSAGE, (dlq, queue, _encode_text(error), expiry, seq))
+    # The group's next message may now be deliverable.
+    tx.wake(queue)
+    return dlq
+
+
+def _find_lease(
+    tx: Transaction, queue: str, entry: dict[str, Any], now: float
+) -> tuple[tuple | None, EntryResult | None]:
+    """Return the leased row, or the error result that explains its absence."""
+    message_id = entry["id"]
+    receipt = entry["receipt"]
+    # PostgreSQL text cannot contain NUL, and no stored id or receipt does.
+    if "\0" in message_id:
+        detail = f"no message with id {message_id!r} is in queue {queue!r}"
+        return None, EntryResult(message_id, False, "message-not-found", detail)
+    row = None
+    if "\0" not in receipt:
+        row = tx.execute(sql.SELECT_LEASED, (message_id, queue, receipt, now)).fetchone()
+    if row is not None:
+        return row, None
+    found = tx.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone()
+    # A message that moved on to its DLQ is still the caller's old lease.
+    if found is None or queue not in found:
+        detail = f"no message with id {message_id!r} is in queue {queue!r}"
+        return None, EntryResult(message_id, False, "message-not-found", detail)
+    detail = (
+        f"receipt for message {message_id!r} is stale: its lease expired or "
+        "it was acked, nacked or reserved again; nothing was changed"
+    )
+    return None, EntryResult(message_id, False, "stale-receipt", detail)
+
+
+def _ack_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> EntryResult:
+    row, error = _find_lease(tx, queue, entry, now)
+    if row is None:
+        return error  # type: ignore[return-value]
+    tx.execute(sql.DELETE_MESSAGE, (row[0],))
+    _store_result(tx, queue, entry, now)
+    # Acking the head of a FIFO group lets its next message go out.
+    tx.wake(queue)
+    return EntryResult(entry["id"], True, outcome="acked")
+
+
+def _store_result(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> None:
+    ttl_s = entry.get("result_ttl_s")
+    if not ttl_s:
+        return
+    value = entry.get("result")
+    blob = None if value is None else orjson.dumps(value)
+    tx.execute(
+        sql.UPSERT_RESULT,
+        (entry["id"], queue, entry.get("status", "succeeded"), blob,
+         _encode_text(entry.get("error")), now, now + ttl_s),
+    )
+
+
+def _nack_one(
+    tx: Transaction,
+    queue: str,
+    settings: QueueSettings,
+    entry: dict[str, Any],
+    now: float,
+) -> EntryResult:
+    row, error = _find_lease(tx, queue, entry, now)
+    if row is None:
+        return error  # type: ignore[return-value]
+    seq, count, max_attempts = row
+    message_id = entry["id"]
+    reason = entry.get("error")
+
+    if entry.get("release"):
+        tx.execute(sql.RELEASE_MESSAGE, (now, seq))
+        tx.wake(queue)
+        return EntryResult(message_id, True, outcome="released")
+
+    if entry.get("dead") or not policy.attempts_left(settings, max_attempts, count):
+        dlq = _dead_letter(tx, queue, settings, seq, reason, now)
+        _store_result(tx, queue, {**entry, "status": "dead"}, now)
+        logger.warning(
+            "Message %s on queue %s moved to DLQ %s after %d attempt(s): %s",
+            message_id, queue, dlq, count, reason,
+        )
+        return EntryResult(message_id, True, outcome="dead")
+
+    delay_s = entry.get("delay_s")
+    if delay_s is None:
+        delay_s = policy.retry_delay_s(settings, count)
+    _retry(tx, queue, seq, delay_s, reason, now)
+    return EntryResult(message_id, True, outcome="retried", detail=f"retry in {delay_s:.3f}s")
+
+
+def _touch_one(
+    tx: Transaction,
+    queue: str,
+    settings: QueueSettings,
+    entry: dict[str, Any],
+    now: float,
+) -> EntryResult:
+    row, error = _find_lease(tx, queue, entry, now)
+    if row is None:
+        return error  # type: ignore[return-value]
+    lease_s = entry.get("visibility_timeout_s") or settings.visibility_timeout_s
+    tx.execute(sql.EXTEND_LEASE, (now + lease_s, row[0]))
+    return EntryResult(entry["id"], True, outcome="touched", reserved_until=now + lease_s)
+
+
+def _dead_rows_by_id(tx: Transaction, dlq: str, message_ids: Iterable[str]) -> list[tuple]:
+    _require_queue(tx, dlq, lock=" FOR KEY SHARE")
+    rows = []
+    for message_id in dict.fromkeys(message_ids):
+        row = None
+        if "\0" not in message_id:
+            row = tx.execute(sql.SELECT_DEAD_BY_ID, (dlq, message_id)).fetchone()
+        if row is None:
+            raise MessageNotFound(
+                f"no dead message with id {message_id!r} is in DLQ {dlq!r}; "
+                "nothing was redriven"
+            )
+        rows.append(row)
+    return sorted(rows)
+
+
+def _redrive_rows(tx: Transaction, rows: list[tuple], now: float) -> int:
+    moved = 0
+    targets: dict[str, QueueInfo | None] = {}
+    for seq, message_id, source in rows:
+        if source and source not in targets:
+            targets[source] = _select_queue(tx, source, lock=" FOR KEY SHARE")
+        target = targets.get(source) if source else None
+        if target is None:
+            logger.warning(
+                "Dead message %s stays in its DLQ: source queue %r no longer exists",
+                message_id, source,
+            )
+            continue
+        expiry = now + target.settings["retention_s"]
+        tx.execute(sql.REDRIVE_MESSAGE, (source, now, expiry, seq))
+        tx.wake(source)
+        moved += 1
+    return moved
+
+
+def _message_from_row(row: tuple) -> Message:
+    body = bytes(row[3]) if row[4] else orjson.loads(row[3])
+    headers = orjson.loads(row[5]) if row[5] else {}
+    return Message(
+        id=row[0],
+        queue=row[1],
+        state=row[2],
+        body=body,
+        headers=headers,
+        priority=row[6],
+        group=_decode_text(row[7]),
+        dedup_id=_decode_text(row[8]),
+        posted_at=row[9],
+        due_at=row[10],
+        receive_count=row[11],
+        max_attempts=row[12],
+        last_error=_decode_text(row[13]),
+        source_queue=row[14],
+        expires_at=row[15],
+        reserved_until=row[16],
+        receipt=row[17],
+    )
