@@ -55,6 +55,26 @@ class Cli:
             timeout=TIMEOUT_S,
         )
 
+    def on_terminal(self, *args: str, answer: str) -> subprocess.CompletedProcess:
+        """Run a command whose stdin is a terminal, typing `answer` into it."""
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        clean.update({"CONVEYOR_URL": self.url, "CONVEYOR_LOG_LEVEL": "WARNING"})
+        controller, terminal = os.openpty()
+        try:
+            process = subprocess.Popen(
+                [*COMMAND, *args],
+                stdin=terminal,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=clean,
+            )
+            os.write(controller, answer.encode())
+            stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+        finally:
+            os.close(terminal)
+            os.close(controller)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
     def ok(self, *args: str, **kwargs: Any) -> str:
         """Run a command that must succeed and return its stdout."""
         done = self(*args, **kwargs)
@@ -294,14 +314,22 @@ def test_queue_delete_with_yes(jobs: Cli) -> None:
 
 
 def test_queue_delete_confirmed_at_prompt(store_jobs: Cli) -> None:
-    store_jobs.ok("queue", "delete", "jobs", input="y\n")
+    done = store_jobs.on_terminal("queue", "delete", "jobs", answer="y\n")
+    assert done.returncode == 0, stderr_text(done)
     assert [q["name"] for q in store_jobs.json("queue", "list")] == ["jobs.dlq"]
 
 
 def test_queue_delete_declined_keeps_queue(store_jobs: Cli) -> None:
-    done = store_jobs("queue", "delete", "jobs", input="n\n")
+    done = store_jobs.on_terminal("queue", "delete", "jobs", answer="n\n")
     assert done.returncode == 1
     assert "pass --yes" in stderr_text(done)
+    assert "jobs" in [q["name"] for q in store_jobs.json("queue", "list")]
+
+
+def test_queue_delete_piped_yes_not_trusted(store_jobs: Cli) -> None:
+    done = store_jobs("queue", "delete", "jobs", input="y\n")
+    assert done.returncode == 1
+    assert "not a terminal" in stderr_text(done)
     assert "jobs" in [q["name"] for q in store_jobs.json("queue", "list")]
 
 
@@ -316,7 +344,7 @@ def test_queue_purge_json(jobs: Cli) -> None:
 
 def test_queue_purge_declined_keeps_messages(store_jobs: Cli) -> None:
     post_bodies(store_jobs.url, "jobs", 1)
-    done = store_jobs("queue", "purge", "jobs", input="n\n")
+    done = store_jobs.on_terminal("queue", "purge", "jobs", answer="n\n")
     assert done.returncode == 1
     assert store_jobs.json("queue", "show", "jobs")["stats"]["ready"] == 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterator, Sequence
@@ -122,10 +123,15 @@ def _connect(url: str, token: str | None) -> Any:
 
 
 def confirm_or_fail(question: str) -> None:
-    """Ask a yes/no question; a no, or no answer on stdin, changes nothing.
+    """Ask a yes/no question on a terminal; without one, change nothing.
 
-    The error names --yes, which scripts pass instead of answering.
+    Piped input is not taken as an answer, because a line meant for another
+    program could confirm a deletion. Scripts pass --yes instead.
     """
+    if not sys.stdin.isatty():
+        raise CommandError(
+            "stdin is not a terminal, so nothing was changed; pass --yes to confirm"
+        )
     try:
         click.confirm(question, abort=True, err=True)
     except click.Abort:
