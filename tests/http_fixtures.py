@@ -115,7 +115,7 @@ def start_server(
         if _wait_healthy(server):
             return server
         server.stop(signal.SIGKILL)
-        if "address already in use" not in server.output():
+        if "already in use" not in server.output():
             break
     raise AssertionError(f"server did not become healthy:\n{server.output()}")
 

@@ -781,3 +781,8 @@ def test_command_tree_has_management_commands() -> None:
 def test_every_setting_has_flag(command_name: str) -> None:
     command = main.commands["queue"].commands[command_name]
     assert set(FIELDS) <= {p.name for p in command.params}
+
+
+def test_dlq_list_empty_says_so(store_jobs: Cli) -> None:
+    out = store_jobs.ok("dlq", "list", "jobs")
+    assert out.strip() == "No dead messages in DLQ jobs.dlq."

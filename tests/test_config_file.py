@@ -95,3 +95,5 @@ def test_config_shared_unknown_key(tmp_path):
     result = run("--config", str(path), "queue", "list")
     assert result.returncode == 2
     assert "unknown key 'defaults.urll'" in result.stderr
+    assert "known keys there are: " in result.stderr
+    assert " url," in result.stderr

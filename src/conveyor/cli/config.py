@@ -62,7 +62,8 @@ def _command_table(
         for key, value in table.items():
             sub = command.commands.get(key)
             if sub is None or not isinstance(value, dict):
-                _reject(path, where + [key], sorted(command.commands))
+                tables = sorted(command.commands) + ([] if where else [SHARED_TABLE])
+                _reject(path, where + [key], tables)
             checked[key] = _command_table(path, value, sub, where + [key])
         return checked
 
@@ -87,9 +88,10 @@ def _apply_shared(
             if key in names:
                 table.setdefault(names[key], value)
                 used.add(key)
+    known = sorted({name for _, command in _leaf_commands(group, []) for name in _option_names(command)})
     for key in shared:
         if key not in used:
-            _reject(path, [SHARED_TABLE, key], ["options of any command"])
+            _reject(path, [SHARED_TABLE, key], known)
 
 
 def _leaf_commands(

@@ -19,6 +19,7 @@ from .common import (
     option,
     preview_body,
     print_json,
+    plural,
     print_line,
     print_table,
     shorten,
@@ -83,6 +84,9 @@ def list_dead(
     if options.json_output:
         print_json({"dlq": dlq, "messages": [message_document(m) for m in messages]})
         return
+    if not messages:
+        print_line(f"No dead messages in DLQ {dlq}.")
+        return
     print_table(
         _title(dlq, queue_or_dlq),
         ["ID", "Source queue", "Receives", "Age", "Last error", "Body"],
@@ -137,10 +141,10 @@ def redrive(
     if options.json_output:
         print_json({"dlq": dlq, "redriven": moved})
         return
-    print_line(f"Redrove {moved} messages from DLQ {dlq}.")
+    print_line(f"Redrove {plural(moved, 'message')} from DLQ {dlq}.")
     stayed = len(message_ids) - moved
     if message_ids and stayed > 0:
         print_line(
-            f"{stayed} messages stayed in {dlq} because their source queue no "
+            f"{plural(stayed, 'message')} stayed in {dlq} because their source queue no "
             "longer exists; recreate it and redrive again."
         )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
+import socket
 
 import click
 
@@ -112,6 +114,7 @@ def server(
             "reach that address could read and delete messages. Pass --token (or "
             "set CONVEYOR_TOKEN), or listen on 127.0.0.1."
         )
+    _check_port_free(host, port)
     try:
         engine = Engine(store_url)
     except ConveyorError as exc:
@@ -132,3 +135,22 @@ def server(
     finally:
         engine.close()
         logger.info("Conveyor server stopped; store %s closed", store_url)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise a usage error naming --port when another process listens there.
+
+    uvicorn would otherwise log the bind error and exit 3 with no hint.
+    """
+    if port == 0:
+        return
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return
+        raise click.UsageError(
+            f"port {port} on {host} is already in use; stop the process that "
+            "uses it, or pick another port with --port or CONVEYOR_PORT"
+        ) from exc

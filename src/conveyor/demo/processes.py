@@ -62,8 +62,9 @@ def command_for_display() -> str:
     """Return how a user in the current folder types the `conveyor` command.
 
     `conveyor` when the shell finds this installation on PATH, otherwise its
-    path, relative to the current folder when it is inside it (such as
-    `.venv-demo/bin/conveyor` after `scripts/demo.sh`).
+    absolute path (such as `/repo/.venv-demo/bin/conveyor` after
+    `scripts/demo.sh`, which runs from the repository root whatever folder
+    the user started it in).
     """
     command = conveyor_command()
     if len(command) > 1:
@@ -72,10 +73,7 @@ def command_for_display() -> str:
     found = shutil.which("conveyor")
     if found is not None and Path(found).resolve() == script.resolve():
         return "conveyor"
-    try:
-        return str(script.relative_to(Path.cwd()))
-    except ValueError:
-        return str(script)
+    return str(script.absolute())
 
 
 def conveyor_command() -> list[str]:
