@@ -454,8 +454,11 @@ def test_post_negative_delay_is_422(api: httpx.Client, queue: str) -> None:
 
 def test_post_body_and_base64_together_is_422(api: httpx.Client, queue: str) -> None:
     message = {"body": 1, "body_base64": "AA=="}
-    response = api.post(f"/queues/{queue}/messages", json={"messages": [message]})
-    assert_problem(response, 422, "invalid-request")
+    response = api.post(
+        f"/queues/{queue}/messages", json={"messages": [{"body": 0}, message]}
+    )
+    problem = assert_problem(response, 422, "invalid-request")
+    assert problem["index"] == 1
     assert counts(api, queue)["ready"] == 0
 
 

@@ -167,12 +167,22 @@ def parse_post(data: dict[str, Any]) -> list[NewMessage]:
     )
     messages = []
     for index, item in enumerate(data["messages"]):
-        path = f"messages[{index}]"
-        if not isinstance(item, dict):
-            raise ValidationError(f"{path} must be an object, got {_json_type(item)}")
-        check_fields(path, item, MESSAGE_FIELDS)
-        messages.append(_new_message(path, item))
+        try:
+            messages.append(_parse_message(index, item))
+        except ValidationError as exc:
+            # Every per-message problem carries the message's index, as the
+            # engine's own checks do.
+            exc.extra.setdefault("index", index)
+            raise
     return messages
+
+
+def _parse_message(index: int, item: Any) -> NewMessage:
+    path = f"messages[{index}]"
+    if not isinstance(item, dict):
+        raise ValidationError(f"{path} must be an object, got {_json_type(item)}")
+    check_fields(path, item, MESSAGE_FIELDS)
+    return _new_message(path, item)
 
 
 def parse_reserve(data: dict[str, Any]) -> dict[str, Any]:
