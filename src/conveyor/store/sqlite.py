@@ -7,9 +7,9 @@ which WAL lets run beside the writer.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
-import secrets
 import sqlite3
 import threading
 from concurrent.futures import Future
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 10_000
 DLQ_RETENTION_S = 14 * DAY_S
 REDRIVE_CHUNK = 500
+RECEIPT_BYTES = 16
 # Reserve and peek stop adding messages once their bodies pass this total
 # (always returning at least one), so one response contains at most about this
 # much, however large the batch limit and the messages are.
@@ -165,7 +166,7 @@ class SQLiteStore:
             query = sql.SELECT_READY_FIFO if settings.is_fifo else sql.SELECT_READY
             seqs = _within_budget(tx.conn.execute(query, (queue, max_messages)))
             lease_s = visibility_timeout_s or settings.visibility_timeout_s
-            return [_lease(tx.conn, seq, now + lease_s) for seq in seqs]
+            return _lease(tx.conn, seqs, now + lease_s)
 
         return self._writer.submit(operation)
 
@@ -410,10 +411,24 @@ def _within_budget(rows: Iterable[tuple[int, int]]) -> list[int]:
     return seqs
 
 
-def _lease(conn: sqlite3.Connection, seq: int, reserved_until: float) -> Message:
-    receipt = secrets.token_urlsafe(16)
-    row = conn.execute(sql.LEASE_MESSAGE, (receipt, reserved_until, seq)).fetchone()
-    return _message_from_row(row)
+def _lease(conn: sqlite3.Connection, seqs: list[int], reserved_until: float) -> list[Message]:
+    """Lease the messages in one statement; return them in the order of seqs."""
+    if not seqs:
+        return []
+    receipts = new_receipts(len(seqs))
+    params: list[Any] = [reserved_until]
+    for seq, receipt in zip(seqs, receipts):
+        params += (seq, receipt)
+    rows = conn.execute(sql.lease_messages(len(seqs)), params).fetchall()
+    by_seq = {row[0]: _message_from_row(row[1:]) for row in rows}
+    return [by_seq[seq] for seq in seqs]
+
+
+def new_receipts(count: int) -> list[str]:
+    """Return `count` random receipts of 128 bits each, from one urandom call."""
+    raw = os.urandom(RECEIPT_BYTES * count)
+    chunks = (raw[i : i + RECEIPT_BYTES] for i in range(0, len(raw), RECEIPT_BYTES))
+    return [base64.urlsafe_b64encode(chunk).rstrip(b"=").decode() for chunk in chunks]
 
 
 def _expire_leases(tx: Transaction, query: str, params: tuple, now: float) -> int:

@@ -140,11 +140,21 @@ SELECT_READY_FIFO = (
     "AND (o.seq < m.seq OR o.state = 'reserved')) "
     "ORDER BY m.priority DESC, m.seq LIMIT ?"
 )
-LEASE_MESSAGE = (
-    "UPDATE messages SET state = 'reserved', receipt = ?, reserved_until = ?, "
-    "receive_count = receive_count + 1 WHERE seq = ? "
-    f"RETURNING {MESSAGE_COLUMNS}"
-)
+
+
+def lease_messages(count: int) -> str:
+    """Return the statement that leases `count` messages in one UPDATE.
+
+    Parameters: reserved_until, then (seq, receipt) for each message. The
+    rows come back in no particular order, each with its seq first.
+    """
+    values = ", ".join(["(?, ?)"] * count)
+    return (
+        "UPDATE messages SET state = 'reserved', receipt = leases.column2, "
+        "reserved_until = ?, receive_count = receive_count + 1 "
+        f"FROM (VALUES {values}) AS leases WHERE messages.seq = leases.column1 "
+        f"RETURNING messages.seq, {MESSAGE_COLUMNS}"
+    )
 
 # Ack, nack, touch: every statement checks the receipt and the lease.
 SELECT_LEASED = (
