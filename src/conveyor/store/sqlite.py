@@ -28,6 +28,7 @@ from ..errors import (
 from ..models import EntryResult, Message, PostResult, QueueInfo, QueueStats, TaskResult
 from ..policy import PreparedMessage
 from ..settings import DAY_S, QueueSettings, build_settings, dlq_name_for
+from . import outcomes
 from . import sqlite_sql as sql
 from .writer import GroupCommitWriter, Transaction
 
@@ -437,19 +438,12 @@ def _expire_leases(tx: Transaction, query: str, params: tuple, now: float) -> in
     for seq, message_id, queue, count, max_attempts in rows:
         settings = _require_settings(tx.conn, queue)
         error = f"lease expired after attempt {count}"
-        if policy.attempts_left(settings, max_attempts, count):
-            _retry(tx, queue, seq, policy.retry_delay_s(settings, count), error, now)
-            logger.info(
-                "Lease of message %s on queue %s expired; retrying (attempt %d)",
-                message_id, queue, count,
-            )
+        action, delay_s = outcomes.expiry_action(settings, max_attempts, count)
+        if action == outcomes.RETRIED:
+            _retry(tx, queue, seq, delay_s, error, now)
         else:
             _dead_letter(tx, queue, settings, seq, error, now)
-            logger.warning(
-                "Message %s on queue %s moved to DLQ %s: lease expired after "
-                "its last attempt (%d)",
-                message_id, queue, settings.dead_letter_queue, count,
-            )
+        outcomes.log_expiry(message_id, queue, count, action, settings.dead_letter_queue)
     return len(rows)
 
 
@@ -495,15 +489,7 @@ def _find_lease(
     if row is not None:
         return row, None
     found = conn.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone()
-    # A message that moved on to its DLQ is still the caller's old lease.
-    if found is None or queue not in found:
-        detail = f"no message with id {message_id!r} is in queue {queue!r}"
-        return None, EntryResult(message_id, False, "message-not-found", detail)
-    detail = (
-        f"receipt for message {message_id!r} is stale: its lease expired or "
-        "it was acked, nacked or reserved again; nothing was changed"
-    )
-    return None, EntryResult(message_id, False, "stale-receipt", detail)
+    return None, outcomes.missing_lease_result(message_id, queue, found)
 
 
 def _ack_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> EntryResult:
@@ -545,26 +531,18 @@ def _nack_one(
     seq, count, max_attempts = row
     message_id = entry["id"]
     reason = entry.get("error")
+    action, delay_s = outcomes.nack_action(settings, max_attempts, count, entry)
 
-    if entry.get("release"):
+    if action == outcomes.RELEASED:
         tx.conn.execute(sql.RELEASE_MESSAGE, (now, seq))
         tx.wake(queue)
-        return EntryResult(message_id, True, outcome="released")
-
-    if entry.get("dead") or not policy.attempts_left(settings, max_attempts, count):
+    elif action == outcomes.DEAD:
         dlq = _dead_letter(tx, queue, settings, seq, reason, now)
         _store_result(tx.conn, queue, {**entry, "status": "dead"}, now)
-        logger.warning(
-            "Message %s on queue %s moved to DLQ %s after %d attempt(s): %s",
-            message_id, queue, dlq, count, reason,
-        )
-        return EntryResult(message_id, True, outcome="dead")
-
-    delay_s = entry.get("delay_s")
-    if delay_s is None:
-        delay_s = policy.retry_delay_s(settings, count)
-    _retry(tx, queue, seq, delay_s, reason, now)
-    return EntryResult(message_id, True, outcome="retried", detail=f"retry in {delay_s:.3f}s")
+        outcomes.log_nack_dead_letter(message_id, queue, dlq, count, reason)
+    else:
+        _retry(tx, queue, seq, delay_s, reason, now)
+    return outcomes.nack_result(message_id, action, delay_s)
 
 
 def _touch_one(
