@@ -22,7 +22,7 @@ BATCH = 5
 
 
 def post_until_failure(url: str, poster: int, confirmed: list[str], stop: threading.Event) -> None:
-    """Post batches until the server stops answering; record confirmed bodies."""
+    """Post batches until the server stops responding; record confirmed bodies."""
     with httpx.Client(base_url=url, timeout=5.0) as client:
         sequence = 0
         while not stop.is_set():

@@ -26,8 +26,8 @@ def nack_action(
 ) -> tuple[str, float]:
     """Decide a nack: (RELEASED, 0), (DEAD, 0) or (RETRIED, delay in seconds).
 
-    A release gives the attempt back; `dead`, or no attempts left, moves the
-    message to the DLQ; otherwise it retries after the entry's `delay_s` or
+    A release gives the attempt back. `dead`, or no attempts left, moves the
+    message to the DLQ. Otherwise it retries after the entry's `delay_s` or
     the queue's backoff.
     """
     if entry.get("release"):

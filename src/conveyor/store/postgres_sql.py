@@ -158,7 +158,7 @@ LOCK_GROUPS = (
 )
 
 # Reserve: make due messages ready, then pick and lease them. Rows another
-# transaction holds are skipped, never waited for.
+# transaction has locked are skipped, never waited for.
 PROMOTE_DUE = (
     "UPDATE messages SET state = 'ready' WHERE seq IN (SELECT seq FROM messages "
     "WHERE queue = %s AND state = 'delayed' AND due_at <= %s FOR UPDATE SKIP LOCKED)"

@@ -244,10 +244,12 @@ class Worker:
         deadline = time.monotonic() + self.grace_period_s
         self.stopping.set()
         self.capacity.close()
+
         # A long poll still in flight would lease released messages again at
         # once, so the fetchers stop before anything waiting is released.
         self._join_fetchers()
         self.jobs.release(QUEUED)
+
         self._wait_for_running(deadline)
         unfinished = self.jobs.release(RUNNING)
         if unfinished:
@@ -256,6 +258,7 @@ class Worker:
                 unfinished,
                 "before the forced stop" if self._force.is_set() else "within the grace period",
             )
+
         if self._async_runner is not None:
             self._async_runner.cancel_all()
         self._thread_runner.stop()
