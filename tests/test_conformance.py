@@ -277,6 +277,32 @@ def test_ack_batch_mixed(engine, queue):
     assert engine.stats(queue).reserved == 1
 
 
+def test_ack_batch_repeated_id(engine, queue):
+    post(engine, queue, "a")
+    message = engine.reserve(queue)[0]
+    results = engine.ack(queue, [lease(message), lease(message)])
+    assert [r.ok for r in results] == [True, False]
+    # The first entry deleted the message, as a second ack call would find.
+    assert results[1].error == "message-not-found"
+    assert engine.stats(queue).reserved == 0
+
+
+def test_ack_large_batch_stores_results_of_acked_only(engine, queue, clock):
+    ids = post(engine, queue, *range(40))
+    messages = engine.reserve(queue, 40)
+    entries = [lease(m, result=m.body, result_ttl_s=60) for m in messages]
+    entries[7]["receipt"] = "wrong"
+    entries.append({"id": "unknown", "receipt": "r"})
+    results = engine.ack(queue, entries)
+    assert [r.ok for r in results] == [i != 7 for i in range(40)] + [False]
+    assert results[7].error == "stale-receipt"
+    assert results[40].error == "message-not-found"
+    assert engine.get_result(messages[3].id).value == messages[3].body
+    assert engine.get_result(messages[7].id) is None
+    assert engine.stats(queue).reserved == 1
+    assert sorted(ids) == sorted(m.id for m in messages)
+
+
 def test_touch_extends_lease(engine, queue, clock):
     post(engine, queue, "a")
     message = engine.reserve(queue)[0]

@@ -364,7 +364,9 @@ class PostgresStore:
     def ack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
             _require_queue(tx, queue, lock=" FOR KEY SHARE")
-            return [_ack_one(tx, queue, entry, now) for entry in entries]
+            if not _can_ack_in_one_statement(entries):
+                return [_ack_one(tx, queue, entry, now) for entry in entries]
+            return _ack_all(tx, queue, entries, now)
 
         return self._submit(operation)
 
@@ -751,17 +753,60 @@ def _ack_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> 
     return EntryResult(entry["id"], True, outcome="acked")
 
 
-def _store_result(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> None:
-    ttl_s = entry.get("result_ttl_s")
-    if not ttl_s:
-        return
+def _can_ack_in_one_statement(entries: list[dict[str, Any]]) -> bool:
+    """Tell whether a batch can be acked set-wise.
+
+    A repeated id must be acked entry by entry, so that the second one sees
+    the first one's delete; a NUL cannot be sent in PostgreSQL text.
+    """
+    ids = {entry["id"] for entry in entries}
+    if len(ids) != len(entries):
+        return False
+    return not any("\0" in entry["id"] or "\0" in entry["receipt"] for entry in entries)
+
+
+def _ack_all(
+    tx: Transaction, queue: str, entries: list[dict[str, Any]], now: float
+) -> list[EntryResult]:
+    """Ack a batch with one DELETE, then explain the entries it did not match."""
+    ids = [entry["id"] for entry in entries]
+    receipts = [entry["receipt"] for entry in entries]
+    acked = {row[0] for row in tx.execute(sql.ACK_LEASED, (ids, receipts, queue, now))}
+    results = []
+    for entry in entries:
+        message_id = entry["id"]
+        if message_id in acked:
+            results.append(EntryResult(message_id, True, outcome="acked"))
+            continue
+        found = tx.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone()
+        results.append(outcomes.missing_lease_result(message_id, queue, found))
+    _store_results(tx, queue, [e for e in entries if e["id"] in acked], now)
+    if acked:
+        # Acking the head of a FIFO group lets its next message go out.
+        tx.wake(queue)
+    return results
+
+
+def _store_results(
+    tx: Transaction, queue: str, entries: list[dict[str, Any]], now: float
+) -> None:
+    """Store the results of acked entries that have a time to live, in one round trip."""
+    rows = [_result_row(queue, entry, now) for entry in entries if entry.get("result_ttl_s")]
+    if rows:
+        with tx.conn.cursor() as cursor:
+            cursor.executemany(sql.UPSERT_RESULT, rows)
+
+
+def _result_row(queue: str, entry: dict[str, Any], now: float) -> tuple:
     value = entry.get("result")
     blob = None if value is None else orjson.dumps(value)
-    tx.execute(
-        sql.UPSERT_RESULT,
-        (entry["id"], queue, entry.get("status", "succeeded"), blob,
-         _encode_text(entry.get("error")), now, now + ttl_s),
-    )
+    return (entry["id"], queue, entry.get("status", "succeeded"), blob,
+            _encode_text(entry.get("error")), now, now + entry["result_ttl_s"])
+
+
+def _store_result(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> None:
+    if entry.get("result_ttl_s"):
+        tx.execute(sql.UPSERT_RESULT, _result_row(queue, entry, now))
 
 
 def _nack_one(

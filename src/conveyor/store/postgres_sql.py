@@ -215,6 +215,13 @@ SELECT_LEASED = (
     "FOR UPDATE"
 )
 SELECT_MESSAGE_QUEUE = "SELECT queue, source_queue FROM messages WHERE id = %s"
+# A batch of acks in one statement: deletes each leased row whose receipt
+# matches and returns the ids it deleted.
+ACK_LEASED = (
+    "DELETE FROM messages AS m USING unnest(%s::text[], %s::text[]) AS a(id, receipt) "
+    "WHERE m.id = a.id AND m.queue = %s AND m.state = 'reserved' "
+    "AND m.receipt = a.receipt AND m.reserved_until > %s RETURNING m.id"
+)
 DELETE_MESSAGE = "DELETE FROM messages WHERE seq = %s"
 UPSERT_RESULT = (
     "INSERT INTO results (id, queue, status, value, error, finished_at, expires_at) "
