@@ -17,6 +17,7 @@ from peers.base import BenchContext, SystemUnavailable
 from run import PROBE_DB_OFFSET, REDIS_DB_OFFSETS, RESULTS_DIR
 
 REDIS_URL = "redis://127.0.0.1:6379"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_DB_BASE = 10
 MESSAGES_PER_MODE = 5
 
@@ -31,6 +32,7 @@ def check_system(name: str, work_root: Path) -> str:
         concurrency=1,
         work_dir=work_root / name,
         log_dir=RESULTS_DIR / "logs",
+        postgres_url=POSTGRES_URL,
     )
     ctx.work_dir.mkdir(parents=True)
     peer = load_peer_class(name)(ctx)

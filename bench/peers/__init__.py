@@ -11,12 +11,14 @@ from peers.base import Peer, SystemUnavailable
 PEERS = {
     "conveyor": "peers.conveyor_peer:ConveyorPeer",
     "conveyor-8threads": "peers.conveyor_peer:ConveyorDefaultConcurrencyPeer",
+    "conveyor-postgres": "peers.conveyor_peer:ConveyorPostgresPeer",
     "celery": "peers.celery_peer:CeleryPeer",
     "dramatiq": "peers.dramatiq_peer:DramatiqPeer",
     "dramatiq-1thread": "peers.dramatiq_peer:DramatiqOneThreadPeer",
     "rq": "peers.rq_peer:RQPeer",
     "huey-sqlite": "peers.huey_peer:HueySqlitePeer",
     "huey-redis": "peers.huey_peer:HueyRedisPeer",
+    "procrastinate": "peers.procrastinate_peer:ProcrastinatePeer",
 }
 
 

@@ -39,6 +39,9 @@ class BenchContext:
     concurrency: int  # worker processes (or slots) that each system runs
     work_dir: Path  # private directory for SQLite files and other state
     log_dir: Path
+    # PostgreSQL database URL on a loopback host, without options. Each
+    # PostgreSQL-based system creates a schema of its own in it.
+    postgres_url: str | None = None
 
     @property
     def broker_url(self) -> str:
@@ -118,6 +121,18 @@ class Peer(abc.ABC):
     @abc.abstractmethod
     def outstanding_messages(self) -> int:
         """Return the number of messages that are queued, or taken but not yet acknowledged."""
+
+    # The backlog test, for systems that support it (``supports_backlog``).
+
+    supports_backlog = False
+
+    def reserve_and_ack(self, max_messages: int) -> int:
+        """Reserve up to ``max_messages`` ready messages, ack them and return how many there were."""
+        raise NotImplementedError(f"{self.name} does not support the backlog test")
+
+    def storage_sizes(self) -> dict:
+        """Return the bytes on disk of the message table and its indexes."""
+        raise NotImplementedError(f"{self.name} does not support the backlog test")
 
     @abc.abstractmethod
     def worker_argv(self) -> list[str]:
@@ -206,3 +221,26 @@ def release_redis_db(url: str) -> None:
     finally:
         client.close()
 
+
+
+def create_postgres_schema(ctx: BenchContext, prefix: str):
+    """Create a schema for one system in the benchmark's PostgreSQL database.
+
+    Returns a ``postgres.Schema``. Raises SystemUnavailable when no database
+    is configured or the server cannot be reached, so the runner goes on with
+    the other systems.
+    """
+    if ctx.postgres_url is None:
+        raise SystemUnavailable("no PostgreSQL database configured; pass --postgres-url")
+    try:
+        import psycopg
+
+        from postgres import Schema
+    except ImportError as error:
+        raise SystemUnavailable(f"cannot import psycopg: {error}") from error
+    try:
+        return Schema(ctx.postgres_url, prefix)
+    except psycopg.OperationalError as error:
+        raise SystemUnavailable(
+            f"cannot create a schema in PostgreSQL at {ctx.postgres_url}: {error}"
+        ) from error

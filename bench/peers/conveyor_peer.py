@@ -1,10 +1,10 @@
-"""Conveyor: its HTTP server on a SQLite store and its worker CLI.
+"""Conveyor: its HTTP server on a SQLite or PostgreSQL store and its worker CLI.
 
-This adapter follows the planned interface: ``conveyor server --store
-sqlite:///PATH --port P``, ``conveyor worker MODULE:APP --queues Q --concurrency
-N``, and the SDK's ``task.enqueue(*args)`` and ``task.enqueue_many([(args,
-kwargs), ...])``. Any failure to import or start Conveyor raises
-SystemUnavailable, so the runner reports it and goes on with the other systems.
+This adapter drives ``conveyor server --store URL --port P``, ``conveyor
+worker MODULE:APP --queues Q --concurrency N``, and the SDK's
+``task.enqueue(*args)`` and ``task.enqueue_many([(args, kwargs), ...])``. Any
+failure to import or start Conveyor raises SystemUnavailable, so the runner
+reports it and goes on with the other systems.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 
-from peers.base import Peer, SystemUnavailable, venv_script
+from peers.base import Peer, SystemUnavailable, create_postgres_schema, venv_script
 from procs import BENCH_DIR, ProcessGroup
 from worker_apps import CONVEYOR_URL_ENV, QUEUE_NAME
 
@@ -39,6 +40,10 @@ class ConveyorPeer(Peer):
         "keep-alive connection"
     )
     uses_redis_broker = False
+    supports_backlog = True
+    store_name = "SQLite"
+    store_option = "sqlite:///PATH"
+    store_note = "store file in a fresh temporary directory"
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
@@ -52,12 +57,13 @@ class ConveyorPeer(Peer):
 
     def settings(self) -> dict[str, object]:
         return {
-            "server": f"conveyor --log-level {LOG_LEVEL} server --store sqlite:///PATH --port PORT",
+            "server": f"conveyor --log-level {LOG_LEVEL} server --store {self.store_option} "
+            "--port PORT",
             "worker": " ".join(["conveyor"] + self.worker_argv()[1:]),
             "pool": f"one worker process with {self.worker_concurrency} task threads, "
             "plus the server process",
-            "options": "result_ttl_s=0 on both tasks, so no results are kept; store file "
-            "in a fresh temporary directory; default server and worker settings "
+            "options": f"result_ttl_s=0 on both tasks, so no results are kept; "
+            f"{self.store_note}; default server and worker settings "
             "(prefetch 100, long poll 2 s)",
         }
 
@@ -67,7 +73,7 @@ class ConveyorPeer(Peer):
 
     @property
     def label(self) -> str:
-        return f"Conveyor (SQLite store, {self.worker_concurrency} worker threads)"
+        return f"Conveyor ({self.store_name} store, {self.worker_concurrency} worker threads)"
 
     @property
     def url(self) -> str:
@@ -86,13 +92,21 @@ class ConveyorPeer(Peer):
             raise SystemUnavailable(f"cannot import conveyor: {error}") from error
         self._start_server()
 
+    @property
+    def store_path(self) -> str:
+        return str(self.ctx.work_dir / "conveyor.db")
+
+    def create_store(self) -> str:
+        """Return the URL of a new, empty store for the server."""
+        return f"sqlite:///{self.store_path}"
+
     def _start_server(self) -> None:
-        """Start a server on a new store file and a free port, then load the app against it."""
-        store_path = self.ctx.work_dir / "conveyor.db"
+        """Start a server on a new store and a free port, then load the app against it."""
+        store_url = self.create_store()
         self.port = _free_loopback_port()
         argv = [
             venv_script("conveyor"), "--log-level", LOG_LEVEL, "server",
-            "--store", f"sqlite:///{store_path}",
+            "--store", store_url,
             "--port", str(self.port),
         ]
         self.server = ProcessGroup(
@@ -162,6 +176,51 @@ class ConveyorPeer(Peer):
         stats = self.app.client.stats(QUEUE_NAME)
         return stats.ready + stats.delayed + stats.reserved
 
+    def reserve_and_ack(self, max_messages: int) -> int:
+        client = self.app.client
+        messages = client.reserve(QUEUE_NAME, max_messages=max_messages)
+        if not messages:
+            return 0
+        results = client.ack(
+            QUEUE_NAME, [{"id": message.id, "receipt": message.receipt} for message in messages]
+        )
+        failed = [result for result in results if not result.ok]
+        if failed:
+            raise RuntimeError(
+                f"{len(failed)} of {len(results)} acks failed; the first failed with "
+                f"{failed[0].error}: {failed[0].detail}"
+            )
+        return len(messages)
+
+    def storage_sizes(self) -> dict:
+        """Return the bytes of the messages table and its indexes, from SQLite's dbstat table.
+
+        Reads the store file through a read-only connection of its own, which
+        WAL mode allows while the server runs.
+        """
+        uri = f"file:{self.store_path}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            indexes = [row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'index' "
+                "AND tbl_name = 'messages' ORDER BY name"
+            )]
+            sizes = dict(conn.execute(
+                "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"
+            ).fetchall())
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            free_pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            rows = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        index_bytes = {name: sizes.get(name, 0) for name in indexes}
+        return {
+            "total_bytes": sizes.get("messages", 0) + sum(index_bytes.values()),
+            "table_bytes": sizes.get("messages", 0),
+            "indexes_bytes": sum(index_bytes.values()),
+            "index_bytes": index_bytes,
+            "live_rows": rows,
+            # Pages that deleted rows freed and SQLite may reuse, in the whole file.
+            "free_bytes": free_pages * page_size,
+        }
+
     def worker_argv(self) -> list[str]:
         return [
             venv_script("conveyor"), "--log-level", LOG_LEVEL, "worker",
@@ -185,10 +244,46 @@ class ConveyorDefaultConcurrencyPeer(ConveyorPeer):
     """Conveyor with the worker CLI's default of 8 task threads."""
 
     name = "conveyor-8threads"
+    # The backlog test does not run a worker, so it would repeat the
+    # "conveyor" system's.
+    supports_backlog = False
 
     @property
     def worker_concurrency(self) -> int:
         return 8
+
+
+class ConveyorPostgresPeer(ConveyorPeer):
+    """Conveyor with its server on a PostgreSQL schema of its own, and N task threads."""
+
+    name = "conveyor-postgres"
+    packages = ("conveyor", "psycopg", "psycopg-pool")
+    store_name = "PostgreSQL"
+    store_note = "a fresh schema with a random name, dropped after the run"
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.schema = None
+
+    @property
+    def store_option(self) -> str:
+        separator = "&" if "?" in (self.ctx.postgres_url or "") else "?"
+        return f"{self.ctx.postgres_url}{separator}options=-csearch_path%3DSCHEMA"
+
+    def create_store(self) -> str:
+        self.schema = create_postgres_schema(self.ctx, "bench_conveyor")
+        return self.schema.url
+
+    def storage_sizes(self) -> dict:
+        return self.schema.table_sizes("messages")
+
+    def cleanup(self) -> None:
+        try:
+            super().cleanup()
+        finally:
+            # The server must be stopped first: it holds connections in the schema.
+            if self.schema is not None:
+                self.schema.drop()
 
 
 def _free_loopback_port() -> int:

@@ -47,6 +47,37 @@ def expiry_action(
     return nack_action(settings, max_attempts, count, {})
 
 
+def can_ack_set_wise(entries: list[dict[str, Any]]) -> bool:
+    """Tell whether a batch of acks can run as one statement.
+
+    A repeated id must be acked entry by entry, so that the second entry sees
+    the first one's delete. A NUL is kept out of set-wise statements, since
+    PostgreSQL text cannot hold it and SQLite's JSON functions would cut it.
+    """
+    ids = {entry["id"] for entry in entries}
+    if len(ids) != len(entries):
+        return False
+    return not any("\0" in entry["id"] or "\0" in entry["receipt"] for entry in entries)
+
+
+def acked_results(
+    queue: str, entries: list[dict[str, Any]], acked: set[str], find_queue
+) -> list[EntryResult]:
+    """Build one result per entry of a set-wise ack.
+
+    `find_queue(message_id)` returns the (queue, source_queue) of an entry
+    that was not acked, to explain why.
+    """
+    results = []
+    for entry in entries:
+        message_id = entry["id"]
+        if message_id in acked:
+            results.append(EntryResult(message_id, True, outcome="acked"))
+        else:
+            results.append(missing_lease_result(message_id, queue, find_queue(message_id)))
+    return results
+
+
 def missing_lease_result(
     message_id: str, queue: str, found: tuple[str, str | None] | None
 ) -> EntryResult:

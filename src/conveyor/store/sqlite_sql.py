@@ -163,6 +163,15 @@ SELECT_LEASED = (
 )
 SELECT_MESSAGE_QUEUE = "SELECT queue, source_queue FROM messages WHERE id = ?"
 DELETE_MESSAGE = "DELETE FROM messages WHERE seq = ?"
+# A batch of acks in one statement. The CROSS JOIN keeps the batch as the
+# outer loop, so each entry is one lookup by id rather than a scan of every
+# reserved row.
+ACK_LEASED = (
+    "DELETE FROM messages WHERE seq IN (SELECT m.seq FROM json_each(?) AS a "
+    "CROSS JOIN messages AS m ON m.id = json_extract(a.value, '$[0]') "
+    "WHERE m.receipt = json_extract(a.value, '$[1]') AND m.queue = ? "
+    "AND m.state = 'reserved' AND m.reserved_until > ?) RETURNING id"
+)
 INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (id, queue, status, value, error, "
     "finished_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
