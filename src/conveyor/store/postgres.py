@@ -312,8 +312,7 @@ class PostgresStore:
                 tx.execute(sql.LOCK_GROUPS, (keys,))
             results, rows = _prepare_rows(tx, queue, settings, messages, now)
             if rows:
-                with tx.conn.cursor() as cursor:
-                    cursor.executemany(sql.INSERT_MESSAGE, rows)
+                tx.execute(sql.INSERT_MESSAGES, (queue, now, *map(list, zip(*rows))))
             tx.wake(queue)
             return results
 
@@ -364,7 +363,7 @@ class PostgresStore:
     def ack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
             _require_queue(tx, queue, lock=" FOR KEY SHARE")
-            if not _can_ack_in_one_statement(entries):
+            if not outcomes.can_ack_set_wise(entries):
                 return [_ack_one(tx, queue, entry, now) for entry in entries]
             return _ack_all(tx, queue, entries, now)
 
@@ -633,9 +632,10 @@ def _prepare_rows(
                 continue
 
         due = policy.due_at(settings, message, now)
+        # The columns of INSERT_MESSAGES's arrays; queue and posted_at are
+        # the same for the whole batch.
         rows.append((
             message.id,
-            queue,
             "delayed" if due > now else "ready",
             0 if settings.is_fifo else message.priority,
             _encode_text(message.group),
@@ -643,7 +643,6 @@ def _prepare_rows(
             message.body,
             message.is_binary,
             message.headers,
-            now,
             due,
             message.max_attempts,
             policy.expires_at(settings, message, now),
@@ -753,18 +752,6 @@ def _ack_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> 
     return EntryResult(entry["id"], True, outcome="acked")
 
 
-def _can_ack_in_one_statement(entries: list[dict[str, Any]]) -> bool:
-    """Tell whether a batch can be acked set-wise.
-
-    A repeated id must be acked entry by entry, so that the second one sees
-    the first one's delete; a NUL cannot be sent in PostgreSQL text.
-    """
-    ids = {entry["id"] for entry in entries}
-    if len(ids) != len(entries):
-        return False
-    return not any("\0" in entry["id"] or "\0" in entry["receipt"] for entry in entries)
-
-
 def _ack_all(
     tx: Transaction, queue: str, entries: list[dict[str, Any]], now: float
 ) -> list[EntryResult]:
@@ -772,14 +759,10 @@ def _ack_all(
     ids = [entry["id"] for entry in entries]
     receipts = [entry["receipt"] for entry in entries]
     acked = {row[0] for row in tx.execute(sql.ACK_LEASED, (ids, receipts, queue, now))}
-    results = []
-    for entry in entries:
-        message_id = entry["id"]
-        if message_id in acked:
-            results.append(EntryResult(message_id, True, outcome="acked"))
-            continue
-        found = tx.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone()
-        results.append(outcomes.missing_lease_result(message_id, queue, found))
+    results = outcomes.acked_results(
+        queue, entries, acked,
+        lambda message_id: tx.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone(),
+    )
     _store_results(tx, queue, [e for e in entries if e["id"] in acked], now)
     if acked:
         # Acking the head of a FIFO group lets its next message go out.

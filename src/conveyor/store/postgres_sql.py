@@ -145,10 +145,17 @@ CLAIM_DEDUP = (
     "WHERE d.expires_at <= %s RETURNING message_id"
 )
 SELECT_DEDUP = "SELECT message_id FROM dedup WHERE queue = %s AND dedup_id = %s"
-INSERT_MESSAGE = (
+# A whole post batch in one statement: one array per column. The rows take
+# their seqs in array order, which is the order of the batch.
+INSERT_MESSAGES = (
     "INSERT INTO messages (id, queue, state, priority, grp, dedup_id, body, "
     "is_binary, headers, posted_at, due_at, max_attempts, expires_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "SELECT id, %s, state, priority, grp, dedup_id, body, is_binary, headers, "
+    "%s, due_at, max_attempts, expires_at FROM unnest("
+    "%s::text[], %s::text[], %s::integer[], %s::bytea[], %s::bytea[], %s::bytea[], "
+    "%s::boolean[], %s::text[], %s::double precision[], %s::integer[], "
+    "%s::double precision[]) WITH ORDINALITY AS r(id, state, priority, grp, dedup_id, "
+    "body, is_binary, headers, due_at, max_attempts, expires_at, n) ORDER BY n"
 )
 # Locks in ascending key order, so two posts that share groups cannot
 # deadlock (PostgreSQL evaluates the aggregate over the sorted subquery).
