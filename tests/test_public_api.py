@@ -16,6 +16,7 @@ EXPORTED = {
     "Task",
     "TaskError",
     "TaskHandle",
+    "TaskRun",
     "TaskTimeout",
     "Worker",
     "__version__",

@@ -2,7 +2,7 @@
 
 from .errors import ConveyorError, Reject, ResultTimeout, TaskError, TaskTimeout
 from .models import Message, NewMessage
-from .tasks import Backoff, Conveyor, Task, TaskHandle
+from .tasks import Backoff, Conveyor, Task, TaskHandle, TaskRun
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -18,6 +18,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskHandle",
+    "TaskRun",
     "TaskTimeout",
     "Worker",
     "__version__",

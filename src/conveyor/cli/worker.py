@@ -13,10 +13,10 @@ import click
 from ..errors import ConveyorError
 from ..tasks.app import Conveyor
 from ..worker.worker import (
-    DEFAULT_CONCURRENCY,
     DEFAULT_GRACE_PERIOD_S,
     DEFAULT_POLL_WAIT_S,
     DEFAULT_PREFETCH,
+    MAX_PROCESSES,
     Worker,
 )
 from . import main
@@ -42,9 +42,36 @@ def _option(*param_decls: str, envvar: str, **attrs: Any) -> Any:
     "--concurrency",
     envvar="CONVEYOR_CONCURRENCY",
     type=click.IntRange(1, 1024),
-    default=DEFAULT_CONCURRENCY,
+    default=None,
+    show_default="8, or 1 per child process with --processes",
     help="Number of sync task threads, and the max number of async tasks "
-    "running at once.",
+    "running at once; with --processes, in each child process.",
+)
+@_option(
+    "--processes",
+    envvar="CONVEYOR_PROCESSES",
+    type=click.IntRange(0, MAX_PROCESSES),
+    default=0,
+    help="Number of child processes that run the tasks, for CPU-bound work and "
+    "for hard timeouts; 0 runs tasks in the worker process.",
+)
+@_option(
+    "--max-tasks-per-child",
+    envvar="CONVEYOR_MAX_TASKS_PER_CHILD",
+    type=click.IntRange(1),
+    default=None,
+    show_default="no limit",
+    help="Replace a child process after this many task calls (a batch call "
+    "counts once). Needs --processes.",
+)
+@_option(
+    "--max-memory-per-child-mib",
+    envvar="CONVEYOR_MAX_MEMORY_PER_CHILD_MIB",
+    type=click.IntRange(1),
+    default=None,
+    show_default="no limit",
+    help="Replace a child process once its resident memory after a task is "
+    "above this many MiB. Needs --processes.",
 )
 @_option(
     "--url",
@@ -86,7 +113,10 @@ def _option(*param_decls: str, envvar: str, **attrs: Any) -> Any:
 def worker(
     app_path: str,
     queues: str | None,
-    concurrency: int,
+    concurrency: int | None,
+    processes: int,
+    max_tasks_per_child: int | None,
+    max_memory_per_child_mib: int | None,
     url: str | None,
     token: str | None,
     prefetch: int,
@@ -98,6 +128,9 @@ def worker(
     SIGTERM or SIGINT stops taking messages, lets running tasks finish within
     the grace period, releases the rest for immediate redelivery and exits
     with status 0. A second SIGTERM or SIGINT releases running tasks at once.
+    With --processes, child processes run the tasks and this process leases
+    and acknowledges them; a child that dies or passes a task's
+    hard_timeout_s is replaced.
     """
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # httpx logs each request at INFO, which would be a line per reserve and ack.
@@ -114,6 +147,10 @@ def worker(
             prefetch=prefetch,
             grace_period_s=grace_period_s,
             poll_wait_s=poll_wait_s,
+            processes=processes,
+            max_tasks_per_child=max_tasks_per_child,
+            max_memory_per_child_mib=max_memory_per_child_mib,
+            app_path=app_path,
         )
         runner.run()
     except ConveyorError as exc:
@@ -121,8 +158,8 @@ def worker(
     finally:
         app.close()
     if runner.busy_threads():
-        # Task threads that overran their timeout cannot be stopped; end the
-        # process without waiting for them.
+        # Task threads stuck past their timeout (in a C call, or catching
+        # TaskTimeout) cannot be stopped; end the process without waiting.
         logging.shutdown()
         os._exit(0)
 

@@ -2,7 +2,16 @@
 
 from .app import Conveyor
 from .handle import TaskHandle
+from .hooks import TaskRun
 from .options import Backoff, EnqueueOptions
 from .task import Task, TaskWithOptions
 
-__all__ = ["Backoff", "Conveyor", "EnqueueOptions", "Task", "TaskHandle", "TaskWithOptions"]
+__all__ = [
+    "Backoff",
+    "Conveyor",
+    "EnqueueOptions",
+    "Task",
+    "TaskHandle",
+    "TaskRun",
+    "TaskWithOptions",
+]

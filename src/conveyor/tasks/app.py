@@ -13,10 +13,14 @@ from ..client import connect
 from ..errors import ValidationError
 from ..settings import validate_queue_name
 from .handle import TaskHandle
+from .hooks import Hooks
 from .options import (
     DEFAULT_RESULT_TTL_S,
     check_option_names,
     build_backoff,
+    check_batch_size,
+    check_batch_wait_s,
+    check_hard_timeout_s,
     check_max_attempts,
     check_permanent_errors,
     check_priority,
@@ -43,6 +47,7 @@ class Conveyor:
         self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
         self.token = token if token is not None else os.environ.get("CONVEYOR_TOKEN")
         self.tasks: dict[str, Task] = {}
+        self.hooks = Hooks()
         self._client: Any = None
         self._lock = threading.Lock()
         self._known_queues: set[str] = set()
@@ -113,7 +118,13 @@ class Conveyor:
         - max_attempts: None, which uses the queue's.
         - backoff: a Backoff or a dict of base_s, factor and cap_s; None
           uses the queue's.
-        - timeout_s: None, which means no limit.
+        - timeout_s: None, which means no limit. At the timeout the worker
+          raises TaskTimeout inside the task, and the attempt fails.
+        - hard_timeout_s: None. Longer than timeout_s; a worker with
+          child processes kills the child that still runs the task then.
+        - batch_size: None. With N, the function gets a list of up to N
+          items, one per message, and returns one entry per item.
+        - batch_wait_s: 1.0 second, how long a batch may wait to fill.
         - result_ttl_s: 86400 seconds; 0 keeps no result.
         - permanent_errors: exception classes that go to the DLQ without
           retries, besides Reject.
@@ -137,10 +148,17 @@ class Conveyor:
         result_ttl_s: float = DEFAULT_RESULT_TTL_S,
         permanent_errors: Any = (),
         priority: int = 0,
+        hard_timeout_s: float | None = None,
+        batch_size: int | None = None,
+        batch_wait_s: float | None = None,
     ) -> Task:
         name = name if name is not None else _default_name(fn)
         _check_function(fn, name)
         validate_queue_name(queue)
+        timeout_s = check_timeout_s(name, timeout_s)
+        batch_size = check_batch_size(name, batch_size)
+        if batch_size is not None:
+            _check_batch_function(fn, name)
         task = Task(
             app=self,
             fn=fn,
@@ -148,10 +166,13 @@ class Conveyor:
             queue=queue,
             max_attempts=check_max_attempts(name, max_attempts),
             backoff=build_backoff(name, backoff),
-            timeout_s=check_timeout_s(name, timeout_s),
+            timeout_s=timeout_s,
             result_ttl_s=check_result_ttl_s(name, result_ttl_s),
             permanent_errors=check_permanent_errors(name, permanent_errors),
             priority=check_priority(priority),
+            hard_timeout_s=check_hard_timeout_s(name, hard_timeout_s, timeout_s),
+            batch_size=batch_size,
+            batch_wait_s=check_batch_wait_s(name, batch_wait_s, batch_size),
         )
         with self._lock:
             if name in self.tasks:
@@ -162,6 +183,40 @@ class Conveyor:
             self.tasks[name] = task
         return task
 
+    # Hooks ----------------------------------------------------------------
+
+    def add_hook(self, event: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Register fn for an event and return it; see conveyor.tasks.hooks for events.
+
+        Raises ValidationError for an unknown event name.
+        """
+        self.hooks.add(event, fn)
+        return fn
+
+    def before_enqueue(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorate a hook called with (task, message) before each message is posted."""
+        return self.add_hook("before_enqueue", fn)
+
+    def after_enqueue(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorate a hook called with (task, message, handle) after each post."""
+        return self.add_hook("after_enqueue", fn)
+
+    def before_run(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorate a hook called with (run) before a task function runs."""
+        return self.add_hook("before_run", fn)
+
+    def after_run(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorate a hook called with (run, result, error) after a task attempt."""
+        return self.add_hook("after_run", fn)
+
+    def on_retry(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorate a hook called with (run, error, delay_s) when a failed attempt is retried."""
+        return self.add_hook("on_retry", fn)
+
+    def on_dead_letter(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorate a hook called with (run, error) when a message moves to the DLQ."""
+        return self.add_hook("on_dead_letter", fn)
+
 
 TASK_OPTION_NAMES = tuple(
     name for name in inspect.signature(Conveyor._register).parameters if name not in ("self", "fn")
@@ -171,6 +226,15 @@ TASK_OPTION_NAMES = tuple(
 def _default_name(fn: Callable[..., Any]) -> str:
     module = getattr(fn, "__module__", None) or "unknown"
     return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _check_batch_function(fn: Callable[..., Any], name: str) -> None:
+    try:
+        inspect.signature(fn).bind([])
+    except TypeError as exc:
+        raise ValidationError(
+            f"batch task {name!r} must take one argument, the list of items: {exc}"
+        ) from exc
 
 
 def _check_function(fn: Any, name: str) -> None:

@@ -24,6 +24,11 @@ from ..settings import (
 )
 
 DEFAULT_RESULT_TTL_S = 86_400.0
+# A batch task gets at most this many items per call, one message each.
+MAX_BATCH_SIZE = 1000
+DEFAULT_BATCH_WAIT_S = 1.0
+# Items wait leased while a batch fills, so the wait stays short.
+MAX_BATCH_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,60 @@ def check_timeout_s(task_name: str, value: Any) -> float | None:
         raise ValidationError(
             f"invalid timeout_s {value!r} for task {task_name!r}: use a positive "
             "number of seconds, or None for no timeout"
+        )
+    return float(value)
+
+
+def check_hard_timeout_s(task_name: str, value: Any, timeout_s: float | None) -> float | None:
+    """Check a hard timeout: positive seconds, and longer than the soft timeout_s if set."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            f"invalid hard_timeout_s {value!r} for task {task_name!r}: expected seconds"
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ValidationError(
+            f"invalid hard_timeout_s {value!r} for task {task_name!r}: use a positive "
+            "number of seconds, or None for no hard timeout"
+        )
+    if timeout_s is not None and value <= timeout_s:
+        raise ValidationError(
+            f"invalid hard_timeout_s {value!r} for task {task_name!r}: it must be "
+            f"longer than timeout_s ({timeout_s:g} s), so that the task gets the "
+            "soft timeout first and can clean up"
+        )
+    return float(value)
+
+
+def check_batch_size(task_name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH_SIZE:
+        raise ValidationError(
+            f"invalid batch_size {value!r} for task {task_name!r}: use an integer "
+            f"from 1 to {MAX_BATCH_SIZE}, or None for a task that takes one call at a time"
+        )
+    return value
+
+
+def check_batch_wait_s(task_name: str, value: Any, batch_size: int | None) -> float:
+    """Check how long a batch may wait to fill; only batch tasks may set it."""
+    if value is None:
+        return DEFAULT_BATCH_WAIT_S
+    if batch_size is None:
+        raise ValidationError(
+            f"batch_wait_s {value!r} for task {task_name!r} needs batch_size; set "
+            "batch_size to make it a batch task, or drop batch_wait_s"
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            f"invalid batch_wait_s {value!r} for task {task_name!r}: expected seconds"
+        )
+    if not 0 <= value <= MAX_BATCH_WAIT_S:
+        raise ValidationError(
+            f"invalid batch_wait_s {value!r} for task {task_name!r}: use 0 to "
+            f"{MAX_BATCH_WAIT_S:g} seconds"
         )
     return float(value)
 

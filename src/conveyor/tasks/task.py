@@ -40,7 +40,8 @@ class Task:
     Attributes: `name`, `queue`, `max_attempts` (None: the queue's),
     `backoff` (None: the queue's), `timeout_s` (None: no limit),
     `result_ttl_s` (0: keep no result), `permanent_errors`, `priority`,
-    `is_async`.
+    `hard_timeout_s` (None: no limit), `batch_size` (None: not a batch
+    task), `batch_wait_s`, `is_async`, `is_batch`.
     """
 
     def __init__(
@@ -55,6 +56,9 @@ class Task:
         result_ttl_s: float,
         permanent_errors: tuple[type[BaseException], ...],
         priority: int,
+        hard_timeout_s: float | None = None,
+        batch_size: int | None = None,
+        batch_wait_s: float = 0.0,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -66,6 +70,10 @@ class Task:
         self.result_ttl_s = result_ttl_s
         self.permanent_errors = permanent_errors
         self.priority = priority
+        self.hard_timeout_s = hard_timeout_s
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
+        self.is_batch = batch_size is not None
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         functools.update_wrapper(self, fn)
@@ -131,7 +139,13 @@ class Task:
         )
 
     def check_call(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
-        """Raise ValidationError unless the arguments fit the signature and are JSON."""
+        """Raise ValidationError unless the arguments fit the signature and are JSON.
+
+        A batch task takes exactly one item per message.
+        """
+        if self.is_batch:
+            self._check_batch_item(args, kwargs)
+            return
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -139,6 +153,17 @@ class Task:
                 f"arguments do not match task {self.name!r}{self.signature}: {exc}"
             ) from exc
         serialization.check_arguments(self.name, bound.arguments)
+
+
+    def _check_batch_item(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        if len(args) != 1 or kwargs:
+            raise ValidationError(
+                f"batch task {self.name!r} takes one item per message, got "
+                f"{len(args)} positional and {len(kwargs)} keyword arguments; "
+                "call enqueue(item), with a dict or list as the item if it has "
+                "several fields"
+            )
+        serialization.check_arguments(self.name, {"item": args[0]})
 
 
 class TaskWithOptions:
@@ -190,12 +215,20 @@ class TaskWithOptions:
 
     def _post(self, messages: list[NewMessage]) -> list[TaskHandle]:
         task = self.task
+        hooks = task.app.hooks
+        if hooks.before_enqueue:
+            for message in messages:
+                hooks.fire("before_enqueue", task, message)
         task.app.ensure_queue(task.queue)
         results = task.app.client.post(task.queue, messages)
-        return [
+        handles = [
             TaskHandle(task.app, result.id, task.queue, task.name, result.deduplicated)
             for result in results
         ]
+        if hooks.after_enqueue:
+            for message, handle in zip(messages, handles):
+                hooks.fire("after_enqueue", task, message, handle)
+        return handles
 
 
 def _split_call(task_name: str, index: int, call: Any) -> tuple[Sequence[Any], dict[str, Any]]:

@@ -1,19 +1,19 @@
-"""Jobs (one leased message each), running them, and the outcome to report.
+"""Jobs (one leased message each) and the outcome to report for them.
 
 A job's state moves QUEUED -> RUNNING -> DONE; registry.py makes each move.
+execution.py runs the task functions.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from ..errors import Reject, TaskTimeout
 from ..models import Message
 from ..policy import retry_delay_s
 from ..settings import QueueSettings
-from ..tasks.serialization import TaskBody, check_result
+from ..tasks.hooks import TaskRun
+from ..tasks.serialization import TaskBody
 from ..tasks.task import Task
 
 QUEUED = "queued"
@@ -31,24 +31,43 @@ class ResultNotJSON(TypeError):
     """A task returned a value that is not JSON; retrying cannot fix that."""
 
 
+class RemoteTaskError(Exception):
+    """A task failed in a worker child process; the exception stayed there.
+
+    `description` is the original `Type: message` text, `permanent` tells
+    whether it skips retries, and `traceback_text` is the child's formatted
+    traceback, or "" when none is worth logging.
+    """
+
+    def __init__(self, description: str, permanent: bool, traceback_text: str) -> None:
+        super().__init__(description)
+        self.description = description
+        self.permanent = permanent
+        self.traceback_text = traceback_text
+
+
 class Job:
     """One leased message and the state of its run.
 
     `task` is None when the body names no task of this app; `invalid` is
-    the reason when the body is not a task call at all. Times are
-    time.monotonic() seconds.
+    the reason when the body is not a task call at all. `run` describes the
+    attempt for hooks and child processes. `executor` is where the job
+    runs (a thread's call slot or a child process), which can interrupt it
+    at its timeout. Times are time.monotonic() seconds.
     """
 
     __slots__ = (
         "attempt",
         "call",
         "deadline",
+        "executor",
         "invalid",
         "lease_until",
         "max_attempts",
         "message_id",
         "queue",
         "receipt",
+        "run",
         "started_at",
         "state",
         "task",
@@ -80,6 +99,13 @@ class Job:
         self.touch_at = touch_at
         self.started_at = 0.0
         self.deadline: float | None = None
+        self.executor: Any = None
+        self.run: TaskRun | None = None
+        if call is not None:
+            self.run = TaskRun(
+                call.task_name, message.id, message.queue, message.receive_count,
+                max_attempts, call.args, call.kwargs, message.headers or {},
+            )
 
 
 class Outcome:
@@ -112,6 +138,13 @@ class Outcome:
         self.exc = exc
 
 
+def runs_of(jobs: list[Job]) -> list[TaskRun]:
+    """Return the runs of jobs that have a task call."""
+    runs = [job.run for job in jobs if job.run is not None]
+    assert len(runs) == len(jobs), "a job without a task call cannot run"
+    return runs
+
+
 # Outcomes -----------------------------------------------------------------
 
 
@@ -136,7 +169,7 @@ def failure(job: Job, exc: BaseException, duration_ms: float, settings: QueueSet
     if task is not None and task.result_ttl_s > 0:
         # The store keeps this result only if the nack dead-letters the message.
         entry["result_ttl_s"] = task.result_ttl_s
-    if is_permanent(job, exc):
+    if is_permanent(task, exc):
         entry["dead"] = True
         return Outcome(job, NACK, entry, duration_ms, error, permanent=True, exc=exc)
 
@@ -146,6 +179,16 @@ def failure(job: Job, exc: BaseException, duration_ms: float, settings: QueueSet
         delay_s = retry_delay_s(settings, job.attempt)
     entry["delay_s"] = delay_s
     return Outcome(job, NACK, entry, duration_ms, error, delay_s=delay_s, exc=exc)
+
+
+def result_outcome(
+    job: Job, value: Any, error: BaseException | None, duration_ms: float,
+    settings: QueueSettings,
+) -> Outcome:
+    """Build the ack of a run that returned value, or the nack of one that raised error."""
+    if error is None:
+        return success(job, value, duration_ms)
+    return failure(job, error, duration_ms, settings)
 
 
 def invalid_message(job: Job) -> Outcome:
@@ -160,14 +203,19 @@ def release(job: Job) -> Outcome:
     return Outcome(job, RELEASE, entry)
 
 
-def is_permanent(job: Job, exc: BaseException) -> bool:
+def is_permanent(task: Task | None, exc: BaseException) -> bool:
+    """Tell whether a failure skips retries: Reject, a non-JSON result or a listed error."""
+    if isinstance(exc, RemoteTaskError):
+        return exc.permanent
     if isinstance(exc, (Reject, ResultNotJSON)):
         return True
-    return job.task is not None and isinstance(exc, job.task.permanent_errors)
+    return task is not None and isinstance(exc, task.permanent_errors)
 
 
 def describe_error(exc: BaseException) -> str:
     """Return `Type: message`, cut to MAX_ERROR_CHARS characters."""
+    if isinstance(exc, RemoteTaskError):
+        return exc.description
     try:
         text = str(exc)
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the failure
@@ -178,63 +226,6 @@ def describe_error(exc: BaseException) -> str:
     return described
 
 
-def timeout_error(job: Job) -> TaskTimeout:
-    timeout_s = job.task.timeout_s if job.task is not None else None
-    return TaskTimeout(f"task {job.task_name} ran longer than its timeout_s of {timeout_s:g} s")
-
-
-# Running ------------------------------------------------------------------
-
-
-def run_sync(job: Job, settings: QueueSettings) -> Outcome:
-    """Call a sync task's function in this thread and return its outcome."""
-    task, call = job.task, job.call
-    assert task is not None and call is not None
-    started = time.perf_counter()
-    try:
-        value = task.fn(*call.args, **call.kwargs)
-        _check_value(task, value)
-    except BaseException as exc:  # noqa: BLE001 - any failure of task code is reported
-        return failure(job, exc, _elapsed_ms(started), settings)
-    return success(job, value, _elapsed_ms(started))
-
-
-async def run_async(job: Job, settings: QueueSettings) -> Outcome:
-    """Await an async task's coroutine, cancelling it after the task's timeout_s."""
-    task, call = job.task, job.call
-    assert task is not None and call is not None
-    started = time.perf_counter()
-    try:
-        value = await _await_with_timeout(job, task.fn(*call.args, **call.kwargs))
-        _check_value(task, value)
-    except BaseException as exc:  # noqa: BLE001 - includes CancelledError, reported as a failure
-        return failure(job, exc, _elapsed_ms(started), settings)
-    return success(job, value, _elapsed_ms(started))
-
-
-async def _await_with_timeout(job: Job, coroutine: Any) -> Any:
-    timeout_s = job.task.timeout_s if job.task is not None else None
-    if timeout_s is None:
-        return await coroutine
-    deadline = asyncio.timeout(timeout_s)
-    try:
-        async with deadline:
-            return await coroutine
-    except TimeoutError:
-        # A TimeoutError that the task raised itself is its own failure.
-        if deadline.expired():
-            raise timeout_error(job) from None
-        raise
-
-
-def _check_value(task: Task, value: Any) -> None:
-    if value is None:
-        return
-    try:
-        check_result(task.name, value)
-    except TypeError as exc:
-        raise ResultNotJSON(str(exc)) from None
-
-
-def _elapsed_ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
+def timeout_error(task: Task) -> TaskTimeout:
+    """Build the error of an attempt that ran past the task's soft timeout_s."""
+    return TaskTimeout(f"task {task.name} ran longer than its timeout_s of {task.timeout_s:g} s")

@@ -1,5 +1,5 @@
-"""The lease keeper: extends leases in batches, fails sync tasks that run
-past their timeout, and refreshes queue settings.
+"""The lease keeper: extends leases in batches, fails and interrupts sync
+tasks that run past their timeout, and refreshes queue settings.
 
 A lease is extended when 40% of it has passed, so a touch has more than
 half the visibility timeout to arrive before the lease would end. Touches
@@ -60,7 +60,8 @@ class LeaseKeeper:
     def _run(self) -> None:
         while not self._stop.wait(self._tick_s()):
             try:
-                self._worker.jobs.expire_overdue()
+                for job in self._worker.jobs.expire_overdue():
+                    self._worker.interrupt(job)
                 self._touch_due_leases()
                 self._worker.settings.refresh_if_due()
             except Exception:  # the keeper must outlive a bug

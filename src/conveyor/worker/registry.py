@@ -101,15 +101,19 @@ class JobRegistry:
             job.state = DONE
         self._reporter.add(outcomes.release(job))
 
+    def settle(self, job: Job, outcome: outcomes.Outcome) -> bool:
+        """Report outcome for a running job; return False if it was settled already."""
+        with self._lock:
+            if job.state != RUNNING:
+                return False
+            job.state = DONE
+            self._timed.pop(job.receipt, None)
+        self._reporter.add(outcome)
+        return True
+
     def complete(self, job: Job, outcome: outcomes.Outcome) -> None:
         """Report a finished run, unless a timeout or the shutdown already settled it."""
-        with self._lock:
-            late = job.state != RUNNING
-            if not late:
-                job.state = DONE
-                self._timed.pop(job.receipt, None)
-        if not late:
-            self._reporter.add(outcome)
+        if self.settle(job, outcome):
             return
         logger.info(
             "Task %s %s returned after its outcome was settled (timeout, lost "
@@ -117,16 +121,15 @@ class JobRegistry:
             job.task_name, job.message_id,
         )
 
-    def expire_overdue(self) -> None:
-        """Fail the sync jobs that ran past their timeout_s; their threads run on.
+    def expire_overdue(self) -> list[Job]:
+        """Fail the sync jobs that ran past their timeout_s and return them.
 
-        NOTE: a thread cannot be interrupted, so an overdue sync task keeps
-        its thread until it returns, and its late result is discarded.
-        Running sync tasks in child processes, which could be killed, is
-        future work.
+        The caller interrupts their calls. A call stuck in C code runs on
+        until it returns, or until a hard timeout kills its child process,
+        and whatever it returns is discarded.
         """
         if not self._timed:
-            return
+            return []
         now = time.monotonic()
         with self._lock:
             overdue = [job for job in self._timed.values() if job.deadline and job.deadline <= now]
@@ -134,9 +137,11 @@ class JobRegistry:
                 job.state = DONE
                 del self._timed[job.receipt]
         for job in overdue:
+            assert job.task is not None
             elapsed_ms = (now - job.started_at) * 1000.0
-            error = outcomes.timeout_error(job)
+            error = outcomes.timeout_error(job.task)
             self._reporter.add(outcomes.failure(job, error, elapsed_ms, self._settings.get(job.queue)))
+        return overdue
 
     def leases_due(self, horizon: float) -> list[Job]:
         """Return the held jobs whose lease should be extended by `horizon`."""

@@ -20,8 +20,9 @@ from typing import Any
 
 from ..errors import QueueNotFound, Reject, TaskTimeout
 from ..models import EntryResult
+from ..tasks.hooks import Hooks
 from ..validation import MAX_ENTRY_BATCH
-from .jobs import ACK, NACK, RELEASE, Job, Outcome
+from .jobs import ACK, NACK, RELEASE, Job, Outcome, RemoteTaskError
 from .transient import RetryState, is_transient
 
 logger = logging.getLogger(__name__)
@@ -33,12 +34,16 @@ FLUSH_INTERVAL_S = 0.005
 class Reporter:
     """The outbox of finished jobs and the thread that flushes it."""
 
-    def __init__(self, client: Any, on_delivered: Callable[[Job], None]) -> None:
+    def __init__(
+        self, client: Any, on_delivered: Callable[[Job], None], hooks: Hooks | None = None
+    ) -> None:
         """`on_delivered` is called with each job whose outcome the service
         confirmed or rejected, or that was given up, so its lease is no longer
-        extended."""
+        extended. `hooks` get on_retry and on_dead_letter once the service
+        confirmed a nack."""
         self._client = client
         self._on_delivered = on_delivered
+        self._hooks = hooks or Hooks()
         self._cond = threading.Condition()
         self._outbox: list[Outcome] = []
         self._retries: list[Outcome] = []
@@ -203,20 +208,36 @@ class Reporter:
             logger.debug("Message %s on queue %s released", job.message_id, job.queue)
         else:
             self._log_failure(outcome, result)
+            self._fire_nack_hooks(outcome, result)
+
+    def _fire_nack_hooks(self, outcome: Outcome, result: EntryResult) -> None:
+        run = outcome.job.run
+        if run is None:
+            return
+        if result.outcome == "dead" and self._hooks.on_dead_letter:
+            self._hooks.fire("on_dead_letter", run, outcome.error)
+        elif result.outcome == "retried" and self._hooks.on_retry:
+            self._hooks.fire("on_retry", run, outcome.error, outcome.delay_s or 0.0)
 
     def _log_failure(self, outcome: Outcome, result: EntryResult) -> None:
         job = outcome.job
         # Only the last failure logs a traceback, so retries stay one line each.
         traceback = outcome.exc if _wants_traceback(outcome) else None
+        # A failure in a child process brings its traceback as text.
+        remote_traceback = ""
+        if isinstance(outcome.exc, RemoteTaskError) and outcome.exc.traceback_text:
+            remote_traceback = "\nTraceback in the worker child process:\n" + outcome.exc.traceback_text
         if result.outcome == "dead" and outcome.permanent:
             logger.warning(
-                "Task %s %s rejected permanently: %s",
-                job.task_name, job.message_id, outcome.error, exc_info=traceback,
+                "Task %s %s rejected permanently: %s%s",
+                job.task_name, job.message_id, outcome.error, remote_traceback,
+                exc_info=traceback,
             )
         elif result.outcome == "dead":
             logger.warning(
-                "Task %s %s dead-lettered after %d attempts: %s",
-                job.task_name, job.message_id, job.attempt, outcome.error, exc_info=traceback,
+                "Task %s %s dead-lettered after %d attempts: %s%s",
+                job.task_name, job.message_id, job.attempt, outcome.error, remote_traceback,
+                exc_info=traceback,
             )
         else:
             logger.info(
@@ -268,6 +289,9 @@ class Reporter:
 
 
 def _wants_traceback(outcome: Outcome) -> bool:
-    """Log a traceback for unexpected exceptions, not for deliberate rejections."""
+    """Log a traceback for unexpected exceptions that were raised here, not for
+    deliberate rejections or errors built by the worker (a dead child process)."""
     exc: Any = outcome.exc
-    return exc is not None and not isinstance(exc, (Reject, TaskTimeout)) and outcome.kind == NACK
+    if exc is None or outcome.kind != NACK or exc.__traceback__ is None:
+        return False
+    return not isinstance(exc, (Reject, TaskTimeout))

@@ -1,7 +1,8 @@
-"""Task runners: a fixed pool of threads for sync tasks, and one event loop
-thread for async tasks.
+"""Task runners in the worker process: a fixed pool of threads for sync
+tasks, and one event loop thread for async tasks.
 
-Both call back into the job registry (`begin`, `complete`, `abandon`), which
+Each takes units: one job of a plain task, or the jobs of one batch. Both
+call back into the job registry (`begin`, `complete`, `abandon`), which
 alone decides whether a job may start and whose outcome counts.
 """
 
@@ -13,7 +14,10 @@ import queue
 import threading
 from typing import TYPE_CHECKING
 
-from .jobs import Job, run_async, run_sync
+from . import jobs as outcomes
+from .execution import ItemResult, run_async_unit, run_sync_unit
+from .interrupt import CallSlot
+from .jobs import Job
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -21,17 +25,40 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def begin_unit(worker: Worker, unit: list[Job]) -> list[Job]:
+    """Start the jobs of a unit that may run; free the slots of those that may not."""
+    started = [job for job in unit if worker.jobs.begin(job)]
+    for _ in range(len(unit) - len(started)):
+        worker.capacity.finished()
+    return started
+
+
+def complete_unit(
+    worker: Worker, unit: list[Job], results: list[ItemResult], duration_ms: float
+) -> None:
+    """Report each job's outcome and free its slot."""
+    for job, result in zip(unit, results):
+        try:
+            settings = worker.settings.get(job.queue)
+            outcome = outcomes.result_outcome(job, result.value, result.error, duration_ms, settings)
+            worker.jobs.complete(job, outcome)
+        except Exception:  # one job's report must not lose the others
+            logger.exception("Runner failed to report message %s", job.message_id)
+        finally:
+            worker.capacity.finished()
+
+
 class ThreadRunner:
-    """N long-lived daemon threads that take sync jobs from one queue.
+    """N long-lived daemon threads that take sync units from one queue.
 
     Threads are created once, not per task. They are daemon threads
-    because a task that overran its timeout cannot be stopped and must not
-    keep the process alive at exit.
+    because a task stuck in a C call ignores its timeout and must not keep
+    the process alive at exit.
     """
 
     def __init__(self, worker: Worker, threads: int) -> None:
         self._worker = worker
-        self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._serve, name=f"conveyor-task-{i}", daemon=True)
             for i in range(threads)
@@ -43,8 +70,8 @@ class ThreadRunner:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, job: Job) -> None:
-        self._inbox.put(job)
+    def submit(self, unit: list[Job]) -> None:
+        self._inbox.put(unit)
 
     def busy_threads(self) -> int:
         """Return how many threads are inside a task function now."""
@@ -56,23 +83,31 @@ class ThreadRunner:
             self._inbox.put(None)
 
     def _serve(self) -> None:
-        worker = self._worker
+        slot = CallSlot()
         while True:
-            job = self._inbox.get()
-            if job is None:
+            unit = self._inbox.get()
+            if unit is None:
                 return
-            if not worker.jobs.begin(job):
-                worker.capacity.finished()
-                continue
-            self._set_busy(1)
-            try:
-                outcome = run_sync(job, worker.settings.get(job.queue))
-                worker.jobs.complete(job, outcome)
-            except Exception:  # the thread must survive a worker bug
-                logger.exception("Runner failed to report message %s", job.message_id)
-            finally:
-                self._set_busy(-1)
-                worker.capacity.finished()
+            # The slot is set before begin(), so a timeout can always find it.
+            slot.prepare(unit)
+            for job in unit:
+                job.executor = slot
+            started = begin_unit(self._worker, unit)
+            if started:
+                self._run(slot, started)
+
+    def _run(self, slot: CallSlot, unit: list[Job]) -> None:
+        task = unit[0].task
+        assert task is not None
+        self._set_busy(1)
+        try:
+            results, duration_ms = run_sync_unit(task, outcomes.runs_of(unit), slot)
+        except Exception as exc:  # the thread must survive a worker bug
+            logger.exception("Runner failed to run task %s", task.name)
+            results, duration_ms = [ItemResult(error=exc) for _ in unit], 0.0
+        finally:
+            self._set_busy(-1)
+        complete_unit(self._worker, unit, results, duration_ms)
 
     def _set_busy(self, change: int) -> None:
         with self._busy_lock:
@@ -80,7 +115,7 @@ class ThreadRunner:
 
 
 class AsyncRunner:
-    """One event loop thread running async tasks, at most N at once."""
+    """One event loop thread running async units, at most N at once."""
 
     def __init__(self, worker: Worker, concurrency: int) -> None:
         self._worker = worker
@@ -97,9 +132,9 @@ class AsyncRunner:
         self._thread.start()
         self._started.wait()
 
-    def submit(self, jobs: list[Job]) -> None:
-        """Hand a batch of jobs to the loop with one thread-safe call."""
-        self._loop.call_soon_threadsafe(self._spawn, jobs)
+    def submit(self, units: list[list[Job]]) -> None:
+        """Hand units to the loop with one thread-safe call."""
+        self._loop.call_soon_threadsafe(self._spawn, units)
 
     def cancel_all(self) -> None:
         """Cancel every task coroutine; their outcomes are discarded by then."""
@@ -122,9 +157,9 @@ class AsyncRunner:
             self._loop.run_until_complete(asyncio.sleep(0))
             self._loop.close()
 
-    def _spawn(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            task = self._loop.create_task(self._run(job))
+    def _spawn(self, units: list[list[Job]]) -> None:
+        for unit in units:
+            task = self._loop.create_task(self._run(unit))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -132,22 +167,26 @@ class AsyncRunner:
         for task in list(self._tasks):
             task.cancel()
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, unit: list[Job]) -> None:
         worker = self._worker
         assert self._slots is not None
-        began = False
         try:
-            async with self._slots:
-                began = True
-                if not worker.jobs.begin(job):
-                    return
-                outcome = await run_async(job, worker.settings.get(job.queue))
-                worker.jobs.complete(job, outcome)
+            await self._slots.acquire()
         except asyncio.CancelledError:
-            if not began:
-                # Cancelled while waiting for a slot, so the job never started.
+            # Cancelled while waiting for a slot, so the unit never started.
+            for job in unit:
                 worker.jobs.abandon(job)
-        except Exception:  # one job's bug must not stop the loop
-            logger.exception("Async runner failed to report message %s", job.message_id)
+                worker.capacity.finished()
+            return
+        try:
+            started = begin_unit(worker, unit)
+            if not started:
+                return
+            task = started[0].task
+            assert task is not None
+            results, duration_ms = await run_async_unit(task, outcomes.runs_of(started))
+            complete_unit(worker, started, results, duration_ms)
+        except Exception:  # one unit's bug must not stop the loop
+            logger.exception("Async runner failed to report a unit of %d messages", len(unit))
         finally:
-            worker.capacity.finished()
+            self._slots.release()

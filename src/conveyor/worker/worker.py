@@ -2,13 +2,16 @@
 
 Threads, all started by `run()`:
 - one fetcher per queue reserves messages over long polls (fetcher.py);
-- N task threads run sync tasks, one event loop runs async tasks (runners.py);
+- N task threads run sync tasks, one event loop runs async tasks
+  (runners.py), or, with `processes`, a supervisor hands every task to
+  child processes (processes.py);
+- the batcher gathers the messages of batch tasks (batcher.py);
 - the reporter sends acks, nacks and releases in batches (reporter.py);
 - the lease keeper extends leases and enforces sync timeouts (leases.py).
 
 The job registry (registry.py) decides every job's state, so each job gets
-exactly one outcome: from its runner, from the timeout check, or from the
-shutdown, which releases what did not finish.
+exactly one outcome: from its runner, from the timeout check, from a dead
+child process, or from the shutdown, which releases what did not finish.
 """
 
 from __future__ import annotations
@@ -23,17 +26,27 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..client.http import redact_url
-from ..errors import ValidationError
 from ..models import Message
-from ..settings import validate_queue_name
 from ..tasks.app import Conveyor
 from ..tasks.serialization import parse_body
 from ..validation import MAX_WAIT_S
 from . import jobs as outcomes
+from .batcher import Batcher
 from .capacity import Capacity
+from .checks import (
+    check_child_limit,
+    check_int,
+    check_no_hard_timeouts,
+    check_queues,
+    check_seconds,
+    resolve_app_path,
+    warn_about_large_batches,
+)
+from .child import ChildConfig
 from .fetcher import Fetcher
 from .jobs import QUEUED, RUNNING, Job
 from .leases import LeaseKeeper, touch_at
+from .processes import ProcessRunner
 from .queue_settings import QueueSettingsCache
 from .registry import JobRegistry
 from .reporter import Reporter
@@ -43,7 +56,13 @@ from .transient import RetryState, is_transient
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 8
+# With child processes, each child runs this many tasks at once by default,
+# which suits CPU-bound work.
+DEFAULT_CHILD_CONCURRENCY = 1
 DEFAULT_PREFETCH = 100
+MAX_PROCESSES = 256
+MAX_TASKS_PER_CHILD = 1_000_000_000
+MAX_MEMORY_PER_CHILD_MIB = 1024 * 1024
 DEFAULT_GRACE_PERIOD_S = 30.0
 DEFAULT_POLL_WAIT_S = 2.0
 MAX_CONCURRENCY = 1024
@@ -59,29 +78,56 @@ class Worker:
     """Runs an app's tasks from its queues; `run()` blocks until `stop()`.
 
     `queues` defaults to the queues of the app's tasks. `concurrency` is the
-    number of sync task threads and the max number of async tasks running at once.
-    `prefetch` is how many messages it may hold beyond those running.
-    `grace_period_s` is how long a stop waits for running tasks before it
-    releases them. `poll_wait_s` is the long-poll wait of each reserve.
+    number of sync task threads and the max number of async tasks running
+    at once (default 8). `prefetch` is how many messages it may hold beyond
+    those running. `grace_period_s` is how long a stop waits for running
+    tasks before it releases them. `poll_wait_s` is the long-poll wait of
+    each reserve.
+
+    With `processes` > 0, tasks run in that many child processes and
+    `concurrency` applies to each child (default 1). A child is recycled
+    after `max_tasks_per_child` task calls, or once its resident memory is
+    over `max_memory_per_child_mib` MiB after a call. Children import the
+    app from `app_path` (MODULE:APP); without it the worker looks for the
+    app among the imported modules.
     """
 
     def __init__(
         self,
         app: Conveyor,
         queues: list[str] | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | None = None,
         prefetch: int = DEFAULT_PREFETCH,
         grace_period_s: float = DEFAULT_GRACE_PERIOD_S,
         poll_wait_s: float = DEFAULT_POLL_WAIT_S,
+        processes: int = 0,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child_mib: int | None = None,
+        app_path: str | None = None,
     ) -> None:
         self.app = app
-        self.queues = _check_queues(app, queues)
-        self.concurrency = _check_int("concurrency", concurrency, 1, MAX_CONCURRENCY)
-        self.prefetch = _check_int("prefetch", prefetch, 0, MAX_PREFETCH)
-        self.grace_period_s = _check_seconds("grace_period_s", grace_period_s, 0.0, math.inf)
-        self.poll_wait_s = _check_seconds("poll_wait_s", poll_wait_s, 0.0, MAX_WAIT_S)
+        self.queues = check_queues(app, queues)
+        self.processes = check_int("processes", processes, 0, MAX_PROCESSES)
+        if concurrency is None:
+            concurrency = DEFAULT_CHILD_CONCURRENCY if self.processes else DEFAULT_CONCURRENCY
+        self.concurrency = check_int("concurrency", concurrency, 1, MAX_CONCURRENCY)
+        self.prefetch = check_int("prefetch", prefetch, 0, MAX_PREFETCH)
+        self.grace_period_s = check_seconds("grace_period_s", grace_period_s, 0.0, math.inf)
+        self.poll_wait_s = check_seconds("poll_wait_s", poll_wait_s, 0.0, MAX_WAIT_S)
+        self.max_tasks_per_child = check_child_limit(
+            "max_tasks_per_child", max_tasks_per_child, MAX_TASKS_PER_CHILD, self.processes
+        )
+        self.max_memory_per_child_mib = check_child_limit(
+            "max_memory_per_child_mib", max_memory_per_child_mib, MAX_MEMORY_PER_CHILD_MIB,
+            self.processes,
+        )
+        served = [task for task in app.tasks.values() if task.queue in self.queues]
+        if not self.processes:
+            check_no_hard_timeouts(served)
+        self.app_path = resolve_app_path(app, app_path) if self.processes else app_path
         self.stopping = threading.Event()
-        self.capacity = Capacity(self.concurrency + self.prefetch)
+        self.capacity = Capacity(self.concurrency * max(1, self.processes) + self.prefetch)
+        warn_about_large_batches(served, self.capacity.limit)
         self.has_timeouts = any(
             t.timeout_s is not None and not t.is_async for t in app.tasks.values()
         )
@@ -108,8 +154,8 @@ class Worker:
                 return
             self._start_threads()
             logger.info(
-                "Worker started: queues %s, concurrency %d, prefetch %d, server %s",
-                ", ".join(self.queues), self.concurrency, self.prefetch,
+                "Worker started: queues %s, %s, prefetch %d, server %s",
+                ", ".join(self.queues), self._describe_execution(), self.prefetch,
                 redact_url(self.app.url),
             )
             while not self._stop_requested.wait(1.0):
@@ -123,9 +169,15 @@ class Worker:
         self._stop_requested.set()
 
     def busy_threads(self) -> int:
-        """Return how many task threads are still inside a task function."""
+        """Return how many task threads of this process are still inside a task function."""
         runner = getattr(self, "_thread_runner", None)
         return runner.busy_threads() if runner is not None else 0
+
+    def interrupt(self, job: Job) -> None:
+        """Raise TaskTimeout in the call that runs a job past its timeout_s, if it still runs."""
+        executor = job.executor
+        if executor is not None:
+            executor.interrupt(job)
 
     # Startup ------------------------------------------------------------
 
@@ -153,24 +205,51 @@ class Worker:
             retry.succeeded()
         return True
 
+    def _describe_execution(self) -> str:
+        if self.processes:
+            return f"{self.processes} child processes with concurrency {self.concurrency} each"
+        return f"concurrency {self.concurrency}"
+
     def _start_threads(self) -> None:
-        self.reporter = Reporter(self.client, on_delivered=self._forget_job)
+        self.reporter = Reporter(self.client, self._forget_job, self.app.hooks)
         self.jobs = JobRegistry(self.capacity, self.reporter, self.settings, self.stopping)
         self.lease_keeper = LeaseKeeper(self)
-        self._thread_runner = ThreadRunner(self, self.concurrency)
+        self._thread_runner: ThreadRunner | None = None
         self._async_runner: AsyncRunner | None = None
-        if any(task.is_async for task in self.app.tasks.values()):
-            self._async_runner = AsyncRunner(self, self.concurrency)
+        self._process_runner: ProcessRunner | None = None
+        if self.processes:
+            self._process_runner = self._make_process_runner()
+            # Children start first: if they cannot, nothing gets leased.
+            self._process_runner.start()
+        else:
+            self._thread_runner = ThreadRunner(self, self.concurrency)
+            if any(task.is_async for task in self.app.tasks.values()):
+                self._async_runner = AsyncRunner(self, self.concurrency)
+        self._batcher = Batcher(self._submit)
         shares_capacity = len(self.queues) > 1
         self._fetchers = [Fetcher(self, queue, shares_capacity) for queue in self.queues]
 
         self.reporter.start()
         self.lease_keeper.start()
-        self._thread_runner.start()
+        self._batcher.start()
+        if self._thread_runner is not None:
+            self._thread_runner.start()
         if self._async_runner is not None:
             self._async_runner.start()
         for fetcher in self._fetchers:
             fetcher.start()
+
+    def _make_process_runner(self) -> ProcessRunner:
+        config = ChildConfig(
+            app_path=self.app_path or "",
+            url=self.app.url,
+            token=self.app.token,
+            concurrency=self.concurrency,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+        return ProcessRunner(
+            self, self.processes, self.max_tasks_per_child, self.max_memory_per_child_mib, config
+        )
 
     # Reserved messages ----------------------------------------------------
 
@@ -201,14 +280,29 @@ class Worker:
             if job.task is None:
                 self.reporter.add(self._unrunnable_outcome(job))
         self.capacity.settle(requested, len(runnable))
-        async_jobs = []
-        for job in runnable:
-            if job.task.is_async and self._async_runner is not None:  # type: ignore[union-attr]
-                async_jobs.append(job)
-            else:
-                self._thread_runner.submit(job)
-        if async_jobs and self._async_runner is not None:
-            self._async_runner.submit(async_jobs)
+        batched = [job for job in runnable if job.task.is_batch]  # type: ignore[union-attr]
+        single = [[job] for job in runnable if not job.task.is_batch]  # type: ignore[union-attr]
+        self._submit_all(single)
+        if batched:
+            self._batcher.add(batched)
+
+    def _submit(self, unit: list[Job]) -> None:
+        self._submit_all([unit])
+
+    def _submit_all(self, units: list[list[Job]]) -> None:
+        """Hand units to the runner of their task: a child process, the loop or a thread."""
+        async_units = []
+        for unit in units:
+            task = unit[0].task
+            assert task is not None
+            if self._process_runner is not None:
+                self._process_runner.submit(unit)
+            elif task.is_async and self._async_runner is not None:
+                async_units.append(unit)
+            elif self._thread_runner is not None:
+                self._thread_runner.submit(unit)
+        if async_units and self._async_runner is not None:
+            self._async_runner.submit(async_units)
 
     def _forget_job(self, job: Job) -> None:
         self.jobs.forget(job)
@@ -221,6 +315,12 @@ class Worker:
         except ValueError as exc:
             return Job(message, None, None, str(exc), max_attempts, lease_until, first_touch_at)
         task = self.app.tasks.get(call.task_name)
+        if task is not None and task.is_batch and (len(call.args) != 1 or call.kwargs):
+            invalid = (
+                f"batch task {task.name} takes one item per message, but the body "
+                f"has {len(call.args)} args and {len(call.kwargs)} kwargs"
+            )
+            return Job(message, None, call, invalid, max_attempts, lease_until, first_touch_at)
         return Job(message, task, call, None, max_attempts, lease_until, first_touch_at)
 
     def _unrunnable_outcome(self, job: Job) -> outcomes.Outcome:
@@ -259,17 +359,25 @@ class Worker:
                 "before the forced stop" if self._force.is_set() else "within the grace period",
             )
 
-        if self._async_runner is not None:
-            self._async_runner.cancel_all()
-        self._thread_runner.stop()
-        if self._async_runner is not None:
-            self._async_runner.stop(1.0)
+        self._stop_runners()
         self.lease_keeper.stop()
         unsent = self.reporter.close(FINAL_FLUSH_TIMEOUT_S)
         logger.info(
             "Worker stopped: %d messages released for redelivery, %d outcomes not sent",
             self.reporter.released, unsent,
         )
+
+    def _stop_runners(self) -> None:
+        """Stop the runners; every job they still hold was released already."""
+        self._batcher.close()
+        if self._async_runner is not None:
+            self._async_runner.cancel_all()
+        if self._thread_runner is not None:
+            self._thread_runner.stop()
+        if self._async_runner is not None:
+            self._async_runner.stop(1.0)
+        if self._process_runner is not None:
+            self._process_runner.stop(0.0)
 
     def _wait_for_running(self, deadline: float) -> None:
         while self.jobs.count(RUNNING) and time.monotonic() < deadline:
@@ -310,36 +418,3 @@ class Worker:
         else:
             logger.info("Received %s: stopping gracefully; send it again to force", name)
             self.stop()
-
-
-def _check_queues(app: Conveyor, queues: list[str] | None) -> list[str]:
-    chosen = list(dict.fromkeys(queues)) if queues else app.queues()
-    if not chosen:
-        raise ValidationError(
-            "the app has no tasks, so the worker has no queues to serve; "
-            "register tasks with @app.task or name queues explicitly"
-        )
-    used = set(app.queues())
-    for queue in chosen:
-        validate_queue_name(queue)
-        if queue not in used:
-            logger.warning(
-                "Queue %s has no task of this app; its messages will fail as "
-                "unknown tasks. Check the --queues list for a typo",
-                queue,
-            )
-    return chosen
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(f"invalid {name} {value!r}: use an integer from {low} to {high}")
-    return value
-
-
-def _check_seconds(name: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValidationError(f"invalid {name} {value!r}: expected a number of seconds")
-    if not low <= value <= high:
-        raise ValidationError(f"invalid {name} {value!r}: use {low:g} to {high:g} seconds")
-    return float(value)

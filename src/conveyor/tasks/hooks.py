@@ -1,0 +1,87 @@
+"""Task hooks: functions the app calls around enqueueing and running tasks.
+
+| event | called with | where |
+| --- | --- | --- |
+| before_enqueue | task, message | the enqueuing process, before the post; `message` is the NewMessage and a hook may set its headers |
+| after_enqueue | task, message, handle | the enqueuing process, after the post returned |
+| before_run | run | the process and thread (or event loop) that runs the task, just before the function is called |
+| after_run | run, result, error | the same place, once the attempt's outcome is known; `error` is None on success |
+| on_retry | run, error, delay_s | the worker process, once the queue service confirmed the retry |
+| on_dead_letter | run, error | the worker process, once the queue service moved the message to the DLQ |
+
+Hooks of one event run in the order they were added. A hook that raises is
+logged with its traceback and skipped, so the enqueue, the task and the
+other hooks go on. With no hook registered, firing an event costs one
+truth test of an empty list.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ValidationError
+
+logger = logging.getLogger(__name__)
+
+EVENTS = (
+    "before_enqueue",
+    "after_enqueue",
+    "before_run",
+    "after_run",
+    "on_retry",
+    "on_dead_letter",
+)
+
+
+@dataclass(slots=True)
+class TaskRun:
+    """One attempt of a task message, as hooks see it.
+
+    `attempt` counts deliveries from 1, and `max_attempts` is the message's
+    or its queue's limit. `args` and `kwargs` are the decoded call.
+    """
+
+    task_name: str
+    message_id: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    args: list[Any]
+    kwargs: dict[str, Any]
+    headers: dict[str, str]
+
+
+class Hooks:
+    """The hook functions of one app, in one list per event."""
+
+    def __init__(self) -> None:
+        self.before_enqueue: list[Callable[..., Any]] = []
+        self.after_enqueue: list[Callable[..., Any]] = []
+        self.before_run: list[Callable[..., Any]] = []
+        self.after_run: list[Callable[..., Any]] = []
+        self.on_retry: list[Callable[..., Any]] = []
+        self.on_dead_letter: list[Callable[..., Any]] = []
+
+    def add(self, event: str, fn: Callable[..., Any]) -> None:
+        """Append fn to an event's hooks; raise ValidationError for a bad event or fn."""
+        if event not in EVENTS:
+            raise ValidationError(
+                f"unknown hook event {event!r}; use one of: {', '.join(EVENTS)}"
+            )
+        if not callable(fn):
+            raise ValidationError(f"hook for {event} must be a function, not {fn!r}")
+        getattr(self, event).append(fn)
+
+    def fire(self, event: str, *args: Any) -> None:
+        """Call every hook of an event with args, logging and skipping those that raise."""
+        for fn in getattr(self, event):
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - a broken hook must not break the task
+                logger.exception(
+                    "Hook %s for %s raised; ignoring it and going on",
+                    getattr(fn, "__qualname__", repr(fn)), event,
+                )

@@ -1,0 +1,207 @@
+"""The main function of a worker child process (`conveyor worker --processes N`).
+
+A child imports the app, runs the task units its parent sends, and sends
+back one result per run. It leases, acks and extends nothing: the parent
+does all of that.
+
+Messages from the parent: ("run", unit_id, task_name, runs),
+("interrupt", unit_id) and ("stop",). Messages to the parent:
+("ready", pid) and ("done", unit_id, items, duration_ms, resident_bytes),
+where an item is ("ok", value) or ("error", description, permanent,
+traceback_text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import importlib
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ..errors import Reject, TaskTimeout
+from ..tasks.app import Conveyor
+from ..tasks.hooks import TaskRun
+from ..tasks.task import Task
+from .execution import ItemResult, run_async_unit, run_sync_unit
+from .interrupt import CallSlot
+from .jobs import describe_error, is_permanent
+
+logger = logging.getLogger(__name__)
+
+# The format of the `conveyor` command's log records, with the child's pid.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [child %(process)d]: %(message)s"
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    """What a child needs to run tasks: the app to import and how to reach its queues.
+
+    The URL and token let task code enqueue other tasks from the child.
+    """
+
+    app_path: str
+    url: str
+    token: str | None
+    concurrency: int
+    log_level: int
+
+
+def child_main(config: ChildConfig, commands: Connection, results: Connection) -> None:
+    """Run in a new child process until the parent sends stop or goes away."""
+    # The parent decides when children stop: a Ctrl-C or a SIGTERM sent to
+    # the whole process group must not kill tasks before the grace period.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # On a crash in C code, print the Python stack; the exit status still
+    # names the signal.
+    faulthandler.enable()
+    logging.basicConfig(level=config.log_level, format=LOG_FORMAT)
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    app = import_app(config.app_path)
+    app.configure(url=config.url, token=config.token)
+    executor = ChildExecutor(app, config.concurrency, results)
+    executor.start()
+    executor.send(("ready", os.getpid()))
+    executor.serve(commands)
+
+
+def import_app(app_path: str) -> Conveyor:
+    """Import MODULE:APP; the parent checked the path already."""
+    module_name, _, attribute = app_path.partition(":")
+    app: Any = importlib.import_module(module_name)
+    for part in (attribute or "app").split("."):
+        app = getattr(app, part)
+    return app
+
+
+def resident_bytes() -> int:
+    """Return this process's resident memory, or its peak where /proc is missing."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # ru_maxrss is in KiB on Linux and in bytes on macOS.
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+class ChildExecutor:
+    """Threads for sync units and an event loop for async ones, inside a child."""
+
+    def __init__(self, app: Conveyor, concurrency: int, results: Connection) -> None:
+        self._app = app
+        self._results = results
+        self._send_lock = threading.Lock()
+        self._inbox: queue.SimpleQueue[tuple[int, Task, list[TaskRun]]] = queue.SimpleQueue()
+        self._slots_lock = threading.Lock()
+        self._slots: dict[int, CallSlot] = {}
+        self._early_interrupts: set[int] = set()
+        self._threads = [
+            threading.Thread(target=self._serve_sync, name=f"conveyor-task-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if any(task.is_async for task in app.tasks.values()):
+            self._loop = asyncio.new_event_loop()
+            self._threads.append(
+                threading.Thread(target=self._loop.run_forever, name="conveyor-async-tasks", daemon=True)
+            )
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Send one message to the parent; exit at once if the parent is gone."""
+        try:
+            with self._send_lock:
+                self._results.send(message)
+        except OSError:
+            os._exit(1)
+
+    def serve(self, commands: Connection) -> None:
+        """Read the parent's commands until stop, or exit when the parent is gone."""
+        while True:
+            try:
+                message = commands.recv()
+            except (EOFError, OSError):
+                logger.warning("The worker process is gone, so this child process exits now")
+                logging.shutdown()
+                os._exit(1)
+            kind = message[0]
+            if kind == "run":
+                self._start_unit(*message[1:])
+            elif kind == "interrupt":
+                self._interrupt(message[1])
+            elif kind == "stop":
+                return
+
+    def _start_unit(self, unit_id: int, task_name: str, runs: list[TaskRun]) -> None:
+        task = self._app.tasks.get(task_name)
+        if task is None:
+            error = LookupError(f"unknown task {task_name!r} in the worker child process")
+            self._send_done(unit_id, None, [ItemResult(error=error) for _ in runs], 0.0)
+        elif task.is_async and self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._run_async(unit_id, task, runs), self._loop)
+        else:
+            self._inbox.put((unit_id, task, runs))
+
+    def _interrupt(self, unit_id: int) -> None:
+        with self._slots_lock:
+            slot = self._slots.get(unit_id)
+            if slot is None:
+                self._early_interrupts.add(unit_id)
+                return
+        slot.interrupt(unit_id)
+
+    def _serve_sync(self) -> None:
+        slot = CallSlot()
+        while True:
+            unit_id, task, runs = self._inbox.get()
+            slot.prepare([unit_id])
+            with self._slots_lock:
+                self._slots[unit_id] = slot
+                interrupted = unit_id in self._early_interrupts
+                self._early_interrupts.discard(unit_id)
+            if interrupted:
+                slot.interrupt(unit_id)
+            try:
+                results, duration_ms = run_sync_unit(task, runs, slot)
+            finally:
+                with self._slots_lock:
+                    del self._slots[unit_id]
+            self._send_done(unit_id, task, results, duration_ms)
+
+    async def _run_async(self, unit_id: int, task: Task, runs: list[TaskRun]) -> None:
+        results, duration_ms = await run_async_unit(task, runs)
+        self._send_done(unit_id, task, results, duration_ms)
+
+    def _send_done(
+        self, unit_id: int, task: Task | None, results: list[ItemResult], duration_ms: float
+    ) -> None:
+        items = [_wire_item(task, result) for result in results]
+        self.send(("done", unit_id, items, duration_ms, resident_bytes()))
+
+
+def _wire_item(task: Task | None, result: ItemResult) -> tuple[Any, ...]:
+    """Encode a result for the pipe; an exception travels as its text."""
+    exc = result.error
+    if exc is None:
+        return ("ok", result.value)
+    text = ""
+    if not isinstance(exc, (Reject, TaskTimeout)):
+        text = "".join(traceback.format_exception(exc))
+    return ("error", describe_error(exc), is_permanent(task, exc), text)
