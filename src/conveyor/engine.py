@@ -46,8 +46,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
-# A long poll re-checks the store at least this often, so it also finds
-# messages that another process committed to the same file.
+# A long poll re-checks a SQLite store this often, so it also finds
+# messages that another process committed to the same file. A PostgreSQL
+# store sets its own interval (the URL's poll_interval parameter).
 MAX_IDLE_CHECK_S = 1.0
 MAX_PEEK = 1000
 
@@ -61,6 +62,8 @@ def open_store(
     `postgresql://user@host:port/dbname` (or `postgres://`) names a
     PostgreSQL database. Its tables go in the first schema of the
     connection's search_path, which `?options=-csearch_path%3DNAME` sets.
+    Its parameters pool_size, listen and poll_interval configure the store
+    (see `store/postgres_options.py`); the others go to psycopg.
     """
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
@@ -94,6 +97,7 @@ class Engine:
         self.clock = clock
         self._notifier = Notifier()
         self.store = open_store(url, self._notifier.notify)
+        self._idle_check_s = getattr(self.store, "poll_interval_s", MAX_IDLE_CHECK_S)
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
         if sweep:
@@ -238,7 +242,7 @@ class Engine:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return 0.0
-        pause = min(remaining, MAX_IDLE_CHECK_S)
+        pause = min(remaining, self._idle_check_s)
         next_change = self.store.next_change_at(queue)
         if next_change is not None:
             pause = min(pause, max(next_change - self.clock(), 0.0) + 0.001)

@@ -13,7 +13,7 @@ import click
 
 from .. import __version__
 
-COMMAND_MODULES = ("server", "queues", "messages", "dlq", "worker", "demo")
+COMMAND_MODULES = ("server", "migrate", "queues", "messages", "dlq", "worker", "demo")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

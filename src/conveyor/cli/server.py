@@ -13,6 +13,7 @@ import click
 from ..engine import Engine
 from ..errors import ConveyorError
 from ..settings import DEFAULT_MAX_REQUEST_BYTES
+from ..store.postgres_options import redact_store_url
 from . import main
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def is_loopback(host: str) -> bool:
     show_default="sqlite:///$CONVEYOR_DATA_DIR/conveyor.db, with CONVEYOR_DATA_DIR "
     "defaulting to ./data",
     show_envvar=True,
-    help="Store URL: sqlite:///relative/path.db or sqlite:////absolute/path.db.",
+    help="Store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+    "postgresql://user@host:5432/dbname, which also takes Conveyor's pool_size, "
+    "listen and poll_interval parameters.",
 )
 @click.option(
     "--host",
@@ -108,6 +111,8 @@ def server(
     """
     token = token or None
     store_url = store or default_store_url()
+    # Logs and the ready line show the URL without its password.
+    shown_url = redact_store_url(store_url)
     if token is None and not is_loopback(host):
         raise click.UsageError(
             f"listening on {host} without a token is not allowed: anyone who can "
@@ -124,17 +129,17 @@ def server(
         "Starting Conveyor server on %s port %d with store %s (authentication %s)",
         host,
         port,
-        store_url,
+        shown_url,
         "on" if token else "off",
     )
     # Imported here so that other commands start without loading the web stack.
     from ..server.serve import serve
 
     try:
-        serve(engine, store_url, host, port, token, max_request_bytes, access_log)
+        serve(engine, shown_url, host, port, token, max_request_bytes, access_log)
     finally:
         engine.close()
-        logger.info("Conveyor server stopped; store %s closed", store_url)
+        logger.info("Conveyor server stopped; store %s closed", shown_url)
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -9,7 +9,9 @@ within a group follow commit order. A reserve takes a group's lock before it
 checks that group's head again in a fresh snapshot.
 
 Long polls in other processes learn about commits through LISTEN/NOTIFY
-(see `postgres_listener.py`).
+(see `postgres_listener.py`), or only at their next re-check when the URL
+says `listen=off` (see `postgres_options.py`). Schema versions and
+migrations are in `postgres_schema.py`.
 """
 
 from __future__ import annotations
@@ -39,16 +41,14 @@ from ..models import EntryResult, Message, PostResult, QueueInfo, QueueStats, Ta
 from ..policy import PreparedMessage
 from ..settings import QueueSettings, build_settings, dlq_name_for
 from . import outcomes
+from . import postgres_schema as schema_versions
 from . import postgres_sql as sql
 from .postgres_listener import NotificationListener
+from .postgres_options import parse_store_url
 from .sqlite import DLQ_RETENTION_S, MAX_RESPONSE_BODY_BYTES, REDRIVE_CHUNK
 
 logger = logging.getLogger(__name__)
 
-# Writes run on this many threads, each with its own pooled connection.
-WRITE_THREADS = 8
-# Connections beyond the writers serve reads (peek, stats, long-poll checks).
-READ_CONNECTIONS = 4
 CONNECT_TIMEOUT_S = 10.0
 # A transaction that PostgreSQL aborts for a deadlock or a serialization
 # failure is run again from the start, up to this many times in all.
@@ -80,13 +80,23 @@ class Transaction:
 class PostgresStore:
     """Stores queues and messages in one schema of a PostgreSQL database."""
 
-    def __init__(self, conninfo: str, on_commit: Callable[[set[str]], None]) -> None:
+    def __init__(self, url: str, on_commit: Callable[[set[str]], None]) -> None:
+        """Open the store a postgresql:// URL names, with its Conveyor parameters.
+
+        Raises ValidationError for an invalid Conveyor parameter and
+        StoreUnavailable when the database or its schema cannot be used.
+        """
+        conninfo, self.options = parse_store_url(url)
+        # The engine's long polls re-check the store this often.
+        self.poll_interval_s = self.options.poll_interval_s
         self._on_commit = on_commit
         self._description = describe_target(conninfo)
+        # Writes run on write_threads threads, each on one pooled connection,
+        # so the rest of the pool is always free for reads.
         self._pool = ConnectionPool(
             conninfo,
             min_size=1,
-            max_size=WRITE_THREADS + READ_CONNECTIONS,
+            max_size=self.options.pool_size,
             timeout=CONNECT_TIMEOUT_S,
             open=False,
             name="conveyor",
@@ -108,13 +118,16 @@ class PostgresStore:
         self._sender = secrets.token_hex(8)
         self._channel = notification_channel(self.schema)
         self._executor = ThreadPoolExecutor(
-            max_workers=WRITE_THREADS, thread_name_prefix="conveyor-postgres-writer"
+            max_workers=self.options.write_threads,
+            thread_name_prefix="conveyor-postgres-writer",
         )
         self._closed = False
         self._close_lock = threading.Lock()
-        self._listener = NotificationListener(
-            conninfo, self._channel, self._sender, on_commit, self._description
-        )
+        self._listener: NotificationListener | None = None
+        if self.options.listen:
+            self._listener = NotificationListener(
+                conninfo, self._channel, self._sender, on_commit, self._description
+            )
 
     def close(self) -> None:
         """Finish queued writes, then stop the listener and close the connections."""
@@ -123,45 +136,27 @@ class PostgresStore:
                 return
             self._closed = True
         self._executor.shutdown(wait=True)
-        self._listener.close()
+        if self._listener is not None:
+            self._listener.close()
         self._pool.close()
 
     # Schema ------------------------------------------------------------
 
     def _prepare_schema(self) -> str:
-        """Create the tables in an empty schema, or check the version of existing ones."""
-        with self._pool.connection() as conn, conn.transaction():
-            schema = conn.execute(sql.SELECT_CURRENT_SCHEMA).fetchone()[0]
-            if schema is None:
-                raise StoreUnavailable(
-                    f"the PostgreSQL store at {self._description} has no schema to "
-                    "use: the schemas in its search_path do not exist; create the "
-                    "schema or set search_path with options=-csearch_path%3DNAME"
-                )
-            conn.execute(sql.LOCK_SCHEMA, (sql.SCHEMA_LOCK_KEY,))
-            has_version = conn.execute(sql.SELECT_TABLE_EXISTS, ("schema_version",)).fetchone()[0]
-            if not has_version:
-                self._create_tables(conn, schema)
-                return schema
-            version = conn.execute(sql.SELECT_SCHEMA_VERSION).fetchone()[0]
-        check_schema_version(schema, version, self._description)
-        return schema
+        """Create the tables in an empty schema, or check the version of existing ones.
 
-    def _create_tables(self, conn: psycopg.Connection, schema: str) -> None:
-        has_queues = conn.execute(sql.SELECT_TABLE_EXISTS, ("queues",)).fetchone()[0]
-        if has_queues:
-            raise StoreUnavailable(
-                f"schema {schema!r} at {self._description} has a 'queues' table but "
-                "no Conveyor schema_version; it is not a Conveyor store, so pick an "
-                "empty schema"
-            )
-        for statement in sql.CREATE_SCHEMA:
-            conn.execute(statement)
-        conn.execute(sql.INSERT_SCHEMA_VERSION, (sql.SCHEMA_VERSION,))
-        logger.info(
-            "Created the Conveyor tables (schema version %d) in schema %s at %s",
-            sql.SCHEMA_VERSION, schema, self._description,
-        )
+        A server never upgrades a schema: `conveyor migrate` does, so that
+        an operator decides when. The schema lock makes servers that start
+        together on an empty schema create it once.
+        """
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute(sql.LOCK_SCHEMA, (sql.SCHEMA_LOCK_KEY,))
+            state = schema_versions.read_state(conn, self._description)
+            if state.version is None:
+                schema_versions.create_latest(conn, state.schema, self._description)
+                return state.schema
+        schema_versions.check_version(state, self._description)
+        return state.schema
 
     # Running transactions ----------------------------------------------
 
@@ -505,25 +500,6 @@ def describe_target(conninfo: str) -> str:
 def notification_channel(schema: str) -> str:
     """Return the LISTEN channel of a schema: at most 63 bytes, like every identifier."""
     return "conveyor_" + hashlib.sha1(schema.encode()).hexdigest()[:16]
-
-
-def check_schema_version(schema: str, version: int | None, description: str) -> None:
-    """Raise StoreUnavailable unless the schema's version is the one this code uses."""
-    if version == sql.SCHEMA_VERSION:
-        return
-    if version is None or version < sql.SCHEMA_VERSION:
-        # TODO: a `conveyor migrate` command that upgrades older schemas.
-        raise StoreUnavailable(
-            f"schema {schema!r} at {description} has Conveyor schema version "
-            f"{version}, older than version {sql.SCHEMA_VERSION} that this "
-            "Conveyor uses; no migration exists yet, so use a new schema or the "
-            "Conveyor version that created it"
-        )
-    raise StoreUnavailable(
-        f"schema {schema!r} at {description} has Conveyor schema version "
-        f"{version}, newer than version {sql.SCHEMA_VERSION} that this Conveyor "
-        "uses; upgrade Conveyor"
-    )
 
 
 # Helpers run inside a transaction ----------------------------------------

@@ -5,9 +5,10 @@ Every table lives in the first schema of the connection's `search_path`
 
 Tables and indexes:
 
-- `schema_version`: one row with the version of this layout. The store
-  creates the tables when the schema is empty and refuses to open a schema
-  whose version differs from SCHEMA_VERSION.
+- `schema_version`: one row per applied migration (see `postgres_schema.py`),
+  with `applied_at` (timestamptz) from version 2 on. The largest `version`
+  is the schema's. The store creates the tables when the schema is empty
+  and rejects a schema whose version differs from SCHEMA_VERSION.
 - `queues`: one row per queue, its settings as JSON text.
 - `messages`: every stored message. `seq` (an identity column) is the post
   order and is kept when a message moves to a DLQ and back, so FIFO order
@@ -30,7 +31,7 @@ Tables and indexes:
 Placeholders are psycopg's `%s`. Times are Unix seconds (double precision).
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Taken (as a transaction-level advisory lock) while the schema is checked
 # or created, so two servers that start together do not both create it.
