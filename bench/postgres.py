@@ -92,7 +92,7 @@ class Schema:
         return f"{self.base_url}{separator}options={options}"
 
     def connect(self, search_path: bool = True) -> psycopg.Connection:
-        """Open an autocommit connection, with this schema first in ``search_path`` unless told not to."""
+        """Open an autocommit connection, with ``search_path`` set to this schema if ``search_path``."""
         return psycopg.connect(self.url if search_path else self.base_url,
                                connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True)
 
@@ -104,6 +104,17 @@ class Schema:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
                          .format(sql.Identifier(self.name)))
         self.dropped = True
+
+    def analyze(self) -> None:
+        """Run ANALYZE on every table of the schema, so the planner has current statistics."""
+        with self.connect() as conn:
+            tables = [row[0] for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename",
+                (self.name,),
+            )]
+            for table in tables:
+                conn.execute(sql.SQL("ANALYZE {}.{}").format(
+                    sql.Identifier(self.name), sql.Identifier(table)))
 
     def table_sizes(self, table: str) -> dict:
         """Return the on-disk bytes of a table and of each of its indexes, and its row counts.

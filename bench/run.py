@@ -2,7 +2,8 @@
 
 Runs three workloads for each selected system, one system at a time: W1 post
 throughput, W2 drain of pre-posted no-op tasks and W3 pickup latency at a steady
-rate. Writes the results as JSON and renders docs/benchmarks.md from them.
+rate. For the Conveyor stores it then runs the backlog test (see backlog.py).
+Writes the results as JSON and renders docs/benchmarks.md from them.
 Start it with bench/run.sh, which prepares the virtual environment.
 """
 
@@ -28,6 +29,10 @@ from urllib.parse import urlsplit
 import redis
 from rich.logging import RichHandler
 
+import psycopg
+
+import backlog
+import postgres
 from peers import PEERS, load_peer_class
 from peers.base import BenchContext, SystemUnavailable
 from probe import Probe
@@ -44,8 +49,13 @@ DEFAULT_SYSTEMS = list(PEERS)
 # The two Dramatiq variants share one database, which is flushed between systems.
 REDIS_DB_OFFSETS = {"celery": 0, "dramatiq": 1, "dramatiq-1thread": 1, "rq": 2, "huey-redis": 3}
 PROBE_DB_OFFSET = 4
-FULL_SIZES = {"n": 20000, "post_n": 10000, "latency_seconds": 10.0}
-QUICK_SIZES = {"n": 2000, "post_n": 1000, "latency_seconds": 3.0}
+FULL_SIZES = {"n": 20000, "post_n": 10000, "latency_seconds": 10.0,
+              "backlog_levels": "0,100000,1000000", "backlog_dequeues": 20000}
+QUICK_SIZES = {"n": 2000, "post_n": 1000, "latency_seconds": 3.0,
+               "backlog_levels": "0,10000", "backlog_dequeues": 2000}
+# Threads that reserve and ack while the backlog test drains its queue. The
+# drain is not part of any reported rate, so more threads only save time.
+BACKLOG_DRAIN_THREADS = 4
 # Fraction of all CPUs' time that counts as a quiet machine before a system starts.
 QUIET_CPU_THRESHOLD = 0.2
 RESULTS_DIR = BENCH_DIR / "results"
@@ -88,14 +98,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"{QUIET_CPU_THRESHOLD * 100:.0f}%% busy with other work; 0 disables the wait (default: 30)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run with smaller defaults (--n 2000, --post-n 1000, "
-                        "--latency-seconds 3), results to bench/results/quick.json and no "
-                        "docs update; explicit options still apply")
+                        "--latency-seconds 3, --backlog-levels 0,10000, --backlog-dequeues "
+                        "2000), results to bench/results/quick.json and no docs update; "
+                        "explicit options still apply")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379",
                         help="Redis server on a loopback address, without a database number "
                         "(default: redis://127.0.0.1:6379)")
     parser.add_argument("--redis-db-base", type=int, default=10,
                         help="first of the 5 Redis databases the benchmark flushes and uses "
                         "(default: 10, so databases 10-14)")
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/test",
+                        help="PostgreSQL database on a loopback address, without options; "
+                        "each PostgreSQL-based system creates a schema with a random name "
+                        "in it and drops it afterwards "
+                        "(default: postgresql://postgres@127.0.0.1:5432/test)")
+    parser.add_argument("--postgres-analyze", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="run ANALYZE on a PostgreSQL-based system's tables after W2's "
+                        "pre-post and after each backlog post, in place of the auto-analyze "
+                        "of a server whose autovacuum is on (default: on)")
+    parser.add_argument("--backlog", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the backlog test after W3 for the systems that support "
+                        "it: conveyor and conveyor-postgres (default: on)")
+    parser.add_argument("--backlog-only", action="store_true",
+                        help="run only the backlog test, and only for the selected systems "
+                        "that support it")
+    parser.add_argument("--backlog-levels", default=None,
+                        help="backlog test: comma-separated numbers of messages waiting in "
+                        "the queue while the dequeues are measured (default: 0,100000,1000000)")
+    parser.add_argument("--backlog-dequeues", type=int, default=None,
+                        help="backlog test: messages reserved and acked at each level "
+                        "(default: 20000)")
+    parser.add_argument("--no-churn", dest="churn", action="store_false",
+                        help="backlog test: skip draining the queue and the last measurement "
+                        "on the drained table")
     parser.add_argument("--json", type=Path, default=None,
                         help="results file (default: bench/results/latest.json, "
                         "or quick.json with --quick)")
@@ -121,16 +157,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [name for name in args.systems if name not in PEERS]
     if unknown:
         parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
-    for option in ("n", "post_n", "producers", "batch_size", "concurrency"):
+    for option in ("n", "post_n", "producers", "batch_size", "concurrency", "backlog_dequeues"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1")
     if args.latency_rate <= 0 or args.latency_seconds <= 0:
         parser.error("--latency-rate and --latency-seconds must be positive")
     try:
         validate_loopback_redis_url(args.redis_url)
+        postgres.validate_loopback_postgres_url(args.postgres_url)
+        args.backlog_levels = parse_backlog_levels(args.backlog_levels)
     except ValueError as error:
         parser.error(str(error))
+    if args.backlog_only:
+        args.backlog = True
     return args
+
+
+def parse_backlog_levels(text: str) -> list[int]:
+    """Return the levels of ``--backlog-levels`` in ascending order, or raise ValueError."""
+    try:
+        levels = sorted({int(item.replace("_", "")) for item in text.split(",") if item.strip()})
+    except ValueError:
+        raise ValueError(f"invalid --backlog-levels {text!r}: expected comma-separated "
+                         "whole numbers such as 0,100000,1000000") from None
+    if not levels or levels[0] < 0:
+        raise ValueError(f"invalid --backlog-levels {text!r}: give one or more numbers, "
+                         "none negative")
+    return levels
 
 
 def validate_loopback_redis_url(url: str) -> None:
@@ -171,7 +224,19 @@ def filesystem_of(path: Path) -> str:
     return best
 
 
-def machine_info(redis_url: str, work_root: Path) -> dict:
+def postgres_machine_info(url: str) -> dict:
+    """Return the PostgreSQL server's version and settings, or the error that prevented it."""
+    try:
+        info = postgres.server_info(url)
+    except psycopg.Error as error:
+        return {"error": f"{type(error).__name__}: {error}".strip()}
+    data_dir = Path(info["data_directory"])
+    if data_dir.is_absolute():
+        info["data_directory_filesystem"] = filesystem_of(data_dir)
+    return info
+
+
+def machine_info(redis_url: str, postgres_url: str, work_root: Path) -> dict:
     cpu_model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -206,6 +271,7 @@ def machine_info(redis_url: str, work_root: Path) -> dict:
         # CONFIG GET values, which show whether Redis writes anything to disk.
         "redis_persistence": persistence,
         "sqlite": sqlite3.sqlite_version,
+        "postgres": postgres_machine_info(postgres_url),
         # Where the SQLite-based systems keep their files, which sets their fsync cost.
         "state_dir": str(work_root.parent),
         "state_dir_filesystem": filesystem_of(work_root),
@@ -245,9 +311,35 @@ def wait_for_quiet_machine(max_wait: float, threshold: float) -> float:
     return busy
 
 
+def run_workloads(peer, probe: Probe, options: workloads.WorkloadOptions, record: dict) -> None:
+    """Run W1-W3 on a set-up peer and store their results in ``record``."""
+    record["w1_post"] = post = workloads.measure_post(peer, options)
+    console.print(f"  W1 post: {post['single']['messages_per_second']:,.0f} msg/s one per "
+                  f"call, {post['concurrent']['messages_per_second']:,.0f} msg/s one per "
+                  f"call from {options.producers} threads, "
+                  f"{post['batch']['messages_per_second']:,.0f} msg/s batched")
+
+    record["w2_drain"] = workloads.measure_drain(peer, probe, options)
+    console.print(f"  W2 drain: {record['w2_drain']['tasks_per_second'] or 0:,.0f} tasks/s "
+                  f"({record['w2_drain']['completed']} of {record['w2_drain']['tasks']})")
+    if record["w2_drain"].get("timed_out"):
+        # Leftover no-op tasks would delay the latency tasks, so start W3 on an
+        # empty queue.
+        peer.stop_workers()
+        peer.purge()
+        peer.start_workers()
+
+    record["w3_latency"] = workloads.measure_latency(peer, probe, options)
+    console.print(f"  W3 latency: p50 {record['w3_latency']['p50_ms']:.1f} ms, "
+                  f"p99 {record['w3_latency']['p99_ms']:.1f} ms")
+
+
 def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadOptions,
-               work_root: Path, log_dir: Path) -> dict:
-    """Run W1-W3 for one system and return its result record, also after a failure."""
+               backlog_options: backlog.BacklogOptions, work_root: Path, log_dir: Path) -> dict:
+    """Run W1-W3 and the backlog test for one system and return its result record.
+
+    Returns a record also after a failure. ``--backlog-only`` skips W1-W3.
+    """
     db_base = args.redis_db_base
     ctx = BenchContext(
         redis_url=args.redis_url,
@@ -257,6 +349,8 @@ def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadO
         concurrency=args.concurrency,
         work_dir=work_root / name,
         log_dir=log_dir,
+        postgres_url=args.postgres_url,
+        postgres_analyze=args.postgres_analyze,
     )
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     record: dict = {"status": "running"}
@@ -276,26 +370,11 @@ def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadO
         record["producer_client"] = peer.producer_client
         console.print(f"[bold]{peer.label}[/bold]: setting up")
         peer.setup()
-
-        record["w1_post"] = post = workloads.measure_post(peer, options)
-        console.print(f"  W1 post: {post['single']['messages_per_second']:,.0f} msg/s one per "
-                      f"call, {post['concurrent']['messages_per_second']:,.0f} msg/s one per "
-                      f"call from {options.producers} threads, "
-                      f"{post['batch']['messages_per_second']:,.0f} msg/s batched")
-
-        record["w2_drain"] = workloads.measure_drain(peer, probe, options)
-        console.print(f"  W2 drain: {record['w2_drain']['tasks_per_second'] or 0:,.0f} tasks/s "
-                      f"({record['w2_drain']['completed']} of {record['w2_drain']['tasks']})")
-        if record["w2_drain"].get("timed_out"):
-            # Leftover no-op tasks would delay the latency tasks, so start W3 on an
-            # empty queue.
+        if not args.backlog_only:
+            run_workloads(peer, probe, options, record)
+        if args.backlog and peer.supports_backlog:
             peer.stop_workers()
-            peer.purge()
-            peer.start_workers()
-
-        record["w3_latency"] = workloads.measure_latency(peer, probe, options)
-        console.print(f"  W3 latency: p50 {record['w3_latency']['p50_ms']:.1f} ms, "
-                      f"p99 {record['w3_latency']['p99_ms']:.1f} ms")
+            record["backlog"] = backlog.measure_backlog(peer, backlog_options)
         record["status"] = "ok"
     except SystemUnavailable as error:
         record["status"] = "not available"
@@ -319,6 +398,18 @@ def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadO
         # Sampled after this system's workers stopped, so it shows other work only.
         record["cpu_busy_after"] = round(sample_cpu_busy(), 3)
     return record
+
+
+def supports_backlog(name: str) -> bool:
+    """Return whether a system runs the backlog test; True if its adapter cannot be imported.
+
+    An adapter that fails to import stays selected, so the run reports it as
+    not available.
+    """
+    try:
+        return load_peer_class(name).supports_backlog
+    except SystemUnavailable:
+        return True
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -356,9 +447,18 @@ def main(argv: list[str] | None = None) -> int:
         drain_timeout=args.drain_timeout,
         settle_timeout=args.settle_timeout,
     )
+    backlog_options = backlog.BacklogOptions(
+        levels=args.backlog_levels,
+        dequeues=args.backlog_dequeues,
+        batch_size=args.batch_size,
+        churn=args.churn,
+        drain_threads=BACKLOG_DRAIN_THREADS,
+    )
+    if args.backlog_only:
+        args.systems = [name for name in args.systems if supports_backlog(name)]
     work_root = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     try:
-        machine = machine_info(args.redis_url, work_root)
+        machine = machine_info(args.redis_url, args.postgres_url, work_root)
     except redis.ConnectionError as error:
         log.error("cannot connect to Redis at %s: %s; start redis-server or pass --redis-url",
                   args.redis_url, error)
@@ -377,6 +477,12 @@ def main(argv: list[str] | None = None) -> int:
             "w3_rate": args.latency_rate,
             "w3_seconds": args.latency_seconds,
             "quiet_cpu_threshold": QUIET_CPU_THRESHOLD,
+            "postgres_analyze": args.postgres_analyze,
+            "backlog": args.backlog,
+            "backlog_only": args.backlog_only,
+            "backlog_levels": args.backlog_levels,
+            "backlog_dequeues": args.backlog_dequeues,
+            "backlog_churn": args.churn,
             "command": " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
         },
         "systems": {},
@@ -391,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for name in args.systems:
-            results["systems"][name] = run_system(name, args, options, work_root, log_dir)
+            results["systems"][name] = run_system(name, args, options, backlog_options,
+                                                  work_root, log_dir)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     results["run"]["elapsed_seconds"] = round(time.monotonic() - started, 1)

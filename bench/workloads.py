@@ -49,7 +49,7 @@ class WorkloadTimeout(RuntimeError):
     """Tasks did not finish within the allowed time."""
 
 
-def _progress() -> Progress:
+def make_progress() -> Progress:
     return Progress(
         TextColumn("  {task.description}"),
         BarColumn(),
@@ -78,7 +78,7 @@ def measure_post(peer: Peer, options: WorkloadOptions) -> dict:
     """
     count = options.post_n
     results = {}
-    with _progress() as progress:
+    with make_progress() as progress:
         bar = progress.add_task("W1 post one per call", total=count)
         started = time.perf_counter()
         for index in range(count):
@@ -197,13 +197,14 @@ def measure_drain(peer: Peer, probe: Probe, options: WorkloadOptions) -> dict:
     """
     total = options.drain_n
     probe.reset()
-    with _progress() as progress:
+    with make_progress() as progress:
         bar = progress.add_task("W2 pre-post", total=total)
         started = time.perf_counter()
         for chunk in _chunks([(index,) for index in range(total)], options.batch_size):
             peer.post_batch("noop", chunk)
             progress.advance(bar, len(chunk))
         post_seconds = time.perf_counter() - started
+        peer.after_bulk_post()
 
         bar = progress.add_task("W2 drain", total=total)
         workers_started_at = time.time()
@@ -280,7 +281,7 @@ def measure_latency(peer: Peer, probe: Probe, options: WorkloadOptions) -> dict:
 
     total = int(round(options.latency_rate * options.latency_seconds))
     interval = 1.0 / options.latency_rate
-    with _progress() as progress:
+    with make_progress() as progress:
         bar = progress.add_task(f"W3 post at {options.latency_rate:g}/s", total=total)
         started = time.perf_counter()
         for index in range(total):

@@ -42,6 +42,9 @@ class BenchContext:
     # PostgreSQL database URL on a loopback host, without options. Each
     # PostgreSQL-based system creates a schema of its own in it.
     postgres_url: str | None = None
+    # Whether PostgreSQL-based systems run ANALYZE after each bulk post, in
+    # place of the auto-analyze of a server whose autovacuum is on.
+    postgres_analyze: bool = True
 
     @property
     def broker_url(self) -> str:
@@ -113,6 +116,13 @@ class Peer(abc.ABC):
     @abc.abstractmethod
     def post_batch(self, task: str, args_list: list[tuple]) -> None:
         """Enqueue all messages with the system's batch API, or its closest equivalent."""
+
+    def after_bulk_post(self) -> None:
+        """Prepare the store for reads after many messages were posted at once.
+
+        The runner calls this once W2's tasks are posted and before the
+        workers start, and before each measurement of the backlog test.
+        """
 
     @abc.abstractmethod
     def purge(self) -> None:

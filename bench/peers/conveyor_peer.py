@@ -277,11 +277,15 @@ class ConveyorPostgresPeer(ConveyorPeer):
     def storage_sizes(self) -> dict:
         return self.schema.table_sizes("messages")
 
+    def after_bulk_post(self) -> None:
+        if self.ctx.postgres_analyze:
+            self.schema.analyze()
+
     def cleanup(self) -> None:
         try:
             super().cleanup()
         finally:
-            # The server must be stopped first: it holds connections in the schema.
+            # Stop the server first, because its connections use the schema.
             if self.schema is not None:
                 self.schema.drop()
 

@@ -78,6 +78,10 @@ class ProcrastinatePeer(Peer):
             chunk = args_list[start:start + BATCH_SIZE]
             task_object.batch_defer(*[self._kwargs(task, args) for args in chunk])
 
+    def after_bulk_post(self) -> None:
+        if self.ctx.postgres_analyze:
+            self.schema.analyze()
+
     @staticmethod
     def _kwargs(task: str, args: tuple) -> dict:
         name = "index" if task == "noop" else "enqueued_at"
