@@ -334,7 +334,9 @@ def test_url_parameters_removed_for_psycopg():
     conninfo, options = parse_store_url(url)
     expected = "postgresql://u@h:5432/db?sslmode=disable&options=-csearch_path%3Ds"
     assert conninfo == expected
-    assert options == StoreOptions(pool_size=5, listen=False, poll_interval_s=0.2)
+    assert options == StoreOptions(
+        pool_size=5, listen=False, poll_interval_s=0.2, prepare=True
+    )
 
 
 def test_url_parameter_defaults():
@@ -343,6 +345,7 @@ def test_url_parameter_defaults():
     assert options.pool_size == DEFAULT_POOL_SIZE
     assert options.listen is True
     assert options.poll_interval_s == 1.0
+    assert options.prepare is True
     _, no_listen = parse_store_url("postgresql://u@h/db?listen=off")
     assert no_listen.poll_interval_s == 0.5
 
@@ -364,6 +367,7 @@ def test_pool_split(pool_size, write_threads, read_connections):
         ("pool_size=1001", "pool_size='1001'"),
         ("pool_size=many", "pool_size='many'"),
         ("listen=maybe", "listen='maybe': use on (the default) or off"),
+        ("prepare=no", "prepare='no': use on (the default) or off"),
         ("poll_interval=0", "poll_interval='0': use seconds from 0.05 to 60"),
         ("poll_interval=nan", "poll_interval='nan'"),
         ("pool_size=3&pool_size=4", "parameter pool_size is given twice"),
@@ -460,6 +464,27 @@ def test_listen_off_runs_no_listener(postgres_url):
         engine.create_queue("jobs")
         assert engine.store.poll_interval_s == 0.5
         assert listeners() == 0
+
+
+def prepared_statements(engine: Engine) -> int:
+    """Count the prepared statements on every connection of a 2-connection pool."""
+    pool = engine.store._pool
+    with pool.connection() as first, pool.connection() as second:
+        query = "SELECT count(*) FROM pg_prepared_statements"
+        return sum(conn.execute(query).fetchone()[0] for conn in (first, second))
+
+
+@pytest.mark.parametrize("prepare, expect_prepared", [("on", True), ("off", False)])
+def test_prepare_parameter(postgres_url, prepare, expect_prepared):
+    url = with_params(postgres_url, f"pool_size=2&prepare={prepare}")
+    with Engine(url, sweep=False) as engine:
+        engine.create_queue("jobs")
+        for _ in range(6):
+            engine.post("jobs", [NewMessage("x")])
+            [message] = engine.reserve("jobs")
+            engine.ack("jobs", [{"id": message.id, "receipt": message.receipt}])
+            engine.stats("jobs")
+        assert (prepared_statements(engine) > 0) is expect_prepared
 
 
 def test_listen_off_long_poll_finds_other_post(postgres_url):

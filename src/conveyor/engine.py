@@ -62,7 +62,7 @@ def open_store(
     `postgresql://user@host:port/dbname` (or `postgres://`) names a
     PostgreSQL database. Its tables go in the first schema of the
     connection's search_path, which `?options=-csearch_path%3DNAME` sets.
-    Its parameters pool_size, listen and poll_interval configure the store
+    Its parameters pool_size, listen, poll_interval and prepare configure the store
     (see `store/postgres_options.py`); the others go to psycopg.
     """
     parsed = urlparse(url)

@@ -10,8 +10,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import ConveyorError
 from ..store import postgres_schema as versions
-from ..store.postgres import CONNECT_TIMEOUT_S, describe_target
-from ..store.postgres_options import parse_store_url
+from ..store.postgres import CONNECT_TIMEOUT_S, connection_arguments, describe_target
+from ..store.postgres_options import StoreOptions, parse_store_url
 from . import main
 from .common import CommandError, option, print_json, print_line, print_table
 from .server import default_store_url
@@ -65,12 +65,12 @@ def migrate(store: str | None, dry_run: bool, json_output: bool) -> None:
             "(or sqlite:///path/to/file.db, which needs no migration)"
         )
     try:
-        conninfo, _options = parse_store_url(store_url)
+        conninfo, options = parse_store_url(store_url)
     except ConveyorError as exc:
         raise CommandError(exc.detail) from exc
     description = describe_target(conninfo)
     try:
-        with _connect(conninfo) as conn:
+        with _connect(conninfo, options) as conn:
             _migrate(conn, description, dry_run, json_output)
     except ConveyorError as exc:
         raise CommandError(exc.detail) from exc
@@ -82,9 +82,9 @@ def migrate(store: str | None, dry_run: bool, json_output: bool) -> None:
         ) from exc
 
 
-def _connect(conninfo: str) -> psycopg.Connection:
+def _connect(conninfo: str, options: StoreOptions) -> psycopg.Connection:
     """Connect in autocommit mode, so that each migration commits on its own."""
-    extra: dict[str, Any] = {}
+    extra = connection_arguments(options)
     if "connect_timeout" not in conninfo_to_dict(conninfo):
         extra["connect_timeout"] = int(CONNECT_TIMEOUT_S)
     return psycopg.connect(conninfo, autocommit=True, **extra)

@@ -44,7 +44,7 @@ from . import outcomes
 from . import postgres_schema as schema_versions
 from . import postgres_sql as sql
 from .postgres_listener import NotificationListener
-from .postgres_options import parse_store_url
+from .postgres_options import StoreOptions, parse_store_url
 from .sqlite import DLQ_RETENTION_S, MAX_RESPONSE_BODY_BYTES, REDRIVE_CHUNK
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class PostgresStore:
             timeout=CONNECT_TIMEOUT_S,
             open=False,
             name="conveyor",
+            kwargs=connection_arguments(self.options),
         )
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
@@ -495,6 +496,17 @@ def describe_target(conninfo: str) -> str:
     host = params.get("host") or "the default host"
     port = params.get("port") or "5432"
     return f"postgresql://{host}:{port}/{params.get('dbname') or ''}"
+
+
+def connection_arguments(options: StoreOptions) -> dict[str, Any]:
+    """Return psycopg.connect's keyword arguments for the store's options.
+
+    A prepare_threshold of None turns prepared statements off, even for
+    the queries that Transaction.execute asks to prepare.
+    """
+    if options.prepare:
+        return {}
+    return {"prepare_threshold": None}
 
 
 def notification_channel(schema: str) -> str:

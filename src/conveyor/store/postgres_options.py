@@ -1,7 +1,7 @@
 """Conveyor's own query parameters on a postgresql:// store URL.
 
-`pool_size`, `listen` and `poll_interval` configure the store and are
-removed from the URL before it reaches psycopg. Every other parameter
+`pool_size`, `listen`, `poll_interval` and `prepare` configure the store
+and are removed from the URL before it reaches psycopg. Every other parameter
 (`sslmode`, `options`, `application_name`, ...) passes through unchanged.
 
 Messages built here name the parameter and its value, never the URL, so a
@@ -32,8 +32,14 @@ DEFAULT_POLL_INTERVAL_NO_LISTEN_S = 0.5
 MIN_POLL_INTERVAL_S = 0.05
 MAX_POLL_INTERVAL_S = 60.0
 
-LISTEN_VALUES = {"on": True, "true": True, "off": False, "false": False}
-OPTION_NAMES = ("pool_size", "listen", "poll_interval")
+SWITCH_VALUES = {"on": True, "true": True, "off": False, "false": False}
+OPTION_NAMES = ("pool_size", "listen", "poll_interval", "prepare")
+# Why a deployment turns a switch off, for the error about a bad value.
+SWITCH_OFF_USES = {
+    "listen": "behind a proxy that pools transactions, where LISTEN does not work",
+    "prepare": "behind a proxy that pools transactions and does not keep "
+    "prepared statements, such as PgBouncer before 1.21",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class StoreOptions:
     pool_size: int = DEFAULT_POOL_SIZE
     listen: bool = True
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+    # Server-side prepared statements, which save parsing and planning.
+    prepare: bool = True
 
     @property
     def read_connections(self) -> int:
@@ -81,7 +89,8 @@ def parse_store_url(url: str) -> tuple[str, StoreOptions]:
 
 def build_options(values: dict[str, str]) -> StoreOptions:
     """Check the raw parameter values and return the options they set."""
-    listen = _parse_listen(values.get("listen", "on"))
+    listen = _parse_switch("listen", values.get("listen", "on"))
+    prepare = _parse_switch("prepare", values.get("prepare", "on"))
     default_interval_s = (
         DEFAULT_POLL_INTERVAL_S if listen else DEFAULT_POLL_INTERVAL_NO_LISTEN_S
     )
@@ -91,7 +100,7 @@ def build_options(values: dict[str, str]) -> StoreOptions:
     poll_interval_s = default_interval_s
     if "poll_interval" in values:
         poll_interval_s = _parse_poll_interval(values["poll_interval"])
-    return StoreOptions(pool_size, listen, poll_interval_s)
+    return StoreOptions(pool_size, listen, poll_interval_s, prepare)
 
 
 def _parse_pool_size(raw: str) -> int:
@@ -108,13 +117,12 @@ def _parse_pool_size(raw: str) -> int:
     return value
 
 
-def _parse_listen(raw: str) -> bool:
-    value = LISTEN_VALUES.get(raw.lower())
+def _parse_switch(name: str, raw: str) -> bool:
+    value = SWITCH_VALUES.get(raw.lower())
     if value is None:
         raise ValidationError(
-            f"invalid store URL parameter listen={raw!r}: use on (the default) "
-            "or off (behind a proxy that pools transactions, where LISTEN "
-            "does not work)"
+            f"invalid store URL parameter {name}={raw!r}: use on (the default) "
+            f"or off ({SWITCH_OFF_USES[name]})"
         )
     return value
 
