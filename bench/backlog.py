@@ -53,10 +53,11 @@ class ProgressLine:
 def measure_backlog(peer: Peer, options: BacklogOptions) -> dict:
     """Measure reserve-and-ack throughput at each backlog level and return the records.
 
-    Starts by purging the queue. Raises RuntimeError if the queue runs out of
-    ready messages before a measurement has reserved them all.
+    Starts the system on a new, empty store, so the messages of W1-W3 leave
+    no trace in the sizes. Raises RuntimeError if the queue runs out of ready
+    messages before a measurement has reserved them all.
     """
-    peer.purge()
+    peer.restart_on_new_store()
     record = {
         "dequeues_per_level": options.dequeues,
         "reserve_batch": RESERVE_BATCH,

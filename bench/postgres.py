@@ -92,7 +92,7 @@ class Schema:
         return f"{self.base_url}{separator}options={options}"
 
     def connect(self, search_path: bool = True) -> psycopg.Connection:
-        """Open an autocommit connection, with ``search_path`` set to this schema if ``search_path``."""
+        """Open an autocommit connection, with this schema first in its search path if ``search_path``."""
         return psycopg.connect(self.url if search_path else self.base_url,
                                connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True)
 
@@ -100,9 +100,15 @@ class Schema:
         """Drop the schema and every object in it. Safe to call more than once."""
         if self.dropped:
             return
-        with self.connect(search_path=False) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
-                         .format(sql.Identifier(self.name)))
+        try:
+            with self.connect(search_path=False) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+                             .format(sql.Identifier(self.name)))
+        except psycopg.Error as error:
+            raise RuntimeError(
+                f"dropping schema {self.name} failed: {error}; drop it by hand with "
+                f"DROP SCHEMA {self.name} CASCADE"
+            ) from error
         self.dropped = True
 
     def analyze(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import report_backlog
@@ -38,8 +39,8 @@ def render(results: dict) -> str:
             concurrency=run["concurrency"],
             quiet_percent=round(run.get("quiet_cpu_threshold", 0.2) * 100),
             nproc=machine["nproc"],
+            postgres=_postgres_method(systems, run, machine),
         ),
-        _postgres_method(systems, run, machine),
     ]
     return "\n".join(section for section in sections if section)
 
@@ -83,7 +84,6 @@ def _summary_table(systems: dict, run: dict) -> str:
             lines.append(f"| {label} | {record['status']} | | | | | |")
             continue
         if "w1_post" not in record:
-            # A run with --backlog-only has no W1-W3 results.
             continue
         post = record.get("w1_post", {})
         drain = record.get("w2_drain", {})
@@ -101,6 +101,9 @@ def _summary_table(systems: dict, run: dict) -> str:
             f"| {_number(latency.get('p50_ms'), 1)}{behind} "
             f"| {_number(latency.get('p99_ms'), 1)}{behind} |"
         )
+    if len(lines) == 3:
+        # A run with --backlog-only has no row for this table.
+        return ""
     lines.append("")
     lines.append(
         "W1 and W2 are throughputs, so higher is better. W3 is latency, so lower is "
@@ -235,14 +238,26 @@ def _postgres_method(systems: dict, run: dict, machine: dict) -> str:
     if not any(name in POSTGRES_SYSTEMS for name in systems):
         return ""
     info = machine.get("postgres") or {}
-    autovacuum = info.get("autovacuum", "not recorded")
+    synchronous_commit = info.get("synchronous_commit", "not recorded")
+    if synchronous_commit == "off":
+        flush = "a commit returns before its WAL record reaches the disk."
+    else:
+        flush = ("each commit waits for a WAL flush, which commits that wait at "
+                 "the same moment may share.")
+    if info.get("autovacuum") == "on":
+        autovacuum = ("It runs with `autovacuum` `on`, which also gathers planner "
+                      "statistics (auto-analyze) on its own schedule.")
+    else:
+        autovacuum = (f"It runs with `autovacuum` `{info.get('autovacuum', 'not recorded')}`, "
+                      "so nothing gathers planner statistics on new tables by itself.")
     if run.get("postgres_analyze", True):
         analyze = (
-            "So that the planner has statistics anyway, the harness runs `ANALYZE` on "
+            "So that the planner has current statistics, the harness runs `ANALYZE` on "
             "every table of the system's schema after W2's pre-post (before the "
             "workers start) and after each post of the backlog test (before its "
             "measurement), as an auto-analyze would on a server with autovacuum on. "
-            "It runs no `VACUUM`, so dead rows stay until the schema is dropped."
+            "It runs no `VACUUM`, so the tables keep their dead rows, apart from what "
+            "page pruning removes."
         )
     else:
         analyze = (
@@ -250,7 +265,9 @@ def _postgres_method(systems: dict, run: dict, machine: dict) -> str:
             "statistics on the new tables and may have chosen scans that grow with "
             "the number of rows."
         )
-    return POSTGRES_METHOD_TEXT.format(autovacuum=autovacuum, analyze=analyze)
+    text = POSTGRES_METHOD_TEXT.format(synchronous_commit=synchronous_commit, flush=flush,
+                                       autovacuum=autovacuum, analyze=analyze)
+    return textwrap.fill(" ".join(text.split()), width=79) + "\n\n"
 
 
 def _systems_section(systems: dict) -> str:
@@ -314,12 +331,9 @@ server listed above, in the database that `--postgres-url` names. Each
 creates a schema with a random name before it starts, puts its tables there
 through the connection's `search_path`, and drops the schema with everything
 in it when it is done. Conveyor's server creates its tables itself.
-Procrastinate's come from its schema manager (`apply_schema()`). Both commit
-each operation in its own transaction, so with `synchronous_commit` on, every
-post, fetch and acknowledgement waits for a WAL flush. PostgreSQL lets commits
-that wait at the same moment share one flush. The server runs with
-`autovacuum` `{autovacuum}`, as this machine's image configures it, and
-without autovacuum nothing gathers planner statistics on new tables. {analyze}
+Procrastinate's come from its schema manager (`apply_schema()`). The server
+runs with `synchronous_commit` `{synchronous_commit}`, so {flush} {autovacuum}
+{analyze}
 """
 
 METHOD_TEXT = """## Method
@@ -451,7 +465,7 @@ the others.
 - Worker logs are written to `bench/results/logs/` at warning level where the
   CLI has a level flag.
 
-**Other work.** Before each system the runner waits up to `--quiet-wait`
+{postgres}**Other work.** Before each system the runner waits up to `--quiet-wait`
 seconds for the CPUs to be less than {quiet_percent}% busy, and it samples them
 again after the system's workers stop. Both samples appear in the system's
 details, and the page names the systems where either reached that level.

@@ -373,7 +373,6 @@ def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadO
         if not args.backlog_only:
             run_workloads(peer, probe, options, record)
         if args.backlog and peer.supports_backlog:
-            peer.stop_workers()
             record["backlog"] = backlog.measure_backlog(peer, backlog_options)
         record["status"] = "ok"
     except SystemUnavailable as error:

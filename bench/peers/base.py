@@ -136,6 +136,10 @@ class Peer(abc.ABC):
 
     supports_backlog = False
 
+    def restart_on_new_store(self) -> None:
+        """Stop the workers and move the system onto a new, empty store."""
+        raise NotImplementedError(f"{self.name} does not support the backlog test")
+
     def reserve_and_ack(self, max_messages: int) -> int:
         """Reserve up to ``max_messages`` ready messages, ack them and return how many there were."""
         raise NotImplementedError(f"{self.name} does not support the backlog test")

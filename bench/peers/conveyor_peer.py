@@ -49,6 +49,8 @@ class ConveyorPeer(Peer):
         super().__init__(ctx)
         self.server: ProcessGroup | None = None
         self.port: int | None = None
+        self.store_number = 0
+        self.store_path: str | None = None
 
     def versions(self) -> dict[str, str]:
         found = super().versions()
@@ -92,12 +94,10 @@ class ConveyorPeer(Peer):
             raise SystemUnavailable(f"cannot import conveyor: {error}") from error
         self._start_server()
 
-    @property
-    def store_path(self) -> str:
-        return str(self.ctx.work_dir / "conveyor.db")
-
     def create_store(self) -> str:
         """Return the URL of a new, empty store for the server."""
+        self.store_number += 1
+        self.store_path = str(self.ctx.work_dir / f"conveyor-{self.store_number}.db")
         return f"sqlite:///{self.store_path}"
 
     def _start_server(self) -> None:
@@ -175,6 +175,11 @@ class ConveyorPeer(Peer):
     def outstanding_messages(self) -> int:
         stats = self.app.client.stats(QUEUE_NAME)
         return stats.ready + stats.delayed + stats.reserved
+
+    def restart_on_new_store(self) -> None:
+        self.stop_workers()
+        self._stop_server()
+        self._start_server()
 
     def reserve_and_ack(self, max_messages: int) -> int:
         client = self.app.client
@@ -271,6 +276,8 @@ class ConveyorPostgresPeer(ConveyorPeer):
         return f"{self.ctx.postgres_url}{separator}options=-csearch_path%3DSCHEMA"
 
     def create_store(self) -> str:
+        if self.schema is not None:
+            self.schema.drop()
         self.schema = create_postgres_schema(self.ctx, "bench_conveyor")
         return self.schema.url
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from peers.base import Peer, SystemUnavailable, create_postgres_schema, venv_script
 from worker_apps import PROCRASTINATE_CONNINFO_ENV, QUEUE_NAME
 
@@ -110,14 +108,16 @@ class ProcrastinatePeer(Peer):
         ]
 
     def cleanup(self) -> None:
-        self.stop_workers()
-        if self.app is not None:
-            self.app.close()
-            self.app = None
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self.conn.close()
-            self.conn = None
-        if self.schema is not None:
-            self.schema.drop()
-        super().cleanup()
+        try:
+            self.stop_workers()
+            if self.app is not None:
+                app, self.app = self.app, None
+                app.close()
+            if self.conn is not None:
+                conn, self.conn = self.conn, None
+                conn.close()
+        finally:
+            # Drop the schema last, because the worker and the pools use it.
+            if self.schema is not None:
+                self.schema.drop()
+            super().cleanup()
