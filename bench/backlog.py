@@ -69,42 +69,62 @@ def measure_backlog(peer: Peer, options: BacklogOptions) -> dict:
     processed = 0
     with make_progress() as progress:
         for level in options.levels:
-            posted = level + options.dequeues - waiting
             entry = {"backlog": level, "processed_before": processed}
-            entry.update(_post(peer, posted, options.batch_size, progress,
-                               f"backlog {level:,}: post"))
-            peer.after_bulk_post()
-            entry.update(_dequeue(peer, options.dequeues, progress,
-                                  f"backlog {level:,}: reserve and ack"))
-            entry["sizes"] = peer.storage_sizes()
-            record["levels"].append(entry)
-            _print_level(entry)
+            posted = level + options.dequeues - waiting
+            record["levels"].append(_measure_level(peer, options, progress, entry, posted))
             waiting = level
             processed += options.dequeues
+        if not options.churn:
+            peer.purge()
+            return record
 
-        if options.churn:
-            record["drain"] = drain = _drain(peer, waiting, options.drain_threads, progress)
-            processed += drain["messages"]
-            console.print(f"  backlog: drained {drain['messages']:,} messages in "
-                          f"{drain['seconds']:.1f} s with {options.drain_threads} threads")
-            entry = {"backlog": 0, "processed_before": processed, "churned": True}
-            entry.update(_post(peer, options.dequeues, options.batch_size, progress,
-                               f"backlog 0 after {processed:,} processed: post"))
-            peer.after_bulk_post()
-            entry.update(_dequeue(peer, options.dequeues, progress,
-                                  f"backlog 0 after {processed:,} processed: reserve and ack"))
-            entry["sizes"] = peer.storage_sizes()
-            record["levels"].append(entry)
-            _print_level(entry)
+        record["drain"] = drain = _drain(peer, waiting, options.drain_threads, progress)
+        processed += drain["messages"]
+        console.print(f"  backlog: drained {drain['messages']:,} messages in "
+                      f"{drain['seconds']:.1f} s with {options.drain_threads} threads")
+        entry = {"backlog": 0, "processed_before": processed, "churned": True}
+        record["levels"].append(
+            _measure_level(peer, options, progress, entry, options.dequeues))
+        processed += options.dequeues
+
+        # A store that needs a vacuum to reuse the space of deleted rows gets
+        # one more row, which shows how much of the change the vacuum undoes.
+        if peer.vacuum():
+            entry = {"backlog": 0, "processed_before": processed, "churned": True,
+                     "vacuumed": True}
+            record["levels"].append(
+                _measure_level(peer, options, progress, entry, options.dequeues))
     peer.purge()
     return record
 
 
-def _print_level(entry: dict) -> None:
-    churned = f" after {entry['processed_before']:,} processed" if entry.get("churned") else ""
-    console.print(f"  backlog {entry['backlog']:,}{churned}: "
-                  f"{entry['dequeues_per_second']:,.0f} msg/s reserved and acked, "
-                  f"messages table and indexes {entry['sizes']['total_bytes'] / 2**20:,.1f} MiB")
+def level_name(entry: dict) -> str:
+    """Return a short description of a level, such as "0 after 1,060,000 processed"."""
+    name = f"{entry['backlog']:,}"
+    if entry.get("churned"):
+        name += f" after {entry['processed_before']:,} processed"
+    if entry.get("vacuumed"):
+        name += " and VACUUM"
+    return name
+
+
+def _measure_level(peer: Peer, options: BacklogOptions, progress, entry: dict,
+                   posted: int) -> dict:
+    """Post ``posted`` messages, then time ``options.dequeues`` reserves and acks.
+
+    Returns ``entry`` with the post and dequeue figures and the sizes taken
+    after the dequeues.
+    """
+    name = level_name(entry)
+    entry.update(_post(peer, posted, options.batch_size, progress, f"backlog {name}: post"))
+    peer.after_bulk_post()
+    entry.update(_dequeue(peer, options.dequeues, progress,
+                          f"backlog {name}: reserve and ack"))
+    entry["sizes"] = peer.storage_sizes()
+    console.print(f"  backlog {name}: {entry['dequeues_per_second']:,.0f} msg/s reserved "
+                  "and acked, messages table and indexes "
+                  f"{entry['sizes']['total_bytes'] / 2**20:,.1f} MiB")
+    return entry
 
 
 def _post(peer: Peer, count: int, batch_size: int, progress, description: str) -> dict:

@@ -122,6 +122,12 @@ class Schema:
                 conn.execute(sql.SQL("ANALYZE {}.{}").format(
                     sql.Identifier(self.name), sql.Identifier(table)))
 
+    def vacuum(self, table: str) -> None:
+        """Run VACUUM on one table of the schema, so its dead rows' space can be reused."""
+        with self.connect() as conn:
+            conn.execute(sql.SQL("VACUUM {}.{}").format(
+                sql.Identifier(self.name), sql.Identifier(table)))
+
     def table_sizes(self, table: str) -> dict:
         """Return the on-disk bytes of a table and of each of its indexes, and its row counts.
 

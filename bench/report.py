@@ -238,26 +238,15 @@ def _postgres_method(systems: dict, run: dict, machine: dict) -> str:
     if not any(name in POSTGRES_SYSTEMS for name in systems):
         return ""
     info = machine.get("postgres") or {}
-    synchronous_commit = info.get("synchronous_commit", "not recorded")
-    if synchronous_commit == "off":
-        flush = "a commit returns before its WAL record reaches the disk."
-    else:
-        flush = ("each commit waits for a WAL flush, which commits that wait at "
-                 "the same moment may share.")
-    if info.get("autovacuum") == "on":
-        autovacuum = ("It runs with `autovacuum` `on`, which also gathers planner "
-                      "statistics (auto-analyze) on its own schedule.")
-    else:
-        autovacuum = (f"It runs with `autovacuum` `{info.get('autovacuum', 'not recorded')}`, "
-                      "so nothing gathers planner statistics on new tables by itself.")
+    settings = _postgres_settings_text(info)
     if run.get("postgres_analyze", True):
         analyze = (
             "So that the planner has current statistics, the harness runs `ANALYZE` on "
             "every table of the system's schema after W2's pre-post (before the "
             "workers start) and after each post of the backlog test (before its "
             "measurement), as an auto-analyze would on a server with autovacuum on. "
-            "It runs no `VACUUM`, so the tables keep their dead rows, apart from what "
-            "page pruning removes."
+            "It runs no `VACUUM`, except before the backlog test's last row, so the "
+            "tables keep their dead rows, apart from what page pruning removes."
         )
     else:
         analyze = (
@@ -265,9 +254,27 @@ def _postgres_method(systems: dict, run: dict, machine: dict) -> str:
             "statistics on the new tables and may have chosen scans that grow with "
             "the number of rows."
         )
-    text = POSTGRES_METHOD_TEXT.format(synchronous_commit=synchronous_commit, flush=flush,
-                                       autovacuum=autovacuum, analyze=analyze)
-    return textwrap.fill(" ".join(text.split()), width=79) + "\n\n"
+    text = POSTGRES_METHOD_TEXT.format(settings=settings, analyze=analyze)
+    return textwrap.fill(" ".join(text.split()), width=79, break_on_hyphens=False) + "\n\n"
+
+
+def _postgres_settings_text(info: dict) -> str:
+    """Describe what the server's commit and autovacuum settings mean for the numbers."""
+    if "synchronous_commit" not in info:
+        return "This run could not read the server's settings."
+    if info["synchronous_commit"] == "off":
+        flush = "a commit returns before its WAL record reaches the disk."
+    else:
+        flush = ("each commit waits for a WAL flush, which commits that wait at the same "
+                 "moment may share.")
+    if info.get("autovacuum") == "on":
+        autovacuum = ("It runs with `autovacuum` `on`, which also gathers planner "
+                      "statistics (auto-analyze) on its own schedule.")
+    else:
+        autovacuum = (f"It runs with `autovacuum` `{info.get('autovacuum')}`, so nothing "
+                      "gathers planner statistics on new tables by itself.")
+    return (f"The server runs with `synchronous_commit` `{info['synchronous_commit']}`, "
+            f"so {flush} {autovacuum}")
 
 
 def _systems_section(systems: dict) -> str:
@@ -331,8 +338,7 @@ server listed above, in the database that `--postgres-url` names. Each
 creates a schema with a random name before it starts, puts its tables there
 through the connection's `search_path`, and drops the schema with everything
 in it when it is done. Conveyor's server creates its tables itself.
-Procrastinate's come from its schema manager (`apply_schema()`). The server
-runs with `synchronous_commit` `{synchronous_commit}`, so {flush} {autovacuum}
+Procrastinate's come from its schema manager (`apply_schema()`). {settings}
 {analyze}
 """
 

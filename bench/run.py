@@ -501,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     results["run"]["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    if "error" in machine["postgres"]:
+        # The server may have been restarting when the run started.
+        machine["postgres"] = postgres_machine_info(args.postgres_url)
 
     write_json(args.json, results)
     console.print(f"Results written to {args.json}")

@@ -148,6 +148,10 @@ class Peer(abc.ABC):
         """Return the bytes on disk of the message table and its indexes."""
         raise NotImplementedError(f"{self.name} does not support the backlog test")
 
+    def vacuum(self) -> bool:
+        """Vacuum the message table if the store needs that to reuse space; return whether it did."""
+        return False
+
     @abc.abstractmethod
     def worker_argv(self) -> list[str]:
         """Return the command line that starts the system's worker processes."""

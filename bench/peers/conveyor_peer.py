@@ -288,6 +288,10 @@ class ConveyorPostgresPeer(ConveyorPeer):
         if self.ctx.postgres_analyze:
             self.schema.analyze()
 
+    def vacuum(self) -> bool:
+        self.schema.vacuum("messages")
+        return True
+
     def cleanup(self) -> None:
         try:
             super().cleanup()
