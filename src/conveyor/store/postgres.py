@@ -44,6 +44,7 @@ from . import outcomes
 from . import postgres_schema as schema_versions
 from . import postgres_sql as sql
 from .postgres_listener import NotificationListener
+from .postgres_maintenance import TableMaintenance
 from .postgres_options import StoreOptions, parse_store_url
 from .sqlite import DLQ_RETENTION_S, MAX_RESPONSE_BODY_BYTES, REDRIVE_CHUNK
 
@@ -129,6 +130,9 @@ class PostgresStore:
             self._listener = NotificationListener(
                 conninfo, self._channel, self._sender, on_commit, self._description
             )
+        self._maintenance: TableMaintenance | None = None
+        if self.options.maintenance:
+            self._maintenance = TableMaintenance(conninfo, self._description)
 
     def close(self) -> None:
         """Finish queued writes, then stop the listener and close the connections."""
@@ -139,6 +143,8 @@ class PostgresStore:
         self._executor.shutdown(wait=True)
         if self._listener is not None:
             self._listener.close()
+        if self._maintenance is not None:
+            self._maintenance.close()
         self._pool.close()
 
     # Schema ------------------------------------------------------------

@@ -33,12 +33,13 @@ MIN_POLL_INTERVAL_S = 0.05
 MAX_POLL_INTERVAL_S = 60.0
 
 SWITCH_VALUES = {"on": True, "true": True, "off": False, "false": False}
-OPTION_NAMES = ("pool_size", "listen", "poll_interval", "prepare")
+OPTION_NAMES = ("pool_size", "listen", "poll_interval", "prepare", "maintenance")
 # Why a deployment turns a switch off, for the error about a bad value.
 SWITCH_OFF_USES = {
     "listen": "behind a proxy that pools transactions, where LISTEN does not work",
     "prepare": "behind a proxy that pools transactions and does not keep "
     "prepared statements, such as PgBouncer before 1.21",
+    "maintenance": "when a database administrator schedules VACUUM and ANALYZE",
 }
 
 
@@ -51,6 +52,8 @@ class StoreOptions:
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
     # Server-side prepared statements, which save parsing and planning.
     prepare: bool = True
+    # The store vacuums and analyzes its own tables (postgres_maintenance.py).
+    maintenance: bool = True
 
     @property
     def read_connections(self) -> int:
@@ -91,6 +94,7 @@ def build_options(values: dict[str, str]) -> StoreOptions:
     """Check the raw parameter values and return the options they set."""
     listen = _parse_switch("listen", values.get("listen", "on"))
     prepare = _parse_switch("prepare", values.get("prepare", "on"))
+    maintenance = _parse_switch("maintenance", values.get("maintenance", "on"))
     default_interval_s = (
         DEFAULT_POLL_INTERVAL_S if listen else DEFAULT_POLL_INTERVAL_NO_LISTEN_S
     )
@@ -100,7 +104,7 @@ def build_options(values: dict[str, str]) -> StoreOptions:
     poll_interval_s = default_interval_s
     if "poll_interval" in values:
         poll_interval_s = _parse_poll_interval(values["poll_interval"])
-    return StoreOptions(pool_size, listen, poll_interval_s, prepare)
+    return StoreOptions(pool_size, listen, poll_interval_s, prepare, maintenance)
 
 
 def _parse_pool_size(raw: str) -> int:
