@@ -116,6 +116,19 @@ def test_segfault_fails_only_its_attempt(setup: Setup) -> None:
     assert stop_worker(worker) == 0, worker.log()
 
 
+def test_child_start_failure_stops_worker(setup: Setup) -> None:
+    worker = launch_worker(
+        setup.folder, "broken_child_tasks:app", setup.server.url, "--processes", "1"
+    )
+
+    exit_code = worker.wait()
+
+    assert exit_code == 1
+    assert "exited with exit code 1 before it was ready" in worker.log()
+    assert "RuntimeError: this module fails in a child process on purpose" in worker.log()
+    assert "Worker started" not in worker.log()
+
+
 def test_hard_timeout_needs_processes(setup: Setup) -> None:
     worker = launch_worker(
         setup.folder, APP_PATH, setup.server.url, "--queues", "proc-stuck"
@@ -224,6 +237,21 @@ def test_paused_worker_ack_is_rejected(setup: Setup) -> None:
     assert first.alive()
     assert stop_worker(first) == 0, first.log()
     assert stop_worker(second) == 0, second.log()
+
+
+def test_child_task_keeps_its_lease(setup: Setup) -> None:
+    setup.app.client.create_queue("proc-lease", {"visibility_timeout_s": 1.0})
+    handle = process_tasks.slow_pid.enqueue(2.5)
+    worker = setup.start_worker("--processes", "1", "--queues", "proc-lease")
+
+    result = handle.result(timeout_s=DONE_TIMEOUT_S)
+    starts = setup.records("start")
+
+    assert len(starts) == 1
+    assert result == starts[0]["pid"]
+    assert result != worker.process.pid
+    assert "Lost the lease" not in worker.log()
+    assert stop_worker(worker) == 0, worker.log()
 
 
 def _rejection(log: str, message_id: str) -> str:

@@ -43,7 +43,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [child %(process)d]: %(message)
 
 @dataclass(frozen=True)
 class ChildConfig:
-    """What a child needs to run tasks: the app to import and how to reach its queues.
+    """The settings a child gets at start: the app to import and how to reach its queues.
 
     The URL and token let task code enqueue other tasks from the child.
     """
@@ -180,6 +180,9 @@ class ChildExecutor:
                 slot.interrupt(unit_id)
             try:
                 results, duration_ms = run_sync_unit(task, runs, slot)
+            except Exception as exc:  # the parent must hear back, or the slot stays taken
+                logger.exception("Running task %s failed in the worker child process", task.name)
+                results, duration_ms = [ItemResult(error=exc) for _ in runs], 0.0
             finally:
                 with self._slots_lock:
                     del self._slots[unit_id]
