@@ -1,12 +1,15 @@
 """Backlog test: dequeue throughput with many messages already waiting in the queue.
 
-For each backlog level N, the queue contains N messages besides the ones that
-are measured. One harness thread then reserves a fixed number of messages through
-the SDK, in batches of up to 100 (the largest reserve), and acks each batch
-before it reserves the next. No worker runs, so the rate covers the store's
-reserve and ack paths over HTTP and no task body. After the highest level,
-threads drain the whole queue, and the last measurement runs once more on an
-empty queue in a table through which all those messages have passed.
+The test starts the system on a new, empty store. For each backlog level N,
+the queue contains N messages besides the ones that are measured. One harness
+thread then reserves a fixed number of messages through the SDK, in batches
+of up to 100 (the largest reserve), and acks each batch before it reserves the
+next. No worker runs, so the rate covers the store's reserve and ack paths
+over HTTP and no task body. After the highest level, threads drain the whole
+queue, and one more measurement runs on the empty queue, in a table through
+which all those messages have passed. On a store that needs a vacuum to reuse
+the space of deleted rows (PostgreSQL), the harness then vacuums the table and
+measures once more.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def measure_backlog(peer: Peer, options: BacklogOptions) -> dict:
     return record
 
 
-def level_name(entry: dict) -> str:
+def _level_name(entry: dict) -> str:
     """Return a short description of a level, such as "0 after 1,060,000 processed"."""
     name = f"{entry['backlog']:,}"
     if entry.get("churned"):
@@ -115,7 +118,7 @@ def _measure_level(peer: Peer, options: BacklogOptions, progress, entry: dict,
     Returns ``entry`` with the post and dequeue figures and the sizes taken
     after the dequeues.
     """
-    name = level_name(entry)
+    name = _level_name(entry)
     entry.update(_post(peer, posted, options.batch_size, progress, f"backlog {name}: post"))
     peer.after_bulk_post()
     entry.update(_dequeue(peer, options.dequeues, progress,

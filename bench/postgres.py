@@ -9,6 +9,7 @@ it, when the system is done.
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 from urllib.parse import quote
 
@@ -43,6 +44,12 @@ def validate_loopback_postgres_url(url: str) -> None:
             raise ValueError(f"invalid --postgres-url {url!r}: host {host!r} is not a "
                              "loopback address; the benchmark only loads addresses "
                              "such as 127.0.0.1")
+    # libpq takes these from the environment for what the URL leaves out, and
+    # a service file or PGHOSTADDR could point the connection elsewhere.
+    for variable in ("PGHOSTADDR", "PGSERVICE", "PGSERVICEFILE"):
+        if variable in os.environ and "hostaddr" not in params:
+            raise ValueError(f"environment variable {variable} is set; unset it, so "
+                             f"that --postgres-url {url!r} alone decides the server")
 
 
 def _is_loopback(host: str) -> bool:
@@ -74,6 +81,16 @@ def server_info(url: str) -> dict[str, str]:
     return info
 
 
+def _check_loopback_server(conn: psycopg.Connection) -> None:
+    """Raise RuntimeError unless the server's end of the connection is a loopback address."""
+    address = conn.execute("SELECT host(inet_server_addr())").fetchone()[0]
+    # NULL means a Unix socket, which is local too.
+    if address is not None and not ipaddress.ip_address(address).is_loopback:
+        raise RuntimeError(f"the PostgreSQL connection reached the server at {address}, "
+                           "which is not a loopback address; the benchmark only loads "
+                           "127.0.0.1 or ::1")
+
+
 class Schema:
     """A schema with a random name, created on construction and dropped by ``drop``."""
 
@@ -81,6 +98,7 @@ class Schema:
         self.base_url = base_url
         self.name = f"{prefix}_{secrets.token_hex(4)}"
         with self.connect(search_path=False) as conn:
+            _check_loopback_server(conn)
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.name)))
         self.dropped = False
 

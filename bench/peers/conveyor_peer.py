@@ -109,9 +109,8 @@ class ConveyorPeer(Peer):
             "--store", store_url,
             "--port", str(self.port),
         ]
-        self.server = ProcessGroup(
-            "conveyor server", argv, {}, self.ctx.log_dir / "conveyor-server.log"
-        )
+        log_path = self.ctx.log_dir / f"{self.name}-server.log"
+        self.server = ProcessGroup(f"{self.name} server", argv, {}, log_path)
         deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
         while not _port_open(self.port):
             try:
