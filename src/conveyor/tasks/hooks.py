@@ -5,7 +5,7 @@
 | before_enqueue | task, message | the enqueuing process, before the post; `message` is the NewMessage and a hook may set its headers |
 | after_enqueue | task, message, handle | the enqueuing process, after the post returned |
 | before_run | run | the process and thread (or event loop) that runs the task, just before the function is called |
-| after_run | run, result, error | the same place, once the attempt's outcome is known; `error` is None on success |
+| after_run | run, result, error | the same place, when the function ends; `error` is None on success |
 | on_retry | run, error, delay_s | the worker process, once the queue service confirmed the retry |
 | on_dead_letter | run, error | the worker process, once the queue service moved the message to the DLQ |
 
