@@ -95,8 +95,8 @@ def warn_about_large_batches(tasks: list[Task], held_limit: int) -> None:
     for task in tasks:
         if task.batch_size is not None and task.batch_size > held_limit:
             logger.warning(
-                "Batch task %s has batch_size %d, but this worker holds at most %d "
-                "messages (concurrency + prefetch), so its batches stay smaller; "
-                "raise --prefetch to fill them",
+                "Batch task %s has batch_size %d, but this worker leases at most %d "
+                "messages at once (concurrency + prefetch), so its batches stay "
+                "smaller; raise --prefetch to fill them",
                 task.name, task.batch_size, held_limit,
             )

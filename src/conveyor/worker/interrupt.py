@@ -34,10 +34,10 @@ def _set_async_exc(thread_id: int, exc_class: type[BaseException] | None) -> Non
 class CallSlot:
     """One runner thread's current task call, which a timeout may interrupt.
 
-    `prepare(members)` names what the next call runs (jobs, or unit ids in
-    a child process); `interrupt(member)` raises TaskInterrupted in the
+    `prepare(members)` names what the next call runs: jobs, or unit ids in
+    a child process. `interrupt(member)` raises TaskInterrupted in the
     call if it still runs that member. An interrupt that comes before the
-    call starts stops it from starting, and one that comes as it returns
+    call starts keeps it from starting. One that comes as the call returns
     is dropped, so the exception never lands in the runner's own code.
     """
 

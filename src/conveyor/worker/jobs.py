@@ -34,9 +34,9 @@ class ResultNotJSON(TypeError):
 class RemoteTaskError(Exception):
     """A task failed in a worker child process; the exception stayed there.
 
-    `description` is the original `Type: message` text, `permanent` tells
-    whether it skips retries, and `traceback_text` is the child's formatted
-    traceback, or "" when none is worth logging.
+    `description` is the original `Type: message` text, and `permanent` is
+    true when the failure skips retries. `traceback_text` is the child's
+    formatted traceback, or "" when none is worth logging.
     """
 
     def __init__(self, description: str, permanent: bool, traceback_text: str) -> None:
@@ -185,7 +185,7 @@ def result_outcome(
     job: Job, value: Any, error: BaseException | None, duration_ms: float,
     settings: QueueSettings,
 ) -> Outcome:
-    """Build the ack of a run that returned value, or the nack of one that raised error."""
+    """Build the ack for a run that returned value, or the nack when error is set."""
     if error is None:
         return success(job, value, duration_ms)
     return failure(job, error, duration_ms, settings)

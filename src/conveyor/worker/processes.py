@@ -1,11 +1,11 @@
 """Child processes that run tasks for the worker (`--processes N`).
 
 The worker process keeps fetching, leasing, extending leases and sending
-acks; children only call task functions (child.py). One supervisor thread
-owns the children. It hands each unit to a child with a free slot, turns
-the results into outcomes, kills a child whose task passed its
-hard_timeout_s, replaces a child that died, and recycles a child after
-max_tasks_per_child calls or once its resident memory passed
+acks, and children only call task functions (child.py). One supervisor
+thread owns the children. It hands each unit to a child with a free slot
+and turns the results into outcomes. It kills a child whose task passed
+its hard_timeout_s and replaces a child that died. It recycles a child
+after max_tasks_per_child calls, or once its resident memory passed
 max_memory_per_child_mib. A recycled child takes no new units and exits
 once its running ones finished, while its replacement already starts.
 
