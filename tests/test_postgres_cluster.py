@@ -72,7 +72,9 @@ class Load:
     posters: int = 3
 
     def keys(self) -> set[str]:
-        fifo = {fifo_key(g, s) for g in range(self.groups) for s in range(self.per_group)}
+        fifo = {
+            fifo_key(g, s) for g in range(self.groups) for s in range(self.per_group)
+        }
         return fifo | {plain_key(k) for k in range(self.plain)}
 
     def batches_of(self, poster: int) -> list[Batch]:
@@ -88,7 +90,9 @@ class Load:
         plain_batches = [Batch(PLAIN, part) for part in chunks(plain, self.batch_size)]
         batches: list[Batch] = []
         for index in range(max(len(fifo_batches), len(plain_batches))):
-            batches += fifo_batches[index : index + 1] + plain_batches[index : index + 1]
+            batches += (
+                fifo_batches[index : index + 1] + plain_batches[index : index + 1]
+            )
         return batches
 
 
@@ -161,7 +165,9 @@ class Poster:
         self.failures: collections.Counter[str] = collections.Counter()
         self.error: str | None = None
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"poster-{index}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"poster-{index}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -174,6 +180,10 @@ class Poster:
     def confirmed_keys(self) -> list[str]:
         with self._lock:
             return list(self.confirmed)
+
+    def failure_counts(self) -> collections.Counter[str]:
+        with self._lock:
+            return collections.Counter(self.failures)
 
     def _run(self) -> None:
         try:
@@ -198,15 +208,18 @@ class Poster:
                 with self._lock:
                     self.confirmed.extend(batch.keys())
                 return
-            self.failures[outcome] += 1
+            with self._lock:
+                self.failures[outcome] += 1
             if time.monotonic() > deadline:
-                raise AssertionError(f"batch not stored within {DRAIN_TIMEOUT_S} s: {outcome}")
+                raise AssertionError(
+                    f"batch not stored within {DRAIN_TIMEOUT_S} s: {outcome}"
+                )
             attempt += 1
             time.sleep(min(1.0, 0.05 * 2 ** min(attempt, 5)))
 
 
 def post_batch(client: httpx.Client, url: str, batch: Batch) -> str | None:
-    """Post one batch; return None once stored, else a short description of the failure.
+    """Post one batch and return None once stored, else a description of the failure.
 
     Raises on a response that retrying cannot fix, such as a 422.
     """
@@ -218,12 +231,11 @@ def post_batch(client: httpx.Client, url: str, batch: Batch) -> str | None:
         return type(exc).__name__
     if response.status_code == 201:
         return None
-    problem_type = response.json().get("type", "")
     if response.status_code != 503:
         raise AssertionError(
             f"POST to {url} returned {response.status_code}: {response.text[:500]}"
         )
-    return f"{response.status_code} {problem_type}"
+    return f"{response.status_code} {response.json().get('type', '')}"
 
 
 def start_posters(
@@ -245,7 +257,7 @@ def confirmed_keys(posters: list[Poster]) -> set[str]:
 def failure_counts(posters: list[Poster]) -> collections.Counter[str]:
     total: collections.Counter[str] = collections.Counter()
     for poster in posters:
-        total.update(poster.failures)
+        total.update(poster.failure_counts())
     return total
 
 
@@ -287,24 +299,39 @@ class Cluster:
         return self.record_path.read_text().splitlines()
 
     def start_workers(self, server_indexes: list[int], *options: str) -> None:
-        """Start one worker per entry, attached to that server; wait until all serve."""
+        """Start a worker attached to each listed server, and wait until all serve."""
         started = [self._launch_worker(index, options) for index in server_indexes]
         for worker in started:
             wait_until(
-                lambda: "Worker started" in worker.log() or worker.process.poll() is not None,
+                lambda worker=worker: (
+                    "Worker started" in worker.log()
+                    or worker.process.poll() is not None
+                ),
                 START_TIMEOUT_S,
                 f"worker on server {worker.server_index} did not start",
             )
-            assert worker.process.poll() is None, f"worker exited at start:\n{worker.log()}"
+            assert worker.process.poll() is None, (
+                f"worker exited at start:\n{worker.log()}"
+            )
 
-    def _launch_worker(self, server_index: int, options: tuple[str, ...]) -> WorkerProcess:
+    def _launch_worker(
+        self, server_index: int, options: tuple[str, ...]
+    ) -> WorkerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        env["PYTHONPATH"] = os.pathsep.join([str(TESTS_FOLDER), env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(TESTS_FOLDER), env.get("PYTHONPATH", "")]
+        )
         env["CLUSTER_RECORD"] = str(self.record_path)
         log_path = self.folder / f"worker-{len(self.workers)}.log"
         argv = [
-            *conveyor_command(), "worker", "cluster_tasks:app",
-            "--url", self.servers[server_index].url, "--poll-wait-s", "1", *options,
+            *conveyor_command(),
+            "worker",
+            "cluster_tasks:app",
+            "--url",
+            self.servers[server_index].url,
+            "--poll-wait-s",
+            "1",
+            *options,
         ]
         with open(log_path, "w") as log:
             process = subprocess.Popen(
@@ -330,10 +357,11 @@ class Cluster:
         for worker in self.workers:
             try:
                 code = worker.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as exc:
                 worker.process.kill()
                 worker.process.wait()
-                raise AssertionError(f"worker did not stop:\n{worker.log()[-3000:]}")
+                log = worker.log()[-3000:]
+                raise AssertionError(f"worker did not stop:\n{log}") from exc
             assert code == 0, f"worker exited with {code}:\n{worker.log()[-3000:]}"
 
     def restart_server(self, index: int) -> None:
@@ -344,18 +372,33 @@ class Cluster:
         folder.mkdir()
         process = launch_server(folder, "--store", self.store_url, "--port", port)
         server = ServerProcess(
-            process, old.url, self.store_url, folder / "server.out", folder / "server.err"
+            process,
+            old.url,
+            self.store_url,
+            folder / "server.out",
+            folder / "server.err",
         )
         self.servers[index] = server
-        wait_until(lambda: is_healthy(server), START_TIMEOUT_S, "restarted server not healthy")
+        wait_until(
+            lambda: is_healthy(server), START_TIMEOUT_S, "restarted server not healthy"
+        )
 
     def close(self) -> None:
+        """Kill the workers that still run, then stop every server."""
         for worker in self.workers:
             if worker.process.poll() is None:
                 worker.process.kill()
                 worker.process.wait()
+        errors = []
         for server in self.servers:
-            server.stop(signal.SIGKILL if server.process.poll() is None else signal.SIGTERM)
+            try:
+                server.stop()
+            except (
+                AssertionError
+            ) as exc:  # stop() has killed this one. Stop the others too.
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 def is_healthy(server: ServerProcess) -> bool:
@@ -376,7 +419,7 @@ def quiet_httpx(caplog: pytest.LogCaptureFixture) -> None:
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[Callable[[int], Cluster]]:
-    """Start N servers on a fresh schema; everything is stopped and dropped at teardown."""
+    """Start N servers on a fresh schema. Teardown stops them and drops the schema."""
     clusters: list[Cluster] = []
     drops: list[Callable[[], None]] = []
 
@@ -387,21 +430,26 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[[int], Cluster]]:
         cluster = Cluster(tmp_path, store_url, servers)
         clusters.append(cluster)
         for index in range(server_count):
-            servers.append(start_server(tmp_path / f"server-{index}", store_url=store_url))
+            servers.append(
+                start_server(tmp_path / f"server-{index}", store_url=store_url)
+            )
         return cluster
 
     yield make
-    for cluster in clusters:
-        cluster.close()
-    for drop in drops:
-        drop()
+    try:
+        for cluster in clusters:
+            cluster.close()
+    finally:
+        for drop in drops:
+            drop()
 
 
 def create_queues(cluster: Cluster, visibility_timeout_s: float) -> None:
     settings = {"visibility_timeout_s": visibility_timeout_s}
     with httpx.Client(base_url=cluster.urls[0], timeout=POST_TIMEOUT_S) as client:
         for name, extra in ((ORDERED, {"type": "fifo"}), (PLAIN, {})):
-            response = client.post("/v1/queues", json={"name": name, "settings": {**settings, **extra}})
+            body = {"name": name, "settings": {**settings, **extra}}
+            response = client.post("/v1/queues", json=body)
             assert response.status_code == 201, response.text
 
 
@@ -409,7 +457,7 @@ def create_queues(cluster: Cluster, visibility_timeout_s: float) -> None:
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float, failure: str) -> None:
-    """Poll condition until it is true; raise AssertionError(failure) after timeout_s."""
+    """Poll condition until it is true, and raise AssertionError after timeout_s."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
@@ -417,37 +465,46 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, failure: str) -> 
         time.sleep(POLL_INTERVAL_S)
 
 
-def wait_until_all_ran(cluster: Cluster, expected: set[str], posters: list[Poster]) -> None:
-    """Wait until every expected key ran at least once; log progress meanwhile."""
+def wait_until_all_ran(
+    cluster: Cluster, expected: set[str], posters: list[Poster]
+) -> None:
+    """Wait until every expected key ran at least once, and log progress meanwhile."""
     started = time.monotonic()
     last_log = started
     while True:
         ran = set(cluster.records())
         missing = expected - ran
         if not missing:
-            logger.info("All %d messages ran after %.1f s", len(expected), time.monotonic() - started)
+            logger.info(
+                "All %d messages ran after %.1f s",
+                len(expected),
+                time.monotonic() - started,
+            )
             return
         cluster.check_alive()
         now = time.monotonic()
         if now - started > DRAIN_TIMEOUT_S:
             raise AssertionError(
-                f"after {DRAIN_TIMEOUT_S} s, {len(missing)} of {len(expected)} messages "
-                f"have not run, for example {sorted(missing)[:10]}; posters confirmed "
-                f"{len(confirmed_keys(posters))} and saw failures {dict(failure_counts(posters))}; "
-                f"worker tracebacks: {worker_tracebacks(cluster)[:3]}"
+                f"after {DRAIN_TIMEOUT_S} s, {len(missing)} of {len(expected)} "
+                f"messages have not run: {sample(missing)}. Posters confirmed "
+                f"{len(confirmed_keys(posters))} and saw failures "
+                f"{dict(failure_counts(posters))}. Worker tracebacks: "
+                f"{worker_tracebacks(cluster)[:3]}"
             )
         if now - last_log >= PROGRESS_INTERVAL_S:
             last_log = now
             logger.info(
                 "%d of %d messages ran, %d posted, after %.0f s",
-                len(expected) - len(missing), len(expected),
-                len(confirmed_keys(posters)), now - started,
+                len(expected) - len(missing),
+                len(expected),
+                len(confirmed_keys(posters)),
+                now - started,
             )
         time.sleep(POLL_INTERVAL_S)
 
 
 def wait_until_queues_empty(cluster: Cluster) -> None:
-    """Wait until no message is ready, delayed or reserved: every ack arrived."""
+    """Wait until no message is ready, delayed or reserved, so every ack has arrived."""
     with httpx.Client(base_url=cluster.urls[0], timeout=POST_TIMEOUT_S) as client:
 
         def empty() -> bool:
@@ -463,7 +520,8 @@ def wait_until_queues_empty(cluster: Cluster) -> None:
 def dead_count(cluster: Cluster) -> int:
     with httpx.Client(base_url=cluster.urls[0], timeout=POST_TIMEOUT_S) as client:
         return sum(
-            client.get(f"/v1/queues/{queue}/stats").json()["dead"] for queue in (ORDERED, PLAIN)
+            client.get(f"/v1/queues/{queue}/stats").json()["dead"]
+            for queue in (ORDERED, PLAIN)
         )
 
 
@@ -509,7 +567,13 @@ def fifo_order_errors(records: list[str], load: Load) -> list[str]:
         seqs = runs.get(group, [])
         if seqs != list(range(load.per_group)):
             position = next(
-                (i for i, (a, b) in enumerate(zip(seqs, range(load.per_group))) if a != b),
+                (
+                    i
+                    for i, (a, b) in enumerate(
+                        zip(seqs, range(load.per_group), strict=False)
+                    )
+                    if a != b
+                ),
                 min(len(seqs), load.per_group),
             )
             errors.append(
@@ -519,17 +583,22 @@ def fifo_order_errors(records: list[str], load: Load) -> list[str]:
     return errors
 
 
-def check_runs(records: list[str], expected: set[str], load: Load, may_repeat: set[str]) -> None:
+def check_runs(
+    records: list[str], expected: set[str], load: Load, may_repeat: set[str]
+) -> None:
     """Assert that each expected key ran, nothing else ran, and FIFO groups kept order.
 
     A key may run more than once only if it is in may_repeat: the messages
-    whose lease was in flight when a test broke something.
+    whose lease was in flight when the test killed a server or restarted
+    the database.
     """
     ran = set(records)
     never_ran = expected - ran
     assert not never_ran, f"{len(never_ran)} messages never ran: {sample(never_ran)}"
     unknown = ran - expected
-    assert not unknown, f"{len(unknown)} keys ran that were never posted: {sample(unknown)}"
+    assert not unknown, (
+        f"{len(unknown)} keys ran that were never posted: {sample(unknown)}"
+    )
 
     repeats = repeated(records)
     unexplained = {key: n for key, n in repeats.items() if key not in may_repeat}
@@ -539,7 +608,8 @@ def check_runs(records: list[str], expected: set[str], load: Load, may_repeat: s
     )
     order_errors = fifo_order_errors(records, load)
     assert not order_errors, (
-        f"{len(order_errors)} FIFO groups ran out of post order:\n" + "\n".join(order_errors[:10])
+        f"{len(order_errors)} FIFO groups ran out of post order:\n"
+        + "\n".join(order_errors[:10])
     )
 
 
@@ -566,7 +636,7 @@ def store_failures(cluster: Cluster) -> int:
 
 
 def unexpected_server_errors(cluster: Cluster) -> list[str]:
-    """Return the server log lines that show an unexpected error: a 500 or a traceback."""
+    """Return the server log lines that show a 500 response or a traceback."""
     return [
         line
         for server in cluster.servers
@@ -590,7 +660,11 @@ def test_three_servers_drain_load_in_order(make_cluster) -> None:
     posters = start_posters(cluster.urls, load)
     for poster in posters:
         poster.join(DRAIN_TIMEOUT_S)
-    logger.info("Posted %d messages in %.1f s", len(load.keys()), time.monotonic() - posting_started)
+    logger.info(
+        "Posted %d messages in %.1f s",
+        len(load.keys()),
+        time.monotonic() - posting_started,
+    )
     expected = load.keys() | {PROBE_KEY}
     wait_until_all_ran(cluster, expected, posters)
     wait_until_queues_empty(cluster)
@@ -613,13 +687,15 @@ PROBE_KEY = "plain dedup-probe"
 
 
 def post_probe(url: str) -> tuple[str, bool]:
-    """Post the dedup probe message; return its id and whether it was deduplicated."""
+    """Post the dedup probe and return its id and whether it was deduplicated."""
     message = {
         "body": {"task": "record_plain", "args": ["dedup-probe"], "kwargs": {}},
         "dedup_id": PROBE_KEY,
     }
     response = httpx.post(
-        f"{url}/v1/queues/{PLAIN}/messages", json={"messages": [message]}, timeout=POST_TIMEOUT_S
+        f"{url}/v1/queues/{PLAIN}/messages",
+        json={"messages": [message]},
+        timeout=POST_TIMEOUT_S,
     )
     assert response.status_code == 201, response.text
     [posted] = response.json()["messages"]
@@ -635,13 +711,21 @@ CRASH_WORKER_OPTIONS = ("--concurrency", "4", "--prefetch", "20")
 
 
 def start_paused_load(cluster: Cluster, load: Load) -> list[Poster]:
-    """Post the first half of each poster's batches and wait until workers drain some."""
-    posters = start_posters(cluster.urls, load, pause_after=len(load.batches_of(0)) // 2)
+    """Post half of each poster's batches and wait until workers ran some."""
+    posters = start_posters(
+        cluster.urls, load, pause_after=len(load.batches_of(0)) // 2
+    )
     for poster in posters:
-        assert poster.paused.wait(DRAIN_TIMEOUT_S), f"poster {poster.index} did not pause"
+        assert poster.paused.wait(DRAIN_TIMEOUT_S), (
+            f"poster {poster.index} did not pause"
+        )
     for poster in posters:
         assert poster.error is None, f"poster {poster.index} gave up: {poster.error}"
-    wait_until(lambda: len(cluster.records()) >= 500, DRAIN_TIMEOUT_S, "workers ran no messages")
+    wait_until(
+        lambda: len(cluster.records()) >= 500,
+        DRAIN_TIMEOUT_S,
+        "workers ran no messages",
+    )
     return posters
 
 
@@ -671,20 +755,27 @@ def test_server_sigkill_loses_no_message(make_cluster) -> None:
     records = cluster.records()
     duplicates = repeated(records)
     logger.info(
-        "%d messages ran more than once; %d were reserved at the kill; poster failures: %s",
-        len(duplicates), len(in_flight), dict(failure_counts(posters)),
+        "%d messages ran more than once; %d were reserved at the kill; "
+        "poster failures: %s",
+        len(duplicates),
+        len(in_flight),
+        dict(failure_counts(posters)),
     )
 
     assert in_flight, "no message was reserved when the server was killed"
     lost = posted_before_kill - set(records)
-    assert not lost, f"{len(lost)} messages posted before the kill never ran: {sample(lost)}"
+    assert not lost, (
+        f"{len(lost)} messages posted before the kill never ran: {sample(lost)}"
+    )
     check_runs(records, load.keys(), load, may_repeat=in_flight)
     assert dead_count(cluster) == 0
     assert unexpected_server_errors(cluster) == []
     assert worker_tracebacks(cluster) == []
     for worker in cluster.workers:
         if worker.server_index == 0:
-            assert "works again" in worker.log(), "a worker of the killed server did not recover"
+            assert "works again" in worker.log(), (
+                "a worker of the killed server did not recover"
+            )
 
 
 # PostgreSQL restarted mid-stream -----------------------------------------
@@ -699,8 +790,17 @@ class LocalPostgres:
 
     def ctl(self, action: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, action],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                "pg_ctlcluster",
+                "--skip-systemctl-redirect",
+                self.version,
+                self.name,
+                action,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
 
     def restart(self) -> None:
@@ -710,7 +810,9 @@ class LocalPostgres:
     def ensure_running(self) -> None:
         """Start the cluster unless it runs, and wait until it accepts connections."""
         self.ctl("start")  # pg_ctlcluster exits 2 when the cluster is already running
-        wait_until(postgres_accepts_connections, 60.0, "PostgreSQL did not accept connections")
+        wait_until(
+            postgres_accepts_connections, 60.0, "PostgreSQL did not accept connections"
+        )
 
 
 def postgres_accepts_connections() -> bool:
@@ -743,7 +845,7 @@ def local_postgres_or_skip() -> LocalPostgres:
 
 
 class Prober:
-    """A thread that reads queue stats from every server in turn and counts each outcome."""
+    """A thread that reads queue stats from every server in turn and counts outcomes."""
 
     def __init__(self, urls: list[str]) -> None:
         self.urls = urls
@@ -813,8 +915,11 @@ def test_postgres_restart_loses_no_message(make_cluster) -> None:
     logger.info("PostgreSQL restarted")
     in_flight |= reserved_keys_when_back(cluster.urls[1])
     for server in cluster.servers:
-        wait_until(lambda: "reconnected" in server.output(), DRAIN_TIMEOUT_S,
-                   "a server's listener did not reconnect")
+        wait_until(
+            lambda server=server: "reconnected" in server.output(),
+            DRAIN_TIMEOUT_S,
+            "a server's listener did not reconnect",
+        )
     prober.stop()
     for poster in posters:
         poster.join(DRAIN_TIMEOUT_S)
@@ -827,7 +932,9 @@ def test_postgres_restart_loses_no_message(make_cluster) -> None:
     logger.info(
         "%d messages ran more than once; %d failed store calls on the servers; "
         "probes: %s; poster failures: %s",
-        len(duplicates), store_failures(cluster), dict(prober.outcomes),
+        len(duplicates),
+        store_failures(cluster),
+        dict(prober.outcomes),
         dict(failure_counts(posters)),
     )
 
@@ -835,7 +942,9 @@ def test_postgres_restart_loses_no_message(make_cluster) -> None:
     assert set(prober.outcomes) <= {"200", unavailable}
     assert set(failure_counts(posters)) <= {unavailable}
     lost = posted_before_restart - set(records)
-    assert not lost, f"{len(lost)} messages posted before the restart never ran: {sample(lost)}"
+    assert not lost, (
+        f"{len(lost)} messages posted before the restart never ran: {sample(lost)}"
+    )
     check_runs(records, load.keys(), load, may_repeat=in_flight)
     assert dead_count(cluster) == 0
     assert unexpected_server_errors(cluster) == []
