@@ -147,7 +147,7 @@ def test_migration_1_is_the_original_schema():
 
 def test_empty_schema_created_at_latest(postgres_url):
     Engine(postgres_url, sweep=False).close()
-    assert version_rows(postgres_url) == [(1, False), (2, True)]
+    assert version_rows(postgres_url) == [(1, False), (2, True), (3, True)]
     assert "fillfactor=80" in reloptions(postgres_url, "messages")
 
 
@@ -155,7 +155,7 @@ def test_engine_rejects_version_1(v1_url):
     with pytest.raises(StoreUnavailable) as caught:
         Engine(v1_url, sweep=False)
     message = str(caught.value)
-    assert "version 1, older than version 2" in message
+    assert "version 1, older than version 3" in message
     assert "conveyor migrate --store URL" in message
     assert postgres_schema_name(v1_url) in message
 
@@ -168,7 +168,7 @@ def postgres_schema_name(url: str) -> str:
 def test_server_rejects_version_1(v1_url):
     result = run_conveyor("server", "--store", v1_url, "--port", "0")
     assert result.returncode == 2
-    assert "older than version 2" in result.stderr
+    assert "older than version 3" in result.stderr
     assert "conveyor migrate --store URL" in result.stderr
     assert version_rows(v1_url) == [(1, False)]
 
@@ -179,8 +179,9 @@ def test_migrate_upgrades_version_1(v1_url):
     assert result.returncode == 0, result.stderr
     assert "is at version 1" in result.stdout
     assert "Applied migration 2:" in result.stdout
-    assert "is at version 2." in result.stdout
-    assert version_rows(v1_url) == [(1, False), (2, True)]
+    assert "Applied migration 3:" in result.stdout
+    assert "is at version 3." in result.stdout
+    assert version_rows(v1_url) == [(1, False), (2, True), (3, True)]
     assert reloptions(v1_url, "messages") == VACUUM_OPTIONS | {"fillfactor=80"}
     assert reloptions(v1_url, "dedup") == VACUUM_OPTIONS
     assert reloptions(v1_url, "results") == VACUUM_OPTIONS
@@ -202,8 +203,8 @@ def test_migrate_json_lists_applied(v1_url):
     assert result.returncode == 0, result.stderr
     document = orjson.loads(result.stdout)
     assert document["from_version"] == 1
-    assert document["latest_version"] == 2
-    assert [m["version"] for m in document["applied"]] == [2]
+    assert document["latest_version"] == 3
+    assert [m["version"] for m in document["applied"]] == [2, 3]
     assert document["pending"] == []
 
 
@@ -212,7 +213,7 @@ def test_migrate_current_schema_does_nothing(postgres_url):
     result = run_conveyor("migrate", "--store", postgres_url)
     assert result.returncode == 0, result.stderr
     assert "nothing to do" in result.stdout
-    assert version_rows(postgres_url) == [(1, False), (2, True)]
+    assert version_rows(postgres_url) == [(1, False), (2, True), (3, True)]
 
 
 def test_migrate_creates_empty_schema(postgres_url):
@@ -221,7 +222,8 @@ def test_migrate_creates_empty_schema(postgres_url):
     assert "has no Conveyor tables yet" in result.stdout
     assert "Applied migration 1:" in result.stdout
     assert "Applied migration 2:" in result.stdout
-    assert version_rows(postgres_url) == [(1, False), (2, True)]
+    assert "Applied migration 3:" in result.stdout
+    assert version_rows(postgres_url) == [(1, False), (2, True), (3, True)]
 
 
 def test_dry_run_changes_nothing(v1_url):
@@ -239,7 +241,7 @@ def test_dry_run_json_lists_pending(v1_url):
     assert result.returncode == 0, result.stderr
     document = orjson.loads(result.stdout)
     assert document["dry_run"] is True
-    assert [m["version"] for m in document["pending"]] == [2]
+    assert [m["version"] for m in document["pending"]] == [2, 3]
     assert document["applied"] == []
     assert version_rows(v1_url) == [(1, False)]
 
@@ -256,7 +258,7 @@ def test_newer_schema_rejected_by_server(postgres_url):
     add_version(postgres_url, 99)
     result = run_conveyor("server", "--store", postgres_url, "--port", "0")
     assert result.returncode == 2
-    assert "version 99, newer than version 2" in result.stderr
+    assert "version 99, newer than version 3" in result.stderr
     assert "upgrade Conveyor" in result.stderr
 
 
@@ -267,9 +269,9 @@ def test_newer_schema_rejected_by_migrate(postgres_url, dry_run):
     args = ["--dry-run"] if dry_run else []
     result = run_conveyor("migrate", "--store", postgres_url, *args)
     assert result.returncode == 1
-    assert "version 99, newer than version 2" in result.stderr
+    assert "version 99, newer than version 3" in result.stderr
     assert "upgrade Conveyor" in result.stderr
-    assert version_rows(postgres_url) == [(1, False), (2, True), (99, False)]
+    assert version_rows(postgres_url) == [(1, False), (2, True), (3, True), (99, False)]
 
 
 def test_concurrent_migrations_apply_once(v1_url, tmp_path: Path):
@@ -292,9 +294,11 @@ def test_concurrent_migrations_apply_once(v1_url, tmp_path: Path):
 
     assert [p.returncode for p in processes] == [0, 0], outputs
     stdouts = [out for out, _err in outputs]
+    # Each migration is its own transaction, so the two processes may take
+    # turns: each migration is applied by exactly one of them.
     assert sum("Applied migration 2:" in out for out in stdouts) == 1
-    assert sum("Another process applied the migrations" in out for out in stdouts) == 1
-    assert version_rows(v1_url) == [(1, False), (2, True)]
+    assert sum("Applied migration 3:" in out for out in stdouts) == 1
+    assert version_rows(v1_url) == [(1, False), (2, True), (3, True)]
 
 
 def waiting_on_lock(application_name: str) -> int:

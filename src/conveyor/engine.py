@@ -243,7 +243,7 @@ class Engine:
         if remaining <= 0:
             return 0.0
         pause = min(remaining, self._idle_check_s)
-        next_change = self.store.next_change_at(queue)
+        next_change = self.store.next_change_at(queue, self.clock())
         if next_change is not None:
             pause = min(pause, max(next_change - self.clock(), 0.0) + 0.001)
         return pause

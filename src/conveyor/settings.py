@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,10 @@ MAX_DELAY_S = 365 * DAY_S
 MAX_RETENTION_S = 3650 * DAY_S
 MAX_VISIBILITY_TIMEOUT_S = 12 * 3600.0
 MAX_ATTEMPTS_LIMIT = 1000
+# Far above what one queue can deliver, so a larger value is more likely a typo.
+MAX_RATE_PER_S = 1_000_000.0
+MAX_FLOW_COUNT = 1_000_000
+MAX_GROUP_IN_FLIGHT = 1000
 
 
 def format_seconds(value: float) -> str:
@@ -63,6 +68,11 @@ class QueueSettings:
     max_message_size: int = 256 * KIB
     default_delay_s: float = 0.0
     dedup_window_s: float = 300.0
+    # Flow control (see docs/flow-control.md). None means no limit.
+    rate_limit_per_s: float | None = None
+    rate_burst: int | None = None
+    max_in_flight: int | None = None
+    group_max_in_flight: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,6 +84,13 @@ class QueueSettings:
     @property
     def is_fifo(self) -> bool:
         return self.type == "fifo"
+
+    @property
+    def burst(self) -> int:
+        """Return the token bucket's size: rate_burst, else the rate rounded up."""
+        if self.rate_burst is not None:
+            return self.rate_burst
+        return max(1, math.ceil(self.rate_limit_per_s or 1.0))
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(QueueSettings)}
@@ -118,6 +135,12 @@ def build_settings(values: dict[str, Any] | None) -> QueueSettings:
             f"backoff_cap_s={settings.backoff_cap_s} is below "
             f"backoff_base_s={settings.backoff_base_s}; raise the cap"
         )
+    if settings.group_max_in_flight != 1 and not settings.is_fifo:
+        raise ValidationError(
+            f"group_max_in_flight={settings.group_max_in_flight} needs a fifo "
+            "queue, because only fifo queues have groups; leave it at 1 or "
+            "use max_in_flight to limit the whole queue"
+        )
     return settings
 
 
@@ -132,6 +155,12 @@ def _check_field(key: str, value: Any) -> Any:
         return _check_int(key, value, 1, MAX_ATTEMPTS_LIMIT)
     if key == "max_message_size":
         return _check_int(key, value, 1, MAX_MESSAGE_SIZE_LIMIT)
+    if key == "rate_limit_per_s":
+        return None if value is None else _check_rate(key, value)
+    if key in ("rate_burst", "max_in_flight"):
+        return None if value is None else _check_int(key, value, 1, MAX_FLOW_COUNT)
+    if key == "group_max_in_flight":
+        return _check_int(key, value, 1, MAX_GROUP_IN_FLIGHT)
     if key == "backoff_factor":
         return _check_number(key, value, 1.0, 100.0)
     return _check_number(key, value, *_DURATION_RANGES[key])
@@ -175,6 +204,21 @@ def _check_number(key: str, value: Any, low: float, high: float) -> float:
             else f"{format_seconds(low)} to {format_seconds(high)}"
         )
         raise ValidationError(f"invalid {key} {value!r}: use a value from {allowed}")
+    return float(value)
+
+
+def _check_rate(key: str, value: Any) -> float:
+    """Return a rate in deliveries per second: above 0, up to MAX_RATE_PER_S."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            f"invalid {key} {value!r}: expected a number of deliveries per second, "
+            "or null for no limit"
+        )
+    if not 0 < value <= MAX_RATE_PER_S:
+        raise ValidationError(
+            f"invalid {key} {value!r}: use a number above 0 and up to "
+            f"{MAX_RATE_PER_S:,.0f} deliveries per second, or null for no limit"
+        )
     return float(value)
 
 

@@ -25,6 +25,29 @@ from .common import (
 )
 
 
+class Cleared:
+    """The value of a setting flag given as 'none': set the setting to null."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+CLEARED = Cleared()
+
+
+class OrNone(click.ParamType):
+    """A flag value of another type, or 'none' to clear a setting that may be null."""
+
+    def __init__(self, inner: click.ParamType) -> None:
+        self.inner = inner
+        self.name = f"{inner.name}|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.lower() == "none":
+            return CLEARED
+        return self.inner.convert(value, param, ctx)
+
+
 @dataclass(frozen=True)
 class SettingFlag:
     """The command-line flag of one QueueSettings field."""
@@ -99,6 +122,29 @@ SETTING_FLAGS = (
         "Seconds during which a repeated dedup id returns the first message "
         "instead of posting a new one.",
     ),
+    SettingFlag(
+        "rate_limit_per_s",
+        OrNone(click.FLOAT),
+        "Deliveries per second across all workers and servers, retries "
+        "included; 'none' removes the limit.",
+    ),
+    SettingFlag(
+        "rate_burst",
+        OrNone(click.IntRange(1)),
+        "Deliveries allowed at once after an idle spell (the token bucket's "
+        "size); 'none' means the rate rounded up.",
+    ),
+    SettingFlag(
+        "max_in_flight",
+        OrNone(click.IntRange(1)),
+        "Messages reserved at once across all workers; 'none' removes the limit.",
+    ),
+    SettingFlag(
+        "group_max_in_flight",
+        click.IntRange(1),
+        "Fifo queues: messages of one group reserved at once. Above 1, "
+        "order holds for starts only.",
+    ),
 )
 
 DEFAULT_SETTINGS = QueueSettings()
@@ -133,11 +179,17 @@ def _shown_default(name: str, for_update: bool) -> str:
         return "unchanged"
     if name == "dead_letter_queue":
         return f"NAME{DLQ_SUFFIX}"
-    return str(getattr(DEFAULT_SETTINGS, name))
+    value = getattr(DEFAULT_SETTINGS, name)
+    return "none" if value is None else str(value)
 
 
 def _given_settings(values: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in values.items() if value is not None}
+    """Return the settings whose flags were given; 'none' becomes null."""
+    return {
+        name: None if value is CLEARED else value
+        for name, value in values.items()
+        if value is not None
+    }
 
 
 @main.group("queue")

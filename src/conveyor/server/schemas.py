@@ -55,6 +55,18 @@ class QueueSettingsChanges(StrictModel):
     dedup_window_s: float | None = Field(
         None, description="How long a dedup id is kept"
     )
+    rate_limit_per_s: float | None = Field(
+        None, description="Deliveries per second across all consumers; null: no limit"
+    )
+    rate_burst: int | None = Field(
+        None, description="Token bucket size; null: the rate rounded up"
+    )
+    max_in_flight: int | None = Field(
+        None, description="Messages reserved at once across all consumers; null: no limit"
+    )
+    group_max_in_flight: int | None = Field(
+        None, description="Messages of one FIFO group reserved at once; default 1"
+    )
 
 
 class QueueSettingsModel(BaseModel):
@@ -72,6 +84,10 @@ class QueueSettingsModel(BaseModel):
     max_message_size: int
     default_delay_s: float
     dedup_window_s: float
+    rate_limit_per_s: float | None = None
+    rate_burst: int | None = None
+    max_in_flight: int | None = None
+    group_max_in_flight: int = 1
 
 
 class CreateQueueRequest(StrictModel):

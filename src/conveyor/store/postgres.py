@@ -40,13 +40,13 @@ from ..errors import (
 from ..models import EntryResult, Message, PostResult, QueueInfo, QueueStats, TaskResult
 from ..policy import PreparedMessage
 from ..settings import QueueSettings, build_settings, dlq_name_for
-from . import outcomes
+from . import flow_rows, outcomes
 from . import postgres_schema as schema_versions
 from . import postgres_sql as sql
 from .postgres_listener import NotificationListener
 from .postgres_maintenance import TableMaintenance
 from .postgres_options import StoreOptions, parse_store_url
-from .sqlite import DLQ_RETENTION_S, MAX_RESPONSE_BODY_BYTES, REDRIVE_CHUNK
+from .sqlite import DLQ_RETENTION_S, MAX_RESPONSE_BODY_BYTES, REDRIVE_CHUNK, earliest
 
 logger = logging.getLogger(__name__)
 
@@ -282,6 +282,7 @@ class PostgresStore:
             _require_queue(tx, name, lock=" FOR UPDATE")
             removed = tx.execute(sql.DELETE_QUEUE_MESSAGES, (name,)).rowcount
             tx.execute(sql.DELETE_QUEUE_DEDUP, (name,))
+            tx.execute(sql.DELETE_QUEUE_FLOW, (name,))
             tx.execute(sql.DELETE_QUEUE, (name,))
             tx.wake(name)
             return removed
@@ -327,24 +328,42 @@ class PostgresStore:
             settings = _require_settings(tx, queue)
             tx.execute(sql.PROMOTE_DUE, (queue, now))
             _expire_leases(tx, sql.SELECT_EXPIRED_LEASES, (queue, now), now)
-            if settings.is_fifo:
-                seqs = self._pick_fifo_heads(tx, queue, max_messages)
-            else:
-                seqs = _within_budget(tx.execute(sql.SELECT_READY, (queue, max_messages)))
+            limit, flow_state = flow_rows.plan_reserve(
+                tx.execute, sql, queue, settings, max_messages, now
+            )
+            seqs: list[int] = []
+            if limit and settings.is_fifo:
+                seqs = self._pick_fifo_heads(tx, queue, settings, limit)
+            elif limit:
+                seqs = _within_budget(tx.execute(sql.SELECT_READY, (queue, limit)))
             lease_s = visibility_timeout_s or settings.visibility_timeout_s
-            return _lease(tx, seqs, now + lease_s)
+            messages = _lease(tx, seqs, now + lease_s)
+            flow_rows.finish_reserve(
+                tx.execute, sql, queue, settings, flow_state, len(messages), now
+            )
+            return messages
 
         return self._submit(operation)
 
-    def _pick_fifo_heads(self, tx: Transaction, queue: str, max_messages: int) -> list[int]:
-        """Return the seqs of up to max_messages group heads, each group locked.
+    def _pick_fifo_heads(
+        self, tx: Transaction, queue: str, settings: QueueSettings, max_messages: int
+    ) -> list[int]:
+        """Return the seqs of up to max_messages deliverable messages, each group locked.
 
         A group whose lock another transaction holds is skipped, not waited
-        for. The head is checked again after the lock is taken, because the
-        candidate query ran before it and may have missed a commit.
+        for. Each message is checked again after the lock is taken, because
+        the candidate query ran before it and may have missed a commit.
         """
         limit = max_messages * FIFO_CANDIDATES_PER_MESSAGE
-        candidates = tx.execute(sql.SELECT_FIFO_CANDIDATES, (queue, limit)).fetchall()
+        if settings.group_max_in_flight == 1:
+            candidates = tx.execute(sql.SELECT_FIFO_CANDIDATES, (queue, limit)).fetchall()
+            check, extra = sql.CHECK_FIFO_HEAD, ()
+        else:
+            offset = settings.group_max_in_flight - 1
+            candidates = tx.execute(
+                sql.SELECT_FIFO_GROUP_CANDIDATES, (queue, offset, limit)
+            ).fetchall()
+            check, extra = sql.CHECK_FIFO_GROUP_MESSAGE, (offset,)
         seqs: list[int] = []
         total = 0
         for seq, group in candidates:
@@ -353,7 +372,7 @@ class PostgresStore:
             key = self._group_lock_key(queue, group)
             if not tx.execute(sql.TRY_LOCK_GROUP, (key,)).fetchone()[0]:
                 continue
-            row = tx.execute(sql.CHECK_FIFO_HEAD, (seq, queue)).fetchone()
+            row = tx.execute(check, (seq, queue, *extra)).fetchone()
             if row is None:
                 continue
             total += row[1]
@@ -481,13 +500,18 @@ class PostgresStore:
 
         return self._read(read)
 
-    def next_change_at(self, queue: str) -> float | None:
-        """Return the earliest time a delayed message or a lease comes due."""
-        due, lease_end = self._read(
-            lambda conn: conn.execute(sql.SELECT_NEXT_CHANGE, (queue, queue)).fetchone()
+    def next_change_at(self, queue: str, now: float) -> float | None:
+        """Return the earliest time a delayed message or a lease comes due.
+
+        Flow control's next wake-up (a token, the end of a cool-down) counts
+        only while it lies after `now`.
+        """
+        due, lease_end, wake_at = self._read(
+            lambda conn: conn.execute(
+                sql.SELECT_NEXT_CHANGE, (queue, queue, queue)
+            ).fetchone()
         )
-        times = [t for t in (due, lease_end) if t is not None]
-        return min(times) if times else None
+        return earliest(due, lease_end, wake_at if wake_at and wake_at > now else None)
 
 
 # Names and versions ------------------------------------------------------

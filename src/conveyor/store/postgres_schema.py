@@ -83,6 +83,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "add schema_version.applied_at",
         CHURN_SETTINGS,
     ),
+    Migration(3, "add the queue_flow table for flow control", tuple(sql.CREATE_FLOW_TABLES)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -27,11 +27,14 @@ Tables and indexes:
 - `dedup`: dedup ids and the message each one names, until the window ends;
   kept after the message is acked.
 - `results`: the outcome of finished messages, until their time to live ends.
+- `queue_flow` (version 3): one row per queue that uses flow control: its
+  token bucket and when long polls should look again. Reserves create it
+  on first use and lock it FOR UPDATE, so servers take turns on it.
 
 Placeholders are psycopg's `%s`. Times are Unix seconds (double precision).
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Taken (as a transaction-level advisory lock) while the schema is checked
 # or created, so two servers that start together do not both create it.
@@ -111,6 +114,18 @@ CREATE_SCHEMA = [
 ]
 INSERT_SCHEMA_VERSION = "INSERT INTO schema_version (version) VALUES (%s)"
 
+# Version 3: flow control.
+CREATE_FLOW_TABLES = [
+    """
+    CREATE TABLE queue_flow (
+        queue       text PRIMARY KEY,
+        tokens      double precision,
+        tokens_at   double precision,
+        wake_at     double precision
+    )
+    """,
+]
+
 MESSAGE_COLUMNS = (
     "id, queue, state, body, is_binary, headers, priority, grp, dedup_id, "
     "posted_at, due_at, receive_count, max_attempts, last_error, "
@@ -134,6 +149,7 @@ UPDATE_QUEUE = "UPDATE queues SET settings = %s, updated_at = %s WHERE name = %s
 DELETE_QUEUE = "DELETE FROM queues WHERE name = %s"
 DELETE_QUEUE_MESSAGES = "DELETE FROM messages WHERE queue = %s"
 DELETE_QUEUE_DEDUP = "DELETE FROM dedup WHERE queue = %s"
+DELETE_QUEUE_FLOW = "DELETE FROM queue_flow WHERE queue = %s"
 
 # Post. A FIFO post holds its groups' advisory locks until commit, so the
 # seqs of one group are handed out in commit order (see LOCK_GROUPS).
@@ -208,11 +224,43 @@ CHECK_FIFO_HEAD = (
     f"WHERE m.seq = %s AND m.queue = %s AND m.state = 'ready' AND {FIFO_DELIVERABLE} "
     "FOR UPDATE OF m SKIP LOCKED"
 )
+# The same rule for groups that may have up to K messages in flight
+# (group_max_in_flight): a message is deliverable while fewer than K of its
+# group's messages are older and pending, or newer and reserved. The
+# OFFSET parameter is K - 1, so the subquery stops after K rows.
+FIFO_GROUP_DELIVERABLE = (
+    "NOT EXISTS (SELECT 1 FROM messages AS o WHERE o.queue = m.queue "
+    "AND o.grp = m.grp AND o.state <> 'dead' "
+    "AND (o.seq < m.seq OR o.state = 'reserved') LIMIT 1 OFFSET %s)"
+)
+SELECT_FIFO_GROUP_CANDIDATES = (
+    "SELECT m.seq, m.grp FROM messages AS m WHERE m.queue = %s AND m.state = 'ready' "
+    f"AND {FIFO_GROUP_DELIVERABLE} ORDER BY m.seq LIMIT %s"
+)
+CHECK_FIFO_GROUP_MESSAGE = (
+    "SELECT m.seq, octet_length(m.body) FROM messages AS m "
+    f"WHERE m.seq = %s AND m.queue = %s AND m.state = 'ready' AND {FIFO_GROUP_DELIVERABLE} "
+    "FOR UPDATE OF m SKIP LOCKED"
+)
 LEASE_MESSAGES = (
     "UPDATE messages AS m SET state = 'reserved', receipt = l.receipt, "
     "reserved_until = %s, receive_count = m.receive_count + 1 "
     "FROM unnest(%s::bigint[], %s::text[]) AS l(seq, receipt) WHERE m.seq = l.seq "
     "RETURNING m.seq, " + ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
+)
+
+# Flow control. A reserve locks the queue's row until it commits, so
+# reserves on one queue take turns across servers.
+SELECT_FLOW = (
+    "SELECT tokens, tokens_at, wake_at FROM queue_flow WHERE queue = %s FOR UPDATE"
+)
+INSERT_FLOW = "INSERT INTO queue_flow (queue) VALUES (%s) ON CONFLICT (queue) DO NOTHING"
+UPDATE_FLOW = (
+    "UPDATE queue_flow SET tokens = %s, tokens_at = %s, wake_at = %s WHERE queue = %s"
+)
+COUNT_IN_FLIGHT = (
+    "SELECT count(*) FROM messages WHERE queue = %s AND state = 'reserved' "
+    "AND reserved_until > %s"
 )
 
 # Ack, nack, touch: every statement checks the receipt and the lease, and
@@ -305,5 +353,6 @@ SELECT_DEAD_FROM_SOURCE = (
 )
 SELECT_NEXT_CHANGE = (
     "SELECT (SELECT min(due_at) FROM messages WHERE queue = %s AND state = 'delayed'), "
-    "(SELECT min(reserved_until) FROM messages WHERE queue = %s AND state = 'reserved')"
+    "(SELECT min(reserved_until) FROM messages WHERE queue = %s AND state = 'reserved'), "
+    "(SELECT wake_at FROM queue_flow WHERE queue = %s)"
 )

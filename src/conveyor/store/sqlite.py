@@ -28,7 +28,7 @@ from ..errors import (
 from ..models import EntryResult, Message, PostResult, QueueInfo, QueueStats, TaskResult
 from ..policy import PreparedMessage
 from ..settings import DAY_S, QueueSettings, build_settings, dlq_name_for
-from . import outcomes
+from . import flow_rows, outcomes
 from . import sqlite_sql as sql
 from .writer import GroupCommitWriter, Transaction
 
@@ -124,6 +124,7 @@ class SQLiteStore:
             _require_queue(tx.conn, name)
             removed = tx.conn.execute(sql.DELETE_QUEUE_MESSAGES, (name,)).rowcount
             tx.conn.execute(sql.DELETE_QUEUE_DEDUP, (name,))
+            tx.conn.execute(sql.DELETE_QUEUE_FLOW, (name,))
             tx.conn.execute(sql.DELETE_QUEUE, (name,))
             tx.wake(name)
             return removed
@@ -164,10 +165,17 @@ class SQLiteStore:
             tx.conn.execute(sql.PROMOTE_DUE, (queue, now))
             _expire_leases(tx, sql.SELECT_EXPIRED_LEASES, (queue, now), now)
 
-            query = sql.SELECT_READY_FIFO if settings.is_fifo else sql.SELECT_READY
-            seqs = _within_budget(tx.conn.execute(query, (queue, max_messages)))
+            execute = tx.conn.execute
+            limit, flow_state = flow_rows.plan_reserve(
+                execute, sql, queue, settings, max_messages, now
+            )
+            seqs = _select_ready(tx.conn, queue, settings, limit) if limit else []
             lease_s = visibility_timeout_s or settings.visibility_timeout_s
-            return _lease(tx.conn, seqs, now + lease_s)
+            messages = _lease(tx.conn, seqs, now + lease_s)
+            flow_rows.finish_reserve(
+                execute, sql, queue, settings, flow_state, len(messages), now
+            )
+            return messages
 
         return self._writer.submit(operation)
 
@@ -278,13 +286,18 @@ class SQLiteStore:
         stats.dead += conn.execute(sql.SELECT_DEAD_FROM_SOURCE, (queue,)).fetchone()[0]
         return stats
 
-    def next_change_at(self, queue: str) -> float | None:
-        """Return the earliest time a delayed message or a lease comes due."""
+    def next_change_at(self, queue: str, now: float) -> float | None:
+        """Return the earliest time a delayed message or a lease comes due.
+
+        Flow control's next wake-up (a token, the end of a cool-down) counts
+        only while it lies after `now`.
+        """
         conn = self._reader()
         due = conn.execute(sql.SELECT_NEXT_DUE, (queue,)).fetchone()[0]
         lease_end = conn.execute(sql.SELECT_NEXT_LEASE_END, (queue,)).fetchone()[0]
-        times = [t for t in (due, lease_end) if t is not None]
-        return min(times) if times else None
+        flow_row = conn.execute(sql.SELECT_FLOW_WAKE, (queue,)).fetchone()
+        wake_at = flow_row[0] if flow_row is not None else None
+        return earliest(due, lease_end, wake_at if wake_at and wake_at > now else None)
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -400,6 +413,24 @@ def _insert_message(
         ),
     )
     return PostResult(message.id)
+
+
+def earliest(*times: float | None) -> float | None:
+    """Return the earliest of the times that are not None, or None."""
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+def _select_ready(
+    conn: sqlite3.Connection, queue: str, settings: QueueSettings, limit: int
+) -> list[int]:
+    """Return the seqs of up to `limit` deliverable messages, in delivery order."""
+    if not settings.is_fifo:
+        return _within_budget(conn.execute(sql.SELECT_READY, (queue, limit)))
+    if settings.group_max_in_flight == 1:
+        return _within_budget(conn.execute(sql.SELECT_READY_FIFO, (queue, limit)))
+    params = (queue, settings.group_max_in_flight - 1, limit)
+    return _within_budget(conn.execute(sql.SELECT_READY_FIFO_GROUPS, params))
 
 
 def _within_budget(rows: Iterable[tuple[int, int]]) -> list[int]:

@@ -18,6 +18,8 @@ Tables and indexes:
 - `dedup`: dedup ids and the message each one names, until the window ends;
   kept after the message is acked.
 - `results`: the outcome of finished messages, until their time to live ends.
+- `queue_flow`: one row per queue that uses flow control: its token bucket
+  and when long polls should look again. Reserves create it on first use.
 """
 
 SCHEMA = """
@@ -81,6 +83,13 @@ CREATE TABLE IF NOT EXISTS results (
     expires_at   REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS results_expiry ON results (expires_at);
+
+CREATE TABLE IF NOT EXISTS queue_flow (
+    queue       TEXT PRIMARY KEY,
+    tokens      REAL,
+    tokens_at   REAL,
+    wake_at     REAL
+);
 """
 
 MESSAGE_COLUMNS = (
@@ -97,6 +106,7 @@ UPDATE_QUEUE = "UPDATE queues SET settings = ?, updated_at = ? WHERE name = ?"
 DELETE_QUEUE = "DELETE FROM queues WHERE name = ?"
 DELETE_QUEUE_MESSAGES = "DELETE FROM messages WHERE queue = ?"
 DELETE_QUEUE_DEDUP = "DELETE FROM dedup WHERE queue = ?"
+DELETE_QUEUE_FLOW = "DELETE FROM queue_flow WHERE queue = ?"
 
 # Post.
 SELECT_DEDUP = "SELECT message_id FROM dedup WHERE queue = ? AND dedup_id = ? AND expires_at > ?"
@@ -141,6 +151,18 @@ SELECT_READY_FIFO = (
     "ORDER BY m.priority DESC, m.seq LIMIT ?"
 )
 
+# The same rule for groups that may have up to K messages in flight
+# (group_max_in_flight): a message is deliverable while fewer than K of its
+# group's messages are older and pending, or newer and reserved. The second
+# parameter is K - 1, so the subquery stops after K rows.
+SELECT_READY_FIFO_GROUPS = (
+    "SELECT m.seq, length(m.body) FROM messages AS m WHERE m.queue = ? AND m.state = 'ready' "
+    "AND NOT EXISTS (SELECT 1 FROM messages AS o WHERE o.queue = m.queue "
+    "AND o.grp = m.grp AND o.state != 'dead' "
+    "AND (o.seq < m.seq OR o.state = 'reserved') LIMIT 1 OFFSET ?) "
+    "ORDER BY m.priority DESC, m.seq LIMIT ?"
+)
+
 
 def lease_messages(count: int) -> str:
     """Return the statement that leases `count` messages in one UPDATE.
@@ -155,6 +177,17 @@ def lease_messages(count: int) -> str:
         f"FROM (VALUES {values}) AS leases WHERE messages.seq = leases.column1 "
         f"RETURNING messages.seq, {MESSAGE_COLUMNS}"
     )
+
+# Flow control. The single writer serializes every reserve, so reading the
+# row is enough to own it until commit.
+SELECT_FLOW = "SELECT tokens, tokens_at, wake_at FROM queue_flow WHERE queue = ?"
+INSERT_FLOW = "INSERT INTO queue_flow (queue) VALUES (?) ON CONFLICT (queue) DO NOTHING"
+UPDATE_FLOW = "UPDATE queue_flow SET tokens = ?, tokens_at = ?, wake_at = ? WHERE queue = ?"
+COUNT_IN_FLIGHT = (
+    "SELECT count(*) FROM messages WHERE queue = ? AND state = 'reserved' "
+    "AND reserved_until > ?"
+)
+SELECT_FLOW_WAKE = "SELECT wake_at FROM queue_flow WHERE queue = ?"
 
 # Ack, nack, touch: every statement checks the receipt and the lease.
 SELECT_LEASED = (

@@ -1,0 +1,284 @@
+"""Flow control, run against every store: rate and concurrency limits.
+
+Like test_conformance.py, time-based cases move a fake clock, and long
+polls use the real clock.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from conveyor.engine import Engine
+from conveyor.errors import ValidationError
+from conveyor.models import Message, NewMessage
+
+
+def post(engine: Engine, queue: str, *bodies, **options) -> list[str]:
+    results = engine.post(queue, [NewMessage(body, **options) for body in bodies])
+    return [r.id for r in results]
+
+
+def lease(message: Message, **extra) -> dict:
+    return {"id": message.id, "receipt": message.receipt, **extra}
+
+
+def bodies(messages: list[Message]) -> list:
+    return [m.body for m in messages]
+
+
+# Rate limit ---------------------------------------------------------------
+
+
+def test_rate_burst_then_refill(engine, clock):
+    engine.create_queue("api", {"rate_limit_per_s": 2, "rate_burst": 3})
+    post(engine, "api", *range(10))
+
+    assert len(engine.reserve("api", 10)) == 3
+    assert engine.reserve("api", 10) == []
+    clock.advance(0.5)
+    assert len(engine.reserve("api", 10)) == 1
+    clock.advance(60)
+    assert len(engine.reserve("api", 10)) == 3
+
+
+def test_rate_default_burst_is_rate_rounded_up(engine):
+    engine.create_queue("api", {"rate_limit_per_s": 2.5})
+    post(engine, "api", *range(10))
+    assert len(engine.reserve("api", 10)) == 3
+
+
+def test_rate_reserve_takes_only_what_it_asks(engine, clock):
+    engine.create_queue("api", {"rate_limit_per_s": 1, "rate_burst": 3})
+    post(engine, "api", *range(10))
+    assert len(engine.reserve("api", 2)) == 2
+    assert len(engine.reserve("api", 10)) == 1
+
+
+def test_rate_retries_take_tokens(engine, clock):
+    engine.create_queue("api", {"rate_limit_per_s": 1, "rate_burst": 1})
+    post(engine, "api", "a")
+    [first] = engine.reserve("api")
+    engine.nack("api", [lease(first, delay_s=0)])
+
+    assert engine.reserve("api") == []
+    clock.advance(1)
+    [again] = engine.reserve("api")
+    assert again.id == first.id
+    assert again.receive_count == 2
+
+
+def test_rate_empty_reserves_keep_tokens(engine, clock):
+    engine.create_queue("api", {"rate_limit_per_s": 1, "rate_burst": 2})
+    assert engine.reserve("api", 10) == []
+    post(engine, "api", *range(5))
+    assert len(engine.reserve("api", 10)) == 2
+
+
+def test_rate_shared_by_engines(make_engine, clock):
+    first = make_engine(clock=clock)
+    second = make_engine(clock=clock)
+    first.create_queue("api", {"rate_limit_per_s": 1, "rate_burst": 2})
+    post(first, "api", *range(5))
+
+    assert len(first.reserve("api", 1)) == 1
+    assert len(second.reserve("api", 10)) == 1
+    assert first.reserve("api", 10) == []
+
+
+def test_rate_survives_reopen(make_engine, clock):
+    first = make_engine(clock=clock)
+    first.create_queue("api", {"rate_limit_per_s": 1, "rate_burst": 3})
+    post(first, "api", *range(5))
+    assert len(first.reserve("api", 10)) == 3
+    first.close()
+
+    second = make_engine(clock=clock)
+    assert second.reserve("api", 10) == []
+    clock.advance(1)
+    assert len(second.reserve("api", 10)) == 1
+
+
+def test_rate_change_applies_to_next_reserve(engine, clock):
+    engine.create_queue("api", {"rate_limit_per_s": 1, "rate_burst": 1})
+    post(engine, "api", *range(10))
+    assert len(engine.reserve("api", 10)) == 1
+
+    engine.update_queue("api", {"rate_limit_per_s": None})
+    assert len(engine.reserve("api", 10)) == 9
+
+
+def test_rate_next_change_is_next_token(engine, clock):
+    engine.create_queue("api", {"rate_limit_per_s": 4, "rate_burst": 1})
+    post(engine, "api", 1, 2)
+    [first] = engine.reserve("api", 10)
+    engine.ack("api", [lease(first)])
+    assert engine.store.next_change_at("api", clock.now) == pytest.approx(clock.now + 0.25)
+    clock.advance(1)
+    assert engine.store.next_change_at("api", clock.now) is None
+
+
+def test_long_poll_wakes_when_token_due(live_engine):
+    live_engine.create_queue("api", {"rate_limit_per_s": 5, "rate_burst": 1})
+    post(live_engine, "api", "a", "b")
+    assert bodies(live_engine.reserve("api", 10)) == ["a"]
+    assert bodies(live_engine.reserve("api", 10, wait_s=10)) == ["b"]
+
+
+# Concurrency limit --------------------------------------------------------
+
+
+def test_max_in_flight_caps_reserves(engine):
+    engine.create_queue("db", {"max_in_flight": 2})
+    post(engine, "db", *range(5))
+
+    first = engine.reserve("db", 10)
+    assert len(first) == 2
+    assert engine.reserve("db", 10) == []
+    engine.ack("db", [lease(first[0])])
+    assert len(engine.reserve("db", 10)) == 1
+
+
+def test_max_in_flight_freed_by_nack_and_expiry(engine, clock):
+    engine.create_queue(
+        "db", {"max_in_flight": 1, "visibility_timeout_s": 10, "backoff_base_s": 0}
+    )
+    post(engine, "db", "a", "b", "c")
+
+    [a] = engine.reserve("db", 10)
+    engine.nack("db", [lease(a, delay_s=60)])
+    [b] = engine.reserve("db", 10)
+    assert b.body == "b"
+    clock.advance(11)
+    [again] = engine.reserve("db", 10)
+    assert again.id == b.id
+    assert engine.reserve("db", 10) == []
+
+
+def test_max_in_flight_shared_by_engines(make_engine, clock):
+    first = make_engine(clock=clock)
+    second = make_engine(clock=clock)
+    first.create_queue("db", {"max_in_flight": 3})
+    post(first, "db", *range(10))
+    assert len(first.reserve("db", 2)) == 2
+    assert len(second.reserve("db", 10)) == 1
+    assert first.reserve("db", 10) == []
+
+
+def test_max_in_flight_with_rate(engine, clock):
+    engine.create_queue("db", {"max_in_flight": 1, "rate_limit_per_s": 10, "rate_burst": 5})
+    post(engine, "db", *range(5))
+    [first] = engine.reserve("db", 10)
+    engine.ack("db", [lease(first)])
+    assert len(engine.reserve("db", 10)) == 1
+
+
+def test_long_poll_wakes_when_slot_frees(live_engine):
+    live_engine.create_queue("db", {"max_in_flight": 1})
+    post(live_engine, "db", "a", "b")
+    [a] = live_engine.reserve("db", 10)
+
+    timer = threading.Timer(0.2, lambda: live_engine.ack("db", [lease(a)]))
+    timer.start()
+    try:
+        assert bodies(live_engine.reserve("db", 10, wait_s=10)) == ["b"]
+    finally:
+        timer.join()
+
+
+def test_group_max_in_flight(engine):
+    engine.create_queue("orders", {"type": "fifo", "group_max_in_flight": 2})
+    post(engine, "orders", "a1", "a2", "a3", group="a")
+    post(engine, "orders", "b1", "b2", group="b")
+
+    first = engine.reserve("orders", 10)
+    assert bodies(first) == ["a1", "a2", "b1", "b2"]
+    assert engine.reserve("orders", 10) == []
+    engine.ack("orders", [lease(first[0])])
+    assert bodies(engine.reserve("orders", 10)) == ["a3"]
+
+
+def test_group_max_in_flight_after_redrive(engine):
+    engine.create_queue(
+        "orders", {"type": "fifo", "group_max_in_flight": 2, "max_attempts": 1}
+    )
+    post(engine, "orders", "a1", "a2", "a3", group="a")
+    [a1, a2] = engine.reserve("orders", 10)
+    engine.nack("orders", [lease(a1)])
+    [a3] = engine.reserve("orders", 10)
+    assert a3.body == "a3"
+
+    engine.redrive("orders.dlq")
+    # a2 and a3 are in flight, so the redriven a1 waits for a slot.
+    assert engine.reserve("orders", 10) == []
+    engine.ack("orders", [lease(a2)])
+    assert bodies(engine.reserve("orders", 10)) == ["a1"]
+
+
+def test_group_max_in_flight_one_keeps_order(engine):
+    engine.create_queue("orders", {"type": "fifo"})
+    assert engine.get_queue("orders").settings["group_max_in_flight"] == 1
+    post(engine, "orders", "a1", "a2", group="a")
+    assert bodies(engine.reserve("orders", 10)) == ["a1"]
+
+
+# Settings -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"rate_limit_per_s": 0},
+        {"rate_limit_per_s": -1},
+        {"rate_limit_per_s": "fast"},
+        {"rate_limit_per_s": float("nan")},
+        {"rate_limit_per_s": float("inf")},
+        {"rate_limit_per_s": True},
+        {"rate_burst": 0},
+        {"rate_burst": 2.5},
+        {"max_in_flight": 0},
+        {"max_in_flight": "4"},
+        {"group_max_in_flight": 0},
+        {"group_max_in_flight": None},
+        {"group_max_in_flight": 2},
+    ],
+)
+def test_invalid_flow_settings_rejected(engine, settings):
+    with pytest.raises(ValidationError) as caught:
+        engine.create_queue("bad", settings)
+    assert next(iter(settings)) in str(caught.value)
+    assert engine.list_queues() == []
+
+
+def test_invalid_flow_update_changes_nothing(engine):
+    engine.create_queue("api", {"rate_limit_per_s": 5})
+    before = engine.get_queue("api").settings
+    with pytest.raises(ValidationError):
+        engine.update_queue("api", {"rate_limit_per_s": 1, "max_in_flight": 0})
+    assert engine.get_queue("api").settings == before
+
+
+def test_group_max_in_flight_needs_fifo_message(engine):
+    with pytest.raises(ValidationError) as caught:
+        engine.create_queue("plain", {"group_max_in_flight": 3})
+    assert "needs a fifo queue" in str(caught.value)
+
+
+def test_flow_settings_defaults(engine):
+    settings = engine.create_queue("plain").settings
+    assert settings["rate_limit_per_s"] is None
+    assert settings["rate_burst"] is None
+    assert settings["max_in_flight"] is None
+    assert settings["group_max_in_flight"] == 1
+
+
+def test_delete_queue_drops_bucket(engine, clock):
+    engine.create_queue("api", {"rate_limit_per_s": 1, "rate_burst": 1})
+    post(engine, "api", 1, 2)
+    assert len(engine.reserve("api", 10)) == 1
+    engine.delete_queue("api")
+
+    engine.create_queue("api", {"rate_limit_per_s": 1, "rate_burst": 1})
+    post(engine, "api", 3)
+    assert len(engine.reserve("api", 10)) == 1
