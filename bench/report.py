@@ -382,7 +382,7 @@ storage commits each enqueue on its own, and with SQLite's default
 waits for an fsync too. The Redis-based systems (Celery, Dramatiq, RQ and Huey
 on Redis) store a post in the memory of the Redis server. {redis_disk}
 Conveyor on PostgreSQL and Procrastinate return a post after its PostgreSQL
-commit, which waits for a WAL flush.
+commit, which waits for a WAL flush unless `synchronous_commit` is off.
 
 So one thread posting in a row waits for one fsync per post with Conveyor,
 Huey on SQLite and the PostgreSQL-based systems, and for one Redis round trip
@@ -438,7 +438,7 @@ the others.
   finished job would stay in the table that the worker fetches from.
 - Celery runs with `task_acks_late=True`, so, like Dramatiq and Conveyor, it
   acknowledges a message after the task body returns. Procrastinate marks a
-  job `doing` when a worker fetches it and deletes it once the task returns.
+  job `doing` when a worker fetches it and deletes it once the task succeeds.
   RQ moves a job it takes to
   an intermediate list and its started-job registry, from which it requeues the
   jobs of dead workers. Huey deletes a message from its queue when a worker takes
