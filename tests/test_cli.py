@@ -236,6 +236,7 @@ def test_queue_list_table(store_jobs: Cli) -> None:
     assert header.split() == [
         "Queue",
         "Type",
+        "State",
         "Ready",
         "Delayed",
         "Reserved",
@@ -247,6 +248,7 @@ def test_queue_list_table(store_jobs: Cli) -> None:
     assert header_line(out, "jobs ").split() == [
         "jobs",
         "standard",
+        "active",
         "0",
         "0",
         "0",

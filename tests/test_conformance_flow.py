@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from conveyor.engine import Engine
-from conveyor.errors import ValidationError
+from conveyor.errors import QueueNotFound, ValidationError
 from conveyor.models import Message, NewMessage
 
 
@@ -282,3 +282,90 @@ def test_delete_queue_drops_bucket(engine, clock):
     engine.create_queue("api", {"rate_limit_per_s": 1, "rate_burst": 1})
     post(engine, "api", 3)
     assert len(engine.reserve("api", 10)) == 1
+
+
+# Pause ---------------------------------------------------------------------
+
+
+def test_pause_stops_delivery_keeps_posts(engine):
+    engine.create_queue("jobs")
+    post(engine, "jobs", "a")
+    info = engine.pause_queue("jobs")
+    assert info.settings["paused"] is True
+
+    post(engine, "jobs", "b")
+    assert engine.reserve("jobs", 10) == []
+    stats = engine.stats("jobs")
+    assert stats.paused is True
+    assert stats.ready == 2
+
+    engine.resume_queue("jobs")
+    assert bodies(engine.reserve("jobs", 10)) == ["a", "b"]
+    assert engine.stats("jobs").paused is False
+
+
+def test_pause_lets_leases_finish(engine):
+    engine.create_queue("jobs")
+    post(engine, "jobs", "a")
+    [a] = engine.reserve("jobs")
+    engine.pause_queue("jobs")
+    [result] = engine.ack("jobs", [lease(a)])
+    assert result.ok
+
+
+def test_pause_holds_back_retries(engine, clock):
+    engine.create_queue("jobs", {"visibility_timeout_s": 5, "backoff_base_s": 0})
+    post(engine, "jobs", "a")
+    engine.reserve("jobs")
+    engine.pause_queue("jobs")
+    clock.advance(6)
+    assert engine.reserve("jobs") == []
+    assert engine.stats("jobs").ready == 1
+
+
+def test_pause_survives_reopen(make_engine, clock):
+    first = make_engine(clock=clock)
+    first.create_queue("jobs")
+    first.pause_queue("jobs")
+    post(first, "jobs", "a")
+    first.close()
+    second = make_engine(clock=clock)
+    assert second.reserve("jobs") == []
+    assert second.stats("jobs").paused is True
+
+
+def test_pause_unknown_queue(engine):
+    with pytest.raises(QueueNotFound):
+        engine.pause_queue("nowhere")
+
+
+def test_paused_setting_must_be_boolean(engine):
+    with pytest.raises(ValidationError) as caught:
+        engine.create_queue("jobs", {"paused": "yes"})
+    assert "paused" in str(caught.value)
+    assert engine.list_queues() == []
+
+
+def test_long_poll_wakes_on_resume(live_engine):
+    live_engine.create_queue("jobs")
+    live_engine.pause_queue("jobs")
+    post(live_engine, "jobs", "a")
+
+    timer = threading.Timer(0.2, lambda: live_engine.resume_queue("jobs"))
+    timer.start()
+    try:
+        assert bodies(live_engine.reserve("jobs", 10, wait_s=10)) == ["a"]
+    finally:
+        timer.join()
+
+
+def test_stats_report_tokens(engine, clock):
+    engine.create_queue("api", {"rate_limit_per_s": 2, "rate_burst": 4})
+    assert engine.stats("api").tokens == pytest.approx(4)
+    post(engine, "api", *range(3))
+    engine.reserve("api", 10)
+    assert engine.stats("api").tokens == pytest.approx(1)
+    clock.advance(0.5)
+    assert engine.stats("api").tokens == pytest.approx(2)
+    engine.create_queue("plain")
+    assert engine.stats("plain").tokens is None

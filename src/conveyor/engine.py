@@ -139,6 +139,23 @@ class Engine:
         logger.info("Queue %s settings changed: %s", name, sorted(changes))
         return info
 
+    def pause_queue(self, name: str) -> QueueInfo:
+        """Stop delivering a queue's messages; posts are still accepted."""
+        return self._set_paused(name, True)
+
+    def resume_queue(self, name: str) -> QueueInfo:
+        """Deliver a paused queue's messages again."""
+        return self._set_paused(name, False)
+
+    def _set_paused(self, name: str, paused: bool) -> QueueInfo:
+        validate_queue_name(name)
+        info = self.store.update_queue(name, {"paused": paused}, self.clock()).result()
+        if paused:
+            logger.info("Queue %s paused: reserves deliver nothing until it is resumed", name)
+        else:
+            logger.info("Queue %s resumed", name)
+        return info
+
     def get_queue(self, name: str) -> QueueInfo:
         return self.store.get_queue(validate_queue_name(name))
 

@@ -95,7 +95,11 @@ class EntryResult:
 
 @dataclass
 class QueueStats:
-    """Counts per state and the age of the oldest ready message."""
+    """Counts per state, the age of the oldest ready message and flow control.
+
+    `tokens` is the rate limit's bucket level now (None without a rate
+    limit).
+    """
 
     queue: str
     ready: int = 0
@@ -103,6 +107,8 @@ class QueueStats:
     reserved: int = 0
     dead: int = 0
     oldest_ready_age_s: float | None = None
+    paused: bool = False
+    tokens: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

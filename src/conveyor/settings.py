@@ -73,6 +73,7 @@ class QueueSettings:
     rate_burst: int | None = None
     max_in_flight: int | None = None
     group_max_in_flight: int = 1
+    paused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -161,6 +162,8 @@ def _check_field(key: str, value: Any) -> Any:
         return None if value is None else _check_int(key, value, 1, MAX_FLOW_COUNT)
     if key == "group_max_in_flight":
         return _check_int(key, value, 1, MAX_GROUP_IN_FLIGHT)
+    if key == "paused":
+        return _check_bool(key, value)
     if key == "backoff_factor":
         return _check_number(key, value, 1.0, 100.0)
     return _check_number(key, value, *_DURATION_RANGES[key])
@@ -205,6 +208,12 @@ def _check_number(key: str, value: Any, low: float, high: float) -> float:
         )
         raise ValidationError(f"invalid {key} {value!r}: use a value from {allowed}")
     return float(value)
+
+
+def _check_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"invalid {key} {value!r}: expected true or false")
+    return value
 
 
 def _check_rate(key: str, value: Any) -> float:

@@ -145,6 +145,12 @@ SETTING_FLAGS = (
         "Fifo queues: messages of one group reserved at once. Above 1, "
         "order holds for starts only.",
     ),
+    SettingFlag(
+        "paused",
+        click.BOOL,
+        "true: deliver nothing while still accepting posts; "
+        "'conveyor queue pause' and 'resume' set it too.",
+    ),
 )
 
 DEFAULT_SETTINGS = QueueSettings()
@@ -215,6 +221,7 @@ def list_queues(options: ClientOptions) -> None:
         [
             "Queue",
             "Type",
+            "State",
             "Ready",
             "Delayed",
             "Reserved",
@@ -226,6 +233,7 @@ def list_queues(options: ClientOptions) -> None:
             (
                 info.name,
                 info.settings["type"],
+                flow_state_label(stats),
                 stats.ready,
                 stats.delayed,
                 stats.reserved,
@@ -237,6 +245,11 @@ def list_queues(options: ClientOptions) -> None:
         ],
         wrapped=("DLQ",),
     )
+
+
+def flow_state_label(stats: QueueStats) -> str:
+    """Return whether a queue delivers: active or paused."""
+    return "paused" if stats.paused else "active"
 
 
 def _dlq_label(info: QueueInfo) -> str:
@@ -323,6 +336,14 @@ def show_queue(options: ClientOptions, name: str) -> None:
             ("oldest ready age", format_duration_s(stats.oldest_ready_age_s)),
         ],
     )
+    print_table("Flow control", ["Item", "Value"], _flow_rows(info, stats))
+
+
+def _flow_rows(info: QueueInfo, stats: QueueStats) -> list[tuple[str, str]]:
+    rows = [("state", flow_state_label(stats))]
+    if stats.tokens is not None:
+        rows.append(("tokens now", f"{stats.tokens:.2f}"))
+    return rows
 
 
 def _format_setting(value: Any) -> str:
@@ -412,3 +433,34 @@ def purge_queue(options: ClientOptions, name: str, yes: bool) -> None:
         print_json({"queue": name, "messages_deleted": removed})
         return
     print_line(f"Purged queue {name}: {plural(removed, 'message')} deleted.")
+
+
+# pause and resume --------------------------------------------------------
+
+
+@queue_group.command("pause")
+@click.argument("name")
+@client_options
+def pause_queue(options: ClientOptions, name: str) -> None:
+    """Stop delivering the messages of queue NAME; posts are still accepted."""
+    with open_client(options) as client:
+        info = client.pause_queue(name)
+
+    if options.json_output:
+        print_json(info.to_wire())
+        return
+    print_line(f"Paused queue {name}: nothing is delivered until 'conveyor queue resume {name}'.")
+
+
+@queue_group.command("resume")
+@click.argument("name")
+@client_options
+def resume_queue(options: ClientOptions, name: str) -> None:
+    """Deliver the messages of paused queue NAME again."""
+    with open_client(options) as client:
+        info = client.resume_queue(name)
+
+    if options.json_output:
+        print_json(info.to_wire())
+        return
+    print_line(f"Resumed queue {name}.")

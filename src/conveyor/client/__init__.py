@@ -3,9 +3,10 @@
 `connect("sqlite:///path.db")` returns an in-process `Engine` on the store
 file; `connect("http://host:port")` returns an `HTTPClient` for a running
 `conveyor server`. Both have the same methods (create_queue, update_queue,
-get_queue, list_queues, delete_queue, purge_queue, post, reserve, ack, nack,
-touch, redrive, peek, get_message, get_result, stats, close) with the same
-arguments, return types and exceptions.
+pause_queue, resume_queue, get_queue, list_queues, delete_queue,
+purge_queue, post, reserve, ack, nack, touch, redrive, peek, get_message,
+get_result, stats, close) with the same arguments, return types and
+exceptions.
 """
 
 from __future__ import annotations

@@ -113,6 +113,14 @@ class HTTPClient:
             self._request("PATCH", _queue_path(name), {"settings": changes})
         )
 
+    def pause_queue(self, name: str) -> QueueInfo:
+        """Stop delivering a queue's messages; posts are still accepted."""
+        return _queue_info(self._request("POST", _queue_path(name, "pause")))
+
+    def resume_queue(self, name: str) -> QueueInfo:
+        """Deliver a paused queue's messages again."""
+        return _queue_info(self._request("POST", _queue_path(name, "resume")))
+
     def get_queue(self, name: str) -> QueueInfo:
         return _queue_info(self._request("GET", _queue_path(name)))
 

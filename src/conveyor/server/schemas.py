@@ -67,6 +67,9 @@ class QueueSettingsChanges(StrictModel):
     group_max_in_flight: int | None = Field(
         None, description="Messages of one FIFO group reserved at once; default 1"
     )
+    paused: bool | None = Field(
+        None, description="True: deliver nothing, still accept posts"
+    )
 
 
 class QueueSettingsModel(BaseModel):
@@ -88,6 +91,7 @@ class QueueSettingsModel(BaseModel):
     rate_burst: int | None = None
     max_in_flight: int | None = None
     group_max_in_flight: int = 1
+    paused: bool = False
 
 
 class CreateQueueRequest(StrictModel):
@@ -122,6 +126,10 @@ class QueueStatsModel(BaseModel):
         description="Dead messages in this DLQ plus those that came from here"
     )
     oldest_ready_age_s: float | None
+    paused: bool = Field(False, description="True while the queue delivers nothing")
+    tokens: float | None = Field(
+        None, description="Deliveries the rate limit allows now; null without one"
+    )
 
 
 class MessagesDeleted(BaseModel):

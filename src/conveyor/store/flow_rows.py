@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any, Callable
 
+from ..models import QueueStats
 from ..settings import QueueSettings
 from . import flow
 from .flow import FlowState
@@ -46,6 +47,8 @@ def plan_reserve(
     The state is None when the queue uses no flow control, so the reserve
     touches no flow row.
     """
+    if settings.paused:
+        return 0, None
     if not flow.needs_state(settings):
         return requested, None
     state = load_state(execute, sql, queue)
@@ -69,3 +72,15 @@ def finish_reserve(
         return
     flow.after_reserve(settings, state, leased, now)
     save_state(execute, sql, queue, state)
+
+
+def add_stats(
+    execute: Execute, sql: ModuleType, settings: QueueSettings, stats: QueueStats, now: float
+) -> None:
+    """Fill the flow-control fields of a queue's stats, without locking anything."""
+    stats.paused = settings.paused
+    if not flow.needs_state(settings):
+        return
+    row = execute(sql.SELECT_FLOW_READ, (stats.queue,)).fetchone()
+    state = None if row is None else FlowState(*row)
+    stats.tokens = flow.tokens_now(settings, state, now)

@@ -251,9 +251,8 @@ LEASE_MESSAGES = (
 
 # Flow control. A reserve locks the queue's row until it commits, so
 # reserves on one queue take turns across servers.
-SELECT_FLOW = (
-    "SELECT tokens, tokens_at, wake_at FROM queue_flow WHERE queue = %s FOR UPDATE"
-)
+SELECT_FLOW_READ = "SELECT tokens, tokens_at, wake_at FROM queue_flow WHERE queue = %s"
+SELECT_FLOW = SELECT_FLOW_READ + " FOR UPDATE"
 INSERT_FLOW = "INSERT INTO queue_flow (queue) VALUES (%s) ON CONFLICT (queue) DO NOTHING"
 UPDATE_FLOW = (
     "UPDATE queue_flow SET tokens = %s, tokens_at = %s, wake_at = %s WHERE queue = %s"

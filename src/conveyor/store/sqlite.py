@@ -277,13 +277,14 @@ class SQLiteStore:
 
     def stats(self, queue: str, now: float) -> QueueStats:
         conn = self._reader()
-        _require_queue(conn, queue)
+        info = _require_queue(conn, queue)
         stats = QueueStats(queue=queue)
         for state, count, oldest in conn.execute(sql.SELECT_STATE_COUNTS, (now, queue)):
             setattr(stats, state, count)
             if state == "ready" and oldest is not None:
                 stats.oldest_ready_age_s = max(now - oldest, 0.0)
         stats.dead += conn.execute(sql.SELECT_DEAD_FROM_SOURCE, (queue,)).fetchone()[0]
+        flow_rows.add_stats(conn.execute, sql, QueueSettings(**info.settings), stats, now)
         return stats
 
     def next_change_at(self, queue: str, now: float) -> float | None:

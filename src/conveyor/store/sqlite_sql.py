@@ -181,6 +181,7 @@ def lease_messages(count: int) -> str:
 # Flow control. The single writer serializes every reserve, so reading the
 # row is enough to own it until commit.
 SELECT_FLOW = "SELECT tokens, tokens_at, wake_at FROM queue_flow WHERE queue = ?"
+SELECT_FLOW_READ = SELECT_FLOW
 INSERT_FLOW = "INSERT INTO queue_flow (queue) VALUES (?) ON CONFLICT (queue) DO NOTHING"
 UPDATE_FLOW = "UPDATE queue_flow SET tokens = ?, tokens_at = ?, wake_at = ? WHERE queue = ?"
 COUNT_IN_FLIGHT = (

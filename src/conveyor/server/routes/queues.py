@@ -90,6 +90,26 @@ def queue_routes(engine: Engine) -> APIRouter:
         removed = await run_in_threadpool(engine.purge_queue, name)
         return json_response({"queue": name, "messages_deleted": removed})
 
+    @router.post(
+        "/{name}/pause",
+        response_model=QueueInfoModel,
+        summary="Stop delivering a queue's messages",
+        description="Posts are still accepted; reserves return no messages until "
+        "the queue is resumed. Sets the `paused` setting.",
+    )
+    async def pause_queue(name: str):
+        info = await run_in_threadpool(engine.pause_queue, name)
+        return json_response(info.to_wire())
+
+    @router.post(
+        "/{name}/resume",
+        response_model=QueueInfoModel,
+        summary="Deliver a paused queue's messages again",
+    )
+    async def resume_queue(name: str):
+        info = await run_in_threadpool(engine.resume_queue, name)
+        return json_response(info.to_wire())
+
     @router.get(
         "/{name}/stats",
         response_model=QueueStatsModel,

@@ -1,0 +1,111 @@
+"""Flow-control commands, run as the real `conveyor` console script on a
+SQLite store file (`--url sqlite:///...`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.client import connect
+from conveyor.models import NewMessage
+
+SCRIPT = Path(sys.executable).parent / "conveyor"
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "conveyor"]
+TIMEOUT_S = 60
+
+
+class Cli:
+    """The `conveyor` command bound to one URL, run without CONVEYOR_* from outside."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        clean.update({"CONVEYOR_URL": self.url, "CONVEYOR_LOG_LEVEL": "WARNING"})
+        return subprocess.run(
+            [*COMMAND, *args], capture_output=True, env=clean, timeout=TIMEOUT_S, text=True
+        )
+
+    def ok(self, *args: str) -> str:
+        done = self(*args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "--json"))
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(f"sqlite:///{tmp_path}/flow.db")
+
+
+def header_line(output: str, start: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith(start))
+
+
+def test_create_with_flow_flags(cli: Cli) -> None:
+    cli.ok(
+        "queue", "create", "api", "--rate-limit-per-s", "2.5", "--rate-burst", "5",
+        "--max-in-flight", "3",
+    )
+    settings = cli.json("queue", "show", "api")["settings"]
+    assert settings["rate_limit_per_s"] == 2.5
+    assert settings["rate_burst"] == 5
+    assert settings["max_in_flight"] == 3
+
+
+def test_update_none_clears_limit(cli: Cli) -> None:
+    cli.ok("queue", "create", "api", "--rate-limit-per-s", "2")
+    out = cli.ok("queue", "update", "api", "--rate-limit-per-s", "none")
+    assert out.strip() == "Updated queue api: rate_limit_per_s=-."
+    assert cli.json("queue", "show", "api")["settings"]["rate_limit_per_s"] is None
+
+
+def test_update_invalid_rate_changes_nothing(cli: Cli) -> None:
+    cli.ok("queue", "create", "api", "--rate-limit-per-s", "2")
+    done = cli("queue", "update", "api", "--rate-limit-per-s", "0")
+    assert done.returncode == 1
+    assert "invalid rate_limit_per_s 0.0" in done.stderr
+    assert cli.json("queue", "show", "api")["settings"]["rate_limit_per_s"] == 2
+
+
+def test_pause_and_resume(cli: Cli) -> None:
+    cli.ok("queue", "create", "jobs")
+    assert cli.ok("queue", "pause", "jobs").strip() == (
+        "Paused queue jobs: nothing is delivered until 'conveyor queue resume jobs'."
+    )
+    listed = cli.ok("queue", "list")
+    assert header_line(listed, "jobs ").split()[:3] == ["jobs", "standard", "paused"]
+    shown = cli.json("queue", "show", "jobs")
+    assert shown["settings"]["paused"] is True
+    assert shown["stats"]["paused"] is True
+
+    with connect(cli.url) as client:
+        client.post("jobs", [NewMessage("a")])
+        assert client.reserve("jobs") == []
+
+    assert cli.ok("queue", "resume", "jobs").strip() == "Resumed queue jobs."
+    listed = cli.ok("queue", "list")
+    assert header_line(listed, "jobs ").split()[:3] == ["jobs", "standard", "active"]
+
+
+def test_show_lists_flow_state(cli: Cli) -> None:
+    cli.ok("queue", "create", "api", "--rate-limit-per-s", "4")
+    out = cli.ok("queue", "show", "api")
+    assert "Flow control" in out
+    assert header_line(out, "state").split() == ["state", "active"]
+    assert header_line(out, "tokens now").split() == ["tokens", "now", "4.00"]
+
+
+def test_pause_unknown_queue(cli: Cli) -> None:
+    done = cli("queue", "pause", "nowhere")
+    assert done.returncode == 1
+    assert "queue 'nowhere' does not exist" in done.stderr

@@ -1,0 +1,146 @@
+"""Flow control over HTTP, against a real `conveyor server` subprocess.
+
+Every error check asserts the status, the problem type, and that stored
+settings did not change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from pydantic import BaseModel
+
+from conveyor.server import schemas
+from http_fixtures import ServerProcess, http_server
+
+__all__ = ["http_server"]  # a fixture, used by name
+
+PROBLEM = "urn:conveyor:problem:"
+
+
+@pytest.fixture
+def api(http_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=http_server.url + "/v1", timeout=60) as client:
+        yield client
+
+
+def new_queue(api: httpx.Client, **settings: Any) -> str:
+    name = "q-" + uuid.uuid4().hex[:12]
+    response = api.post("/queues", json={"name": name, "settings": settings})
+    assert response.status_code == 201, response.text
+    return name
+
+
+def valid(model: type[BaseModel], response: httpx.Response) -> dict[str, Any]:
+    data = response.json()
+    model.model_validate(data)
+    return data
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == PROBLEM + code
+    return problem
+
+
+def post(api: httpx.Client, queue: str, *bodies: Any) -> list[str]:
+    messages = [{"body": body} for body in bodies]
+    response = api.post(f"/queues/{queue}/messages", json={"messages": messages})
+    assert response.status_code == 201, response.text
+    return [m["id"] for m in response.json()["messages"]]
+
+
+def reserve(api: httpx.Client, queue: str, **options: Any) -> list[dict[str, Any]]:
+    response = api.post(f"/queues/{queue}/reserve", json={"max_messages": 10, **options})
+    assert response.status_code == 200, response.text
+    return valid(schemas.MessageList, response)["messages"]
+
+
+def stats(api: httpx.Client, queue: str) -> dict[str, Any]:
+    response = api.get(f"/queues/{queue}/stats")
+    assert response.status_code == 200, response.text
+    return valid(schemas.QueueStatsModel, response)
+
+
+def settings_of(api: httpx.Client, queue: str) -> dict[str, Any]:
+    response = api.get(f"/queues/{queue}")
+    assert response.status_code == 200, response.text
+    return valid(schemas.QueueInfoModel, response)["settings"]
+
+
+# Settings -------------------------------------------------------------------
+
+
+def test_flow_settings_round_trip(api: httpx.Client) -> None:
+    queue = new_queue(api, rate_limit_per_s=2.5, rate_burst=4, max_in_flight=3)
+    settings = settings_of(api, queue)
+    assert settings["rate_limit_per_s"] == 2.5
+    assert settings["rate_burst"] == 4
+    assert settings["max_in_flight"] == 3
+    assert settings["paused"] is False
+
+
+def test_patch_clears_rate_limit(api: httpx.Client) -> None:
+    queue = new_queue(api, rate_limit_per_s=1, rate_burst=1)
+    response = api.patch(f"/queues/{queue}", json={"settings": {"rate_limit_per_s": None}})
+    assert response.status_code == 200, response.text
+    assert settings_of(api, queue)["rate_limit_per_s"] is None
+    post(api, queue, 1, 2, 3)
+    assert len(reserve(api, queue)) == 3
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"rate_limit_per_s": 0},
+        {"rate_burst": 0},
+        {"max_in_flight": -1},
+        {"group_max_in_flight": 2},
+        {"paused": "yes"},
+    ],
+)
+def test_patch_invalid_flow_setting(api: httpx.Client, changes: dict[str, Any]) -> None:
+    queue = new_queue(api, rate_limit_per_s=5)
+    before = settings_of(api, queue)
+    response = api.patch(f"/queues/{queue}", json={"settings": changes})
+    problem = assert_problem(response, 422, "invalid-request")
+    assert next(iter(changes)) in str(problem)
+    assert settings_of(api, queue) == before
+
+
+def test_rate_limit_over_http(api: httpx.Client) -> None:
+    queue = new_queue(api, rate_limit_per_s=0.5, rate_burst=2)
+    post(api, queue, *range(5))
+    assert len(reserve(api, queue)) == 2
+    assert reserve(api, queue) == []
+    assert stats(api, queue)["tokens"] < 1
+
+
+# Pause ----------------------------------------------------------------------
+
+
+def test_pause_and_resume(api: httpx.Client) -> None:
+    queue = new_queue(api)
+    response = api.post(f"/queues/{queue}/pause")
+    assert response.status_code == 200, response.text
+    assert valid(schemas.QueueInfoModel, response)["settings"]["paused"] is True
+
+    post(api, queue, "a")
+    assert reserve(api, queue) == []
+    assert stats(api, queue)["paused"] is True
+    assert stats(api, queue)["ready"] == 1
+
+    response = api.post(f"/queues/{queue}/resume")
+    assert response.status_code == 200, response.text
+    assert [m["body"] for m in reserve(api, queue)] == ["a"]
+    assert stats(api, queue)["paused"] is False
+
+
+def test_pause_unknown_queue(api: httpx.Client) -> None:
+    response = api.post("/queues/nowhere-at-all/pause")
+    assert_problem(response, 404, "queue-not-found")
