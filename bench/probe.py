@@ -18,13 +18,19 @@ import redis
 PROBE_URL_ENV = "BENCH_PROBE_URL"
 PROBE_PREFIX_ENV = "BENCH_PROBE_PREFIX"
 
-# Sets the first-completion time once, overwrites the last-completion time and
-# increments the counter. Redis runs the script atomically, so the last SET it
-# executes belongs to the last task to finish.
+# Records one task call that finished ARGV[2] items whose values add up to
+# ARGV[3]. The first call sets the first-completion time and its item count;
+# every call overwrites the last-completion time and adds to the counters.
+# Redis runs the script atomically, so the last SET it executes belongs to the
+# last call to finish.
 _TASK_DONE_SCRIPT = """
-redis.call('SETNX', KEYS[1], ARGV[1])
+if redis.call('SETNX', KEYS[1], ARGV[1]) == 1 then
+    redis.call('SET', KEYS[4], ARGV[2])
+end
 redis.call('SET', KEYS[3], ARGV[1])
-return redis.call('INCR', KEYS[2])
+redis.call('INCR', KEYS[5])
+redis.call('INCRBY', KEYS[6], ARGV[3])
+return redis.call('INCRBY', KEYS[2], ARGV[2])
 """
 
 
@@ -38,6 +44,9 @@ class Probe:
         self.count_key = f"{prefix}:done"
         self.last_key = f"{prefix}:last_done"
         self.latency_key = f"{prefix}:latency"
+        self.first_items_key = f"{prefix}:first_items"
+        self.calls_key = f"{prefix}:calls"
+        self.value_sum_key = f"{prefix}:value_sum"
         self._task_done = self.client.register_script(_TASK_DONE_SCRIPT)
 
     @classmethod
@@ -54,18 +63,20 @@ class Probe:
         return cls(url, prefix)
 
     def keys(self) -> list[str]:
-        return [self.first_key, self.count_key, self.last_key, self.latency_key]
+        return [self.first_key, self.count_key, self.last_key, self.latency_key,
+                self.first_items_key, self.calls_key, self.value_sum_key]
 
     # Calls made by the task bodies.
 
-    def mark_done(self) -> int:
-        """Count one finished task and return the new total."""
-        return int(
-            self._task_done(
-                keys=[self.first_key, self.count_key, self.last_key],
-                args=[repr(time.time())],
-            )
-        )
+    def mark_done(self, items: int = 1, value_sum: int = 0) -> int:
+        """Count one finished call of ``items`` items and return the new item total.
+
+        A batch task passes the size of its batch, and ``value_sum``, the sum
+        of its integer items, which the harness compares with what it posted.
+        """
+        keys = [self.first_key, self.count_key, self.last_key, self.first_items_key,
+                self.calls_key, self.value_sum_key]
+        return int(self._task_done(keys=keys, args=[repr(time.time()), items, value_sum]))
 
     def record_latency(self, enqueued_at: float) -> None:
         """Store the seconds between ``enqueued_at`` and now."""
@@ -85,6 +96,16 @@ class Probe:
         if first is None or last is None:
             return None
         return float(first), float(last)
+
+    def first_items(self) -> int:
+        """Return the item count of the first call to finish, or 0 before any call."""
+        return int(self.client.get(self.first_items_key) or 0)
+
+    def call_count(self) -> int:
+        return int(self.client.get(self.calls_key) or 0)
+
+    def value_sum(self) -> int:
+        return int(self.client.get(self.value_sum_key) or 0)
 
     def latency_count(self) -> int:
         return int(self.client.llen(self.latency_key))

@@ -191,62 +191,97 @@ def _rate_record(count: int, seconds: float) -> dict:
 def measure_drain(peer: Peer, probe: Probe, options: WorkloadOptions) -> dict:
     """W2: post ``drain_n`` no-op tasks, start the workers and time the drain.
 
-    The rate is ``drain_n`` divided by the time from the first task body to the
-    last, both recorded by the probe, so worker start-up is excluded. Leaves the
-    workers running for W3.
+    Leaves the workers running for W3; see ``drain_posted_tasks``.
     """
-    total = options.drain_n
+    args_list = [(index,) for index in range(options.drain_n)]
+    return drain_posted_tasks(peer, probe, "W2", "noop", args_list, options)
+
+
+def drain_posted_tasks(peer: Peer, probe: Probe, label: str, task: str,
+                       args_list: list[tuple], options: WorkloadOptions) -> dict:
+    """Post a ``task`` message per entry of ``args_list``, start the workers, time the drain.
+
+    The workers must be stopped when this is called, and are left running.
+    The rate counts the items finished after the first task call, divided
+    by the time from the end of that call to the end of the last one. Both
+    times come from the probe, so worker start-up is excluded. ``label``
+    names the workload in progress bars, log lines and errors.
+    """
+    total = len(args_list)
     probe.reset()
     with make_progress() as progress:
-        bar = progress.add_task("W2 pre-post", total=total)
+        bar = progress.add_task(f"{label} pre-post", total=total)
         started = time.perf_counter()
-        for chunk in _chunks([(index,) for index in range(total)], options.batch_size):
-            peer.post_batch("noop", chunk)
+        for chunk in _chunks(args_list, options.batch_size):
+            peer.post_batch(task, chunk)
             progress.advance(bar, len(chunk))
         post_seconds = time.perf_counter() - started
         peer.after_bulk_post()
 
-        bar = progress.add_task("W2 drain", total=total)
+        bar = progress.add_task(f"{label} drain", total=total)
         workers_started_at = time.time()
         peer.start_workers()
-        deadline = time.monotonic() + options.drain_timeout
-        done = 0
-        next_line_at = time.monotonic() + PROGRESS_LINE_SECONDS
-        while done < total:
-            peer.check_workers()
-            if time.monotonic() > deadline:
-                break
-            time.sleep(POLL_INTERVAL_SECONDS)
-            done = probe.done_count()
-            progress.update(bar, completed=done)
-            if progress.disable and time.monotonic() > next_line_at:
-                console.print(f"  W2 drain: {done:,} of {total:,} tasks done")
-                next_line_at += PROGRESS_LINE_SECONDS
+        done = _wait_for_count(peer, probe, label, total, options.drain_timeout,
+                               progress, bar)
 
-    window = probe.done_window()
-    record = {
-        "tasks": total,
-        "completed": done,
-        "pre_post_seconds": round(post_seconds, 3),
-    }
+    record = {"tasks": total, "completed": done, "pre_post_seconds": round(post_seconds, 3)}
+    record.update(_drain_rate(probe, label, done, options.drain_timeout,
+                              workers_started_at))
     if done >= total:
-        record.update(_wait_for_empty_queue(peer, options.settle_timeout))
-    if window is None:
-        raise WorkloadTimeout(
-            f"W2: no task finished within {options.drain_timeout:.0f} s of starting the workers"
-        )
-    first, last = window
-    record["drain_seconds"] = round(last - first, 4)
-    record["tasks_per_second"] = round(done / (last - first), 1) if last > first else None
-    record["start_to_first_task_seconds"] = round(first - workers_started_at, 3)
+        record.update(_wait_for_empty_queue(peer, label, options.settle_timeout))
     if done < total:
         record["timed_out"] = True
-        log.warning("W2: only %d of %d tasks finished within %.0f s",
-                    done, total, options.drain_timeout)
+        log.warning("%s: only %d of %d tasks finished within %.0f s",
+                    label, done, total, options.drain_timeout)
     return record
 
 
-def _wait_for_empty_queue(peer: Peer, timeout: float) -> dict:
+def _wait_for_count(peer: Peer, probe: Probe, label: str, total: int, timeout: float,
+                    progress: Progress, bar: TaskID) -> int:
+    """Poll the probe until ``total`` items are done or ``timeout`` passes; return the count.
+
+    Shows a progress bar on a terminal and a plain line every
+    PROGRESS_LINE_SECONDS otherwise.
+    """
+    deadline = time.monotonic() + timeout
+    done = 0
+    next_line_at = time.monotonic() + PROGRESS_LINE_SECONDS
+    while done < total:
+        peer.check_workers()
+        if time.monotonic() > deadline:
+            break
+        time.sleep(POLL_INTERVAL_SECONDS)
+        done = probe.done_count()
+        progress.update(bar, completed=done)
+        if progress.disable and time.monotonic() > next_line_at:
+            console.print(f"  {label} drain: {done:,} of {total:,} tasks done")
+            next_line_at += PROGRESS_LINE_SECONDS
+    return done
+
+
+def _drain_rate(probe: Probe, label: str, done: int, timeout: float,
+                workers_started_at: float) -> dict:
+    """Return the drain's seconds and rate from the probe's first and last completion.
+
+    The items of the first call finished at the window's start, so they are
+    left out of the rate. That matters for a batch task, whose first call
+    finishes a whole batch.
+    """
+    window = probe.done_window()
+    if window is None:
+        raise WorkloadTimeout(
+            f"{label}: no task finished within {timeout:.0f} s of starting the workers"
+        )
+    first, last = window
+    counted = done - probe.first_items()
+    return {
+        "drain_seconds": round(last - first, 4),
+        "tasks_per_second": round(counted / (last - first), 1) if last > first else None,
+        "start_to_first_task_seconds": round(first - workers_started_at, 3),
+    }
+
+
+def _wait_for_empty_queue(peer: Peer, label: str, timeout: float) -> dict:
     """Poll until the system reports no queued or unacknowledged message.
 
     The counter shows that every task body ran. This shows that the system has
@@ -261,8 +296,8 @@ def _wait_for_empty_queue(peer: Peer, timeout: float) -> dict:
         time.sleep(POLL_INTERVAL_SECONDS)
         outstanding = peer.outstanding_messages()
     if outstanding > 0:
-        log.warning("W2: %d messages were still outstanding %.0f s after the last task ran",
-                    outstanding, timeout)
+        log.warning("%s: %d messages were still outstanding %.0f s after the last task ran",
+                    label, outstanding, timeout)
     return {
         "outstanding_after_drain": outstanding,
         "empty_queue_wait_seconds": round(time.perf_counter() - started, 3),
