@@ -45,7 +45,7 @@ def check_system(name: str, work_root: Path) -> str:
         with ThreadPoolExecutor(max_workers=2) as executor:
             for future in [executor.submit(_post_through_producer, peer) for _ in range(2)]:
                 future.result()
-        expected = 4 * MESSAGES_PER_MODE
+        expected = 4 * MESSAGES_PER_MODE + _post_workload_tasks(peer)
         outstanding = peer.outstanding_messages()
         if outstanding != expected:
             return f"outstanding_messages() returned {outstanding} after {expected} posts"
@@ -56,6 +56,18 @@ def check_system(name: str, work_root: Path) -> str:
         return "ok"
     finally:
         peer.cleanup()
+
+
+def _post_workload_tasks(peer) -> int:
+    """Post a batch of each task that W4 and the batch comparison use; return how many."""
+    tasks = []
+    if peer.supports_cpu_drain:
+        tasks.append(("cpu_work", (1,)))
+    if peer.supports_batch_tasks:
+        tasks.extend([("add_item", (1,)), ("add_items", (1,))])
+    for task, args in tasks:
+        peer.post_batch(task, [args] * MESSAGES_PER_MODE)
+    return len(tasks) * MESSAGES_PER_MODE
 
 
 def _post_through_producer(peer) -> None:

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import report_backlog
+import report_worker_modes
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -25,6 +26,7 @@ def render(results: dict) -> str:
         _summary_table(systems, run),
         _pending_notes(systems),
         _busy_machine_note(systems, run),
+        report_worker_modes.render(systems),
         report_backlog.render(systems, run, machine),
         _machine_section(machine, run),
         _systems_section(systems),
@@ -40,6 +42,7 @@ def render(results: dict) -> str:
             quiet_percent=round(run.get("quiet_cpu_threshold", 0.2) * 100),
             nproc=machine["nproc"],
             postgres=_postgres_method(systems, run, machine),
+            processes=_processes_method(systems),
         ),
     ]
     return "\n".join(section for section in sections if section)
@@ -78,31 +81,20 @@ def _summary_table(systems: dict, run: dict) -> str:
         "| W2 drain (tasks/s) | W3 pickup p50 (ms) | W3 pickup p99 (ms) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    # Results files from before --workloads have no such key, and they ran W1-W3.
+    selected = run.get("workloads", ["w1", "w2", "w3"])
+    if not {"w1", "w2", "w3"} & set(selected):
+        return ""
     for name, record in systems.items():
         label = record.get("label", name)
-        if record["status"] != "ok" and "w1_post" not in record:
+        ran = [key for key in ("w1_post", "w2_drain", "w3_latency") if key in record]
+        if record["status"] != "ok" and not ran:
             lines.append(f"| {label} | {record['status']} | | | | | |")
             continue
-        if "w1_post" not in record:
+        if not ran:
             continue
-        post = record.get("w1_post", {})
-        drain = record.get("w2_drain", {})
-        latency = record.get("w3_latency", {})
-        drain_cell = _number(drain.get("tasks_per_second"))
-        if drain.get("timed_out"):
-            drain_cell += f" (timed out at {drain['completed']:,} of {drain['tasks']:,})"
-        behind = " (fell behind)" if latency.get("fell_behind") else ""
-        lines.append(
-            f"| {label} "
-            f"| {_number(post.get('single', {}).get('messages_per_second'))} "
-            f"| {_number(post.get('concurrent', {}).get('messages_per_second'))} "
-            f"| {_number(post.get('batch', {}).get('messages_per_second'))} "
-            f"| {drain_cell} "
-            f"| {_number(latency.get('p50_ms'), 1)}{behind} "
-            f"| {_number(latency.get('p99_ms'), 1)}{behind} |"
-        )
+        lines.append(f"| {label} | " + " | ".join(_summary_cells(record)) + " |")
     if len(lines) == 3:
-        # A run with --backlog-only has no row for this table.
         return ""
     lines.append("")
     lines.append(
@@ -113,6 +105,26 @@ def _summary_table(systems: dict, run: dict) -> str:
         "mostly measures that backlog."
     )
     return "\n".join(lines) + "\n"
+
+
+def _summary_cells(record: dict) -> list[str]:
+    """Return the W1-W3 cells of one system's row, with "not run" for a skipped workload."""
+    cells = ["not run"] * 6
+    post = record.get("w1_post")
+    if post:
+        cells[0:3] = [_number(post[mode]["messages_per_second"])
+                      for mode in ("single", "concurrent", "batch")]
+    drain = record.get("w2_drain")
+    if drain:
+        cells[3] = _number(drain.get("tasks_per_second"))
+        if drain.get("timed_out"):
+            cells[3] += f" (timed out at {drain['completed']:,} of {drain['tasks']:,})"
+    latency = record.get("w3_latency")
+    if latency:
+        behind = " (fell behind)" if latency.get("fell_behind") else ""
+        cells[4] = _number(latency.get("p50_ms"), 1) + behind
+        cells[5] = _number(latency.get("p99_ms"), 1) + behind
+    return cells
 
 
 def _pending_notes(systems: dict) -> str:
@@ -204,6 +216,7 @@ def _machine_section(machine: dict, run: dict) -> str:
         f"| Batch size | {run['batch_size']:,} |",
         f"| W2 tasks | {run['w2_n']:,} |",
         f"| W3 rate and duration | {run['w3_rate']:g} tasks/s for {run['w3_seconds']:g} s |",
+        *report_worker_modes.run_rows(run),
         *report_backlog.run_rows(run),
         f"| Total run time | {run.get('elapsed_seconds', 0):.0f} s |",
         "",
@@ -277,6 +290,22 @@ def _postgres_settings_text(info: dict) -> str:
             f"so {flush} {autovacuum}")
 
 
+def _processes_method(systems: dict) -> str:
+    """Return the Method paragraph about Conveyor's child processes, if that system ran."""
+    record = systems.get(report_worker_modes.PROCESSES_SYSTEM)
+    if record is None:
+        return ""
+    text = (
+        "**Child processes.** Conveyor also runs with `--processes`: child processes "
+        "run the tasks, and the worker process only reserves, extends leases and acks. "
+        "It gets the same number of task slots as the others, split evenly over one "
+        "child process per CPU, with at most one child per slot. Each child's "
+        "`--concurrency` is its share of the slots, rounded down. Its pool under "
+        "\"Systems and settings\" gives the numbers of this run."
+    )
+    return textwrap.fill(text, width=79, break_on_hyphens=False) + "\n\n"
+
+
 def _systems_section(systems: dict) -> str:
     lines = ["## Systems and settings\n"]
     for name, record in systems.items():
@@ -317,6 +346,7 @@ def _systems_section(systems: dict) -> str:
                 f"max {latency['max_ms']:.1f} ms; the last task finished "
                 f"{latency['settle_seconds']:.2f} s after the last post"
             )
+        lines.extend(report_worker_modes.system_lines(record))
         if "cpu_busy_before" in record:
             lines.append(
                 f"- other work on the machine: CPUs {record['cpu_busy_before']:.0%} busy in the "
@@ -357,7 +387,8 @@ are empty or carry its own marker key.
 (14 by default) that counts the completion and stores the first and last
 completion times. `record_latency` pushes `now - enqueued_at` to a Redis list.
 So every task costs every system one Redis round trip, including the systems that
-keep their queue in SQLite or PostgreSQL.
+keep their queue in SQLite or PostgreSQL. W4 and the batch comparison add tasks
+of their own, which their sections describe.
 
 **W1, post throughput.** With no worker running, the harness posts {post_n:,}
 `noop` messages in each of three modes and purges the queue after each one. The
@@ -399,12 +430,13 @@ system whose post is a fast round trip to Redis gains little from more
 threads, and its rate with {producers} threads can be lower than with 1.
 
 **W2, drain.** The harness posts {n:,} `noop` tasks in batches, then starts the
-system's worker CLI as a subprocess in its own process group. The rate is
-{n:,} divided by the time between the first and the last completion recorded by
-the counter, so worker start-up is excluded. Both times are `time.time()` in the
-worker processes, on the same host clock. After the counter reaches {n:,}, the
-harness also polls the system until it reports no queued or unacknowledged
-message. That wait is listed per system and is not part of the rate.
+system's worker CLI as a subprocess in its own process group. The rate is the
+tasks that finished after the first one divided by the time between the first
+and the last completion recorded by the counter, so worker start-up is
+excluded. Both times are `time.time()` in the worker processes, on the same
+host clock. After the counter reaches {n:,}, the harness also polls the system
+until it reports no queued or unacknowledged message. That wait is listed per
+system and is not part of the rate.
 `bench/check_peers.py` checks that each adapter counts those messages.
 
 **W3, pickup latency.** With the workers from W2 still running and after 20
@@ -427,7 +459,7 @@ worker is also one process, with `--concurrency {concurrency}`: it runs up to
 CLI default is 1 job at a time, which would give it fewer execution slots than
 the others.
 
-**Fairness choices.**
+{processes}**Fairness choices.**
 
 - No system stores results. Celery runs without a result backend and with
   `task_ignore_result=True`, RQ jobs get `result_ttl=0`, Huey runs with

@@ -2,9 +2,12 @@
 
 Runs three workloads for each selected system, one system at a time: W1 post
 throughput, W2 drain of pre-posted no-op tasks and W3 pickup latency at a steady
-rate. For the Conveyor stores it then runs the backlog test (see backlog.py).
-Writes the results as JSON and renders docs/benchmarks.md from them.
-Start it with bench/run.sh, which prepares the virtual environment.
+rate. The systems that support them then run W4, a drain of CPU-bound tasks,
+and the batch comparison, a batch task against a plain task (see
+worker_modes.py). For the Conveyor stores it then runs the backlog test (see
+backlog.py). ``--workloads`` selects among them. Writes the results as JSON
+and renders docs/benchmarks.md from them. Start it with bench/run.sh, which
+prepares the virtual environment.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from rich.logging import RichHandler
 import psycopg
 
 import backlog
+import cpu_work
 import postgres
 from peers import PEERS, load_peer_class
 from peers.base import BenchContext, SystemUnavailable
 from probe import Probe
 from procs import BENCH_DIR
 import report
+import worker_modes
 import workloads
 
 log = logging.getLogger("bench")
@@ -50,9 +55,13 @@ DEFAULT_SYSTEMS = list(PEERS)
 REDIS_DB_OFFSETS = {"celery": 0, "dramatiq": 1, "dramatiq-1thread": 1, "rq": 2, "huey-redis": 3}
 PROBE_DB_OFFSET = 4
 FULL_SIZES = {"n": 20000, "post_n": 10000, "latency_seconds": 10.0,
-              "backlog_levels": "0,100000,1000000", "backlog_dequeues": 20000}
+              "backlog_levels": "0,100000,1000000", "backlog_dequeues": 20000,
+              "cpu_n": 2000, "batch_items": 20000}
 QUICK_SIZES = {"n": 2000, "post_n": 1000, "latency_seconds": 3.0,
-               "backlog_levels": "0,10000", "backlog_dequeues": 2000}
+               "backlog_levels": "0,10000", "backlog_dequeues": 2000,
+               "cpu_n": 500, "batch_items": 5000}
+# Every workload, in the order in which each system runs them.
+WORKLOADS = ("w1", "w2", "w3", "w4", "batch", "backlog")
 # Threads that reserve and ack while the backlog test drains its queue. The
 # drain is not part of any reported rate, so more threads only save time.
 BACKLOG_DRAIN_THREADS = 4
@@ -86,8 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=None,
                         help="W3: seconds of posting at that rate (default: 10)")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1,
-                        help="worker processes per system, and task threads of the one "
-                        "Conveyor worker process (default: the number of CPUs, "
+                        help="worker processes per system, task threads of the one "
+                        "Conveyor worker process, and task slots that conveyor-processes "
+                        "splits over one child process per CPU (default: the number of CPUs, "
                         f"{os.cpu_count()} here)")
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="W2: seconds to wait for the drain before giving up (default: 300)")
@@ -99,7 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run with smaller defaults (--n 2000, --post-n 1000, "
                         "--latency-seconds 3, --backlog-levels 0,10000, --backlog-dequeues "
-                        "2000), results to bench/results/quick.json and no docs update; "
+                        "2000, --cpu-n 500, --batch-items 5000), results to "
+                        "bench/results/quick.json and no docs update; "
                         "explicit options still apply")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379",
                         help="Redis server on a loopback address, without a database number "
@@ -117,12 +128,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run ANALYZE on a PostgreSQL-based system's tables after W2's "
                         "pre-post and after each backlog post, in place of the auto-analyze "
                         "of a server whose autovacuum is on (default: on)")
-    parser.add_argument("--backlog", action=argparse.BooleanOptionalAction, default=True,
-                        help="run the backlog test after W3 for the systems that support "
-                        "it: conveyor and conveyor-postgres (default: on)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help="comma-separated workloads to run: w1 (post), w2 (drain), "
+                        "w3 (latency), w4 (drain of CPU-bound tasks; conveyor, "
+                        "conveyor-processes and celery), batch (batch task against plain "
+                        "task; conveyor and conveyor-processes), backlog (conveyor and "
+                        "conveyor-postgres). A system that runs none of them is skipped "
+                        f"(default: all, {','.join(WORKLOADS)})")
+    parser.add_argument("--cpu-n", type=int, default=None,
+                        help="W4: CPU-bound tasks posted before the workers start "
+                        "(default: 2000)")
+    parser.add_argument("--cpu-iterations", type=int, default=cpu_work.DEFAULT_ITERATIONS,
+                        help="W4: iterations of the pure-Python loop in each task "
+                        f"(default: {cpu_work.DEFAULT_ITERATIONS}, about 2 ms of one core "
+                        "of the machine where W4 was written; the report shows the time "
+                        "measured in the run)")
+    parser.add_argument("--batch-items", type=int, default=None,
+                        help="batch comparison: items posted for the plain task and again "
+                        "for the batch task (default: 20000)")
+    parser.add_argument("--backlog", action=argparse.BooleanOptionalAction, default=None,
+                        help="add the backlog test to --workloads, or with --no-backlog "
+                        "remove it (default: as --workloads says)")
     parser.add_argument("--backlog-only", action="store_true",
                         help="run only the backlog test, and only for the selected systems "
-                        "that support it")
+                        "that support it; the same as --workloads backlog")
     parser.add_argument("--backlog-levels", default=None,
                         help="backlog test: comma-separated numbers of messages waiting in "
                         "the queue while the dequeues are measured (default: 0,100000,1000000)")
@@ -157,20 +186,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [name for name in args.systems if name not in PEERS]
     if unknown:
         parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
-    for option in ("n", "post_n", "producers", "batch_size", "concurrency", "backlog_dequeues"):
+    for option in ("n", "post_n", "producers", "batch_size", "concurrency", "backlog_dequeues",
+                   "cpu_n", "cpu_iterations", "batch_items"):
         if getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be at least 1")
+            parser.error(f"--{option.replace('_', '-')} must be at least 1, "
+                         f"not {getattr(args, option)}")
     if args.latency_rate <= 0 or args.latency_seconds <= 0:
         parser.error("--latency-rate and --latency-seconds must be positive")
     try:
         validate_loopback_redis_url(args.redis_url)
         postgres.validate_loopback_postgres_url(args.postgres_url)
         args.backlog_levels = parse_backlog_levels(args.backlog_levels)
+        args.workloads = parse_workloads(args.workloads)
     except ValueError as error:
         parser.error(str(error))
+    if args.backlog is True and "backlog" not in args.workloads:
+        args.workloads.append("backlog")
+    if args.backlog is False and "backlog" in args.workloads:
+        args.workloads.remove("backlog")
     if args.backlog_only:
-        args.backlog = True
+        args.workloads = ["backlog"]
+    args.backlog = "backlog" in args.workloads
+    args.backlog_only = args.workloads == ["backlog"]
     return args
+
+
+def parse_workloads(text: str) -> list[str]:
+    """Return the workloads of ``--workloads`` in the order they run, or raise ValueError."""
+    names = {item.strip().lower() for item in text.split(",") if item.strip()}
+    unknown = sorted(names - set(WORKLOADS))
+    if unknown:
+        raise ValueError(f"invalid --workloads {text!r}: unknown {', '.join(unknown)}; "
+                         f"choose from {','.join(WORKLOADS)}")
+    if not names:
+        raise ValueError(f"invalid --workloads {text!r}: name at least one of "
+                         f"{','.join(WORKLOADS)}")
+    return [name for name in WORKLOADS if name in names]
 
 
 def parse_backlog_levels(text: str) -> list[int]:
@@ -311,34 +362,40 @@ def wait_for_quiet_machine(max_wait: float, threshold: float) -> float:
     return busy
 
 
-def run_workloads(peer, probe: Probe, options: workloads.WorkloadOptions, record: dict) -> None:
-    """Run W1-W3 on a set-up peer and store their results in ``record``."""
-    record["w1_post"] = post = workloads.measure_post(peer, options)
-    console.print(f"  W1 post: {post['single']['messages_per_second']:,.0f} msg/s one per "
-                  f"call, {post['concurrent']['messages_per_second']:,.0f} msg/s one per "
-                  f"call from {options.producers} threads, "
-                  f"{post['batch']['messages_per_second']:,.0f} msg/s batched")
+def run_workloads(peer, probe: Probe, options: workloads.WorkloadOptions,
+                  selected: set[str], record: dict) -> None:
+    """Run the selected ones of W1-W3 on a set-up peer and store their results in ``record``."""
+    if "w1" in selected:
+        record["w1_post"] = post = workloads.measure_post(peer, options)
+        console.print(f"  W1 post: {post['single']['messages_per_second']:,.0f} msg/s one per "
+                      f"call, {post['concurrent']['messages_per_second']:,.0f} msg/s one per "
+                      f"call from {options.producers} threads, "
+                      f"{post['batch']['messages_per_second']:,.0f} msg/s batched")
 
-    record["w2_drain"] = workloads.measure_drain(peer, probe, options)
-    console.print(f"  W2 drain: {record['w2_drain']['tasks_per_second'] or 0:,.0f} tasks/s "
-                  f"({record['w2_drain']['completed']} of {record['w2_drain']['tasks']})")
-    if record["w2_drain"].get("timed_out"):
-        # Leftover no-op tasks would delay the latency tasks, so start W3 on an
-        # empty queue.
-        peer.stop_workers()
-        peer.purge()
-        peer.start_workers()
+    if "w2" in selected:
+        record["w2_drain"] = drain = workloads.measure_drain(peer, probe, options)
+        console.print(f"  W2 drain: {drain['tasks_per_second'] or 0:,.0f} tasks/s "
+                      f"({drain['completed']} of {drain['tasks']})")
+        if drain.get("timed_out"):
+            # Leftover no-op tasks would delay the latency tasks, so start W3 on an
+            # empty queue.
+            peer.stop_workers()
+            peer.purge()
 
-    record["w3_latency"] = workloads.measure_latency(peer, probe, options)
-    console.print(f"  W3 latency: p50 {record['w3_latency']['p50_ms']:.1f} ms, "
-                  f"p99 {record['w3_latency']['p99_ms']:.1f} ms")
+    if "w3" in selected:
+        if peer.workers is None:
+            peer.start_workers()
+        record["w3_latency"] = latency = workloads.measure_latency(peer, probe, options)
+        console.print(f"  W3 latency: p50 {latency['p50_ms']:.1f} ms, "
+                      f"p99 {latency['p99_ms']:.1f} ms")
 
 
 def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadOptions,
+               mode_options: worker_modes.WorkerModeOptions,
                backlog_options: backlog.BacklogOptions, work_root: Path, log_dir: Path) -> dict:
-    """Run W1-W3 and the backlog test for one system and return its result record.
+    """Run the selected workloads that one system supports and return its result record.
 
-    Returns a record also after a failure. ``--backlog-only`` skips W1-W3.
+    Returns a record also after a failure.
     """
     db_base = args.redis_db_base
     ctx = BenchContext(
@@ -370,8 +427,9 @@ def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadO
         record["producer_client"] = peer.producer_client
         console.print(f"[bold]{peer.label}[/bold]: setting up")
         peer.setup()
-        if not args.backlog_only:
-            run_workloads(peer, probe, options, record)
+        selected = set(args.workloads)
+        run_workloads(peer, probe, options, selected, record)
+        worker_modes.run_worker_modes(peer, probe, mode_options, selected, record)
         if args.backlog and peer.supports_backlog:
             record["backlog"] = backlog.measure_backlog(peer, backlog_options)
         record["status"] = "ok"
@@ -399,16 +457,22 @@ def run_system(name: str, args: argparse.Namespace, options: workloads.WorkloadO
     return record
 
 
-def supports_backlog(name: str) -> bool:
-    """Return whether a system runs the backlog test; True if its adapter cannot be imported.
+def runs_any_workload(name: str, selected: list[str]) -> bool:
+    """Return whether a system supports one of the selected workloads.
 
-    An adapter that fails to import stays selected, so the run reports it as
-    not available.
+    Returns True for a system whose adapter cannot be imported, so that it
+    stays selected and the run reports it as not available.
     """
+    if {"w1", "w2", "w3"} & set(selected):
+        return True
     try:
-        return load_peer_class(name).supports_backlog
+        peer_class = load_peer_class(name)
     except SystemUnavailable:
         return True
+    supported = {"w4": peer_class.supports_cpu_drain,
+                 "batch": peer_class.supports_batch_tasks,
+                 "backlog": peer_class.supports_backlog}
+    return any(supported[workload] for workload in selected)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -446,6 +510,12 @@ def main(argv: list[str] | None = None) -> int:
         drain_timeout=args.drain_timeout,
         settle_timeout=args.settle_timeout,
     )
+    mode_options = worker_modes.WorkerModeOptions(
+        cpu_n=args.cpu_n,
+        cpu_iterations=args.cpu_iterations,
+        batch_items=args.batch_items,
+        drain=options,
+    )
     backlog_options = backlog.BacklogOptions(
         levels=args.backlog_levels,
         dequeues=args.backlog_dequeues,
@@ -453,8 +523,11 @@ def main(argv: list[str] | None = None) -> int:
         churn=args.churn,
         drain_threads=BACKLOG_DRAIN_THREADS,
     )
-    if args.backlog_only:
-        args.systems = [name for name in args.systems if supports_backlog(name)]
+    args.systems = [name for name in args.systems if runs_any_workload(name, args.workloads)]
+    if not args.systems:
+        log.error("none of the selected systems supports the workloads %s; see --help",
+                  ",".join(args.workloads))
+        return 2
     work_root = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     try:
         machine = machine_info(args.redis_url, args.postgres_url, work_root)
@@ -469,12 +542,16 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "systems": args.systems,
             "concurrency": args.concurrency,
+            "workloads": args.workloads,
             "w1_post_n": args.post_n,
             "w1_producers": args.producers,
             "w2_n": args.n,
             "batch_size": args.batch_size,
             "w3_rate": args.latency_rate,
             "w3_seconds": args.latency_seconds,
+            "w4_n": args.cpu_n,
+            "w4_iterations": args.cpu_iterations,
+            "batch_items": args.batch_items,
             "quiet_cpu_threshold": QUIET_CPU_THRESHOLD,
             "postgres_analyze": args.postgres_analyze,
             "backlog": args.backlog,
@@ -496,8 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for name in args.systems:
-            results["systems"][name] = run_system(name, args, options, backlog_options,
-                                                  work_root, log_dir)
+            results["systems"][name] = run_system(name, args, options, mode_options,
+                                                  backlog_options, work_root, log_dir)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     results["run"]["elapsed_seconds"] = round(time.monotonic() - started, 1)

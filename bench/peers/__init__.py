@@ -11,6 +11,7 @@ from peers.base import Peer, SystemUnavailable
 PEERS = {
     "conveyor": "peers.conveyor_peer:ConveyorPeer",
     "conveyor-8threads": "peers.conveyor_peer:ConveyorDefaultConcurrencyPeer",
+    "conveyor-processes": "peers.conveyor_peer:ConveyorProcessesPeer",
     "conveyor-postgres": "peers.conveyor_peer:ConveyorPostgresPeer",
     "celery": "peers.celery_peer:CeleryPeer",
     "dramatiq": "peers.dramatiq_peer:DramatiqPeer",

@@ -59,6 +59,9 @@ class Peer(abc.ABC):
     ``stop_workers`` and finally ``cleanup``, which must run even after an
     error. Task names are ``noop`` (argument: an integer index) and
     ``record_latency`` (argument: the enqueue time from ``time.time()``).
+    Peers with ``supports_cpu_drain`` also post ``cpu_work`` (argument: loop
+    iterations), and peers with ``supports_batch_tasks`` post ``add_item``
+    and the batch task ``add_items`` (argument: an integer item).
     """
 
     name: str  # identifier used on the command line and in the results
@@ -71,6 +74,10 @@ class Peer(abc.ABC):
         "each call in flight its own connection"
     )
     uses_redis_broker = True
+    # Whether W4 (CPU-bound drain) runs for this system.
+    supports_cpu_drain = False
+    # Whether the batch comparison runs for this system.
+    supports_batch_tasks = False
 
     def __init__(self, ctx: BenchContext) -> None:
         self.ctx = ctx

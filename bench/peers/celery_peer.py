@@ -24,6 +24,8 @@ class CeleryPeer(Peer):
         "one kombu connection and Producer per thread, passed to "
         "apply_async(producer=...)"
     )
+    # Its prefork pool runs tasks in processes, as Conveyor's --processes does.
+    supports_cpu_drain = True
 
     def settings(self) -> dict[str, object]:
         return {
@@ -37,7 +39,8 @@ class CeleryPeer(Peer):
         super().setup()
         module = self.import_app("worker_apps.celery_app")
         self.app = module.app
-        self.tasks = {"noop": module.noop, "record_latency": module.record_latency}
+        self.tasks = {"noop": module.noop, "record_latency": module.record_latency,
+                      "cpu_work": module.cpu_work}
 
     def post_one(self, task: str, args: tuple) -> None:
         self.tasks[task].apply_async(args)

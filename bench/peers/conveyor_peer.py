@@ -1,15 +1,17 @@
 """Conveyor: its HTTP server on a SQLite or PostgreSQL store and its worker CLI.
 
 This adapter drives ``conveyor server --store URL --port P``, ``conveyor
-worker MODULE:APP --queues Q --concurrency N``, and the SDK's
-``task.enqueue(*args)`` and ``task.enqueue_many([(args, kwargs), ...])``. Any
-failure to import or start Conveyor raises SystemUnavailable, so the runner
-reports it and goes on with the other systems.
+worker MODULE:APP --queues Q --concurrency N`` (with ``--processes P`` for
+the child-process variant), and the SDK's ``task.enqueue(*args)`` and
+``task.enqueue_many([(args, kwargs), ...])``. Any failure to import or start
+Conveyor raises SystemUnavailable, so the runner reports it and goes on with
+the other systems.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import sqlite3
@@ -41,6 +43,8 @@ class ConveyorPeer(Peer):
     )
     uses_redis_broker = False
     supports_backlog = True
+    supports_cpu_drain = True
+    supports_batch_tasks = True
     store_name = "SQLite"
     store_option = "sqlite:///PATH"
     store_note = "store file in a fresh temporary directory"
@@ -62,12 +66,16 @@ class ConveyorPeer(Peer):
             "server": f"conveyor --log-level {LOG_LEVEL} server --store {self.store_option} "
             "--port PORT",
             "worker": " ".join(["conveyor"] + self.worker_argv()[1:]),
-            "pool": f"one worker process with {self.worker_concurrency} task threads, "
-            "plus the server process",
+            "pool": self.pool_description,
             "options": f"result_ttl_s=0 on both tasks, so no results are kept; "
             f"{self.store_note}; default server and worker settings "
             "(prefetch 100, long poll 2 s)",
         }
+
+    @property
+    def pool_description(self) -> str:
+        return (f"one worker process with {_count(self.worker_concurrency, 'task thread')}, "
+                "plus the server process")
 
     @property
     def worker_concurrency(self) -> int:
@@ -129,7 +137,10 @@ class ConveyorPeer(Peer):
         except Exception as error:
             raise SystemUnavailable(f"cannot load the Conveyor app: {error!r}") from error
         self.app = module.app
-        self.tasks = {"noop": module.noop, "record_latency": module.record_latency}
+        self.tasks = {
+            name: getattr(module, name)
+            for name in ("noop", "record_latency", "cpu_work", "add_item", "add_items")
+        }
 
     def _stop_server(self) -> None:
         app = getattr(self, "app", None)
@@ -150,11 +161,7 @@ class ConveyorPeer(Peer):
         from conveyor import Conveyor
 
         app = Conveyor(self.url)
-        tasks = {
-            name: app.task(queue=task.queue, name=task.name,
-                           result_ttl_s=task.result_ttl_s)(task.fn)
-            for name, task in self.tasks.items()
-        }
+        tasks = {name: _register_copy(app, task) for name, task in self.tasks.items()}
         try:
             # Opens the connection before the clock starts. The queue exists already.
             app.ensure_queue(QUEUE_NAME)
@@ -249,12 +256,56 @@ class ConveyorDefaultConcurrencyPeer(ConveyorPeer):
 
     name = "conveyor-8threads"
     # The backlog test does not run a worker, so it would repeat the
-    # "conveyor" system's.
+    # "conveyor" system's. W4 and the batch comparison compare the worker's
+    # modes, which the "conveyor" and "conveyor-processes" systems cover.
     supports_backlog = False
+    supports_cpu_drain = False
+    supports_batch_tasks = False
 
     @property
     def worker_concurrency(self) -> int:
         return 8
+
+
+class ConveyorProcessesPeer(ConveyorPeer):
+    """Conveyor whose worker runs the tasks in child processes (``--processes``).
+
+    It gets the same number of task slots as the other systems
+    (``--concurrency``), split evenly over one child per CPU. So
+    ``--processes`` is the smaller of the slots and the CPUs, and each
+    child's ``--concurrency`` is the quotient, rounded down. On 2 CPUs with 2
+    slots the worker runs 2 children of 1 task thread each, like Celery's
+    prefork pool with 2 processes.
+    """
+
+    name = "conveyor-processes"
+    # The backlog test does not run a worker, so it would repeat the
+    # "conveyor" system's.
+    supports_backlog = False
+
+    @property
+    def processes(self) -> int:
+        return max(1, min(self.ctx.concurrency, len(os.sched_getaffinity(0))))
+
+    @property
+    def worker_concurrency(self) -> int:
+        return max(1, self.ctx.concurrency // self.processes)
+
+    @property
+    def label(self) -> str:
+        return (f"Conveyor ({self.store_name} store, "
+                f"{_count(self.processes, 'child process')} "
+                f"x {_count(self.worker_concurrency, 'task thread')})")
+
+    @property
+    def pool_description(self) -> str:
+        return (f"one worker process that reserves and acks, "
+                f"{_count(self.processes, 'child process')} with "
+                f"{_count(self.worker_concurrency, 'task thread')} each, plus the "
+                "server process")
+
+    def worker_argv(self) -> list[str]:
+        return super().worker_argv() + ["--processes", str(self.processes)]
 
 
 class ConveyorPostgresPeer(ConveyorPeer):
@@ -264,6 +315,10 @@ class ConveyorPostgresPeer(ConveyorPeer):
     packages = ("conveyor", "psycopg", "psycopg-pool")
     store_name = "PostgreSQL"
     store_note = "a fresh schema with a random name, dropped after the run"
+    # The store does not change how the worker runs tasks, which W4 and the
+    # batch comparison measure on the SQLite systems.
+    supports_cpu_drain = False
+    supports_batch_tasks = False
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
@@ -298,6 +353,23 @@ class ConveyorPostgresPeer(ConveyorPeer):
             # Stop the server first, because its connections use the schema.
             if self.schema is not None:
                 self.schema.drop()
+
+
+def _register_copy(app, task):
+    """Register ``task``'s function on ``app`` with the same name, queue and batch options."""
+    batch_options = {}
+    if task.is_batch:
+        batch_options = {"batch_size": task.batch_size, "batch_wait_s": task.batch_wait_s}
+    return app.task(queue=task.queue, name=task.name, result_ttl_s=task.result_ttl_s,
+                    **batch_options)(task.fn)
+
+
+def _count(number: int, noun: str) -> str:
+    """Return "1 task thread" or "2 task threads"."""
+    if number == 1:
+        return f"1 {noun}"
+    suffix = "es" if noun.endswith("s") else "s"
+    return f"{number} {noun}{suffix}"
 
 
 def _free_loopback_port() -> int:

@@ -2,6 +2,7 @@
 
 from celery import Celery
 
+from cpu_work import burn_cpu
 from probe import worker_probe
 from worker_apps import QUEUE_NAME, broker_url
 
@@ -28,3 +29,9 @@ def noop(index: int) -> None:
 @app.task(name="bench.record_latency")
 def record_latency(enqueued_at: float) -> None:
     worker_probe().record_latency(enqueued_at)
+
+
+@app.task(name="bench.cpu_work")
+def cpu_work(iterations: int) -> None:
+    burn_cpu(iterations)
+    worker_probe().mark_done()
