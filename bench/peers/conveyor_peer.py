@@ -141,6 +141,9 @@ class ConveyorPeer(Peer):
             name: getattr(module, name)
             for name in ("noop", "record_latency", "cpu_work", "add_item", "add_items")
         }
+        # The first post would create the queue, but a workload may read its
+        # stats before any post, for example W4 when it runs without W1 and W2.
+        self.app.ensure_queue(QUEUE_NAME)
 
     def _stop_server(self) -> None:
         app = getattr(self, "app", None)
