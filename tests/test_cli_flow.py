@@ -109,3 +109,65 @@ def test_pause_unknown_queue(cli: Cli) -> None:
     done = cli("queue", "pause", "nowhere")
     assert done.returncode == 1
     assert "queue 'nowhere' does not exist" in done.stderr
+
+
+# Circuit breaker ---------------------------------------------------------------
+
+
+def open_breaker(cli: Cli) -> None:
+    breaker = '{"min_attempts": 2, "cooldown_s": 300}'
+    cli.ok("queue", "create", "api", "--backoff-base-s", "0", "--breaker", breaker)
+    with connect(cli.url) as client:
+        client.post("api", [NewMessage(1), NewMessage(2)])
+        messages = client.reserve("api", max_messages=2)
+        client.nack("api", [{"id": m.id, "receipt": m.receipt, "error": "boom"} for m in messages])
+
+
+def test_breaker_flag_sets_defaults(cli: Cli) -> None:
+    cli.ok("queue", "create", "api", "--breaker", "{}")
+    breaker = cli.json("queue", "show", "api")["settings"]["breaker"]
+    assert breaker["probes"] == 3
+    cli.ok("queue", "update", "api", "--breaker", "none")
+    assert cli.json("queue", "show", "api")["settings"]["breaker"] is None
+
+
+def test_breaker_flag_rejects_bad_json(cli: Cli) -> None:
+    done = cli("queue", "create", "api", "--breaker", "[1]")
+    assert done.returncode == 2
+    assert "is not a JSON object" in done.stderr
+    assert cli.json("queue", "list") == []
+
+
+def test_breaker_command_lists_events(cli: Cli) -> None:
+    open_breaker(cli)
+    out = cli.ok("queue", "breaker", "api")
+    assert header_line(out, "breaker ").split() == ["breaker", "open"]
+    assert "2 of 2 attempts failed" in out
+    assert "Recent changes" in out
+    assert header_line(cli.ok("queue", "list"), "api ").split()[:4] == [
+        "api", "standard", "breaker", "open",
+    ]
+    shown = cli.ok("queue", "show", "api")
+    assert header_line(shown, "breaker next probe at")
+
+
+def test_breaker_command_forces(cli: Cli) -> None:
+    open_breaker(cli)
+    report = cli.json("queue", "breaker", "api", "--close")
+    assert report["status"]["state"] == "closed"
+    assert report["status"]["mode"] == "closed"
+    assert report["events"][0]["reason"] == "forced closed by an operator"
+    report = cli.json("queue", "breaker", "api", "--auto")
+    assert report["status"]["mode"] == "auto"
+    report = cli.json("queue", "breaker", "api", "--open")
+    assert report["status"]["state"] == "open"
+
+
+def test_breaker_command_without_breaker(cli: Cli) -> None:
+    cli.ok("queue", "create", "plain")
+    assert cli.ok("queue", "breaker", "plain").splitlines()[0] == (
+        "Queue plain has no circuit breaker."
+    )
+    done = cli("queue", "breaker", "plain", "--open")
+    assert done.returncode == 1
+    assert "has no circuit breaker" in done.stderr

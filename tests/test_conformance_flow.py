@@ -369,3 +369,301 @@ def test_stats_report_tokens(engine, clock):
     assert engine.stats("api").tokens == pytest.approx(2)
     engine.create_queue("plain")
     assert engine.stats("plain").tokens is None
+
+
+# Circuit breaker ------------------------------------------------------------
+
+BREAKER = {"min_attempts": 4, "failure_ratio": 0.5, "window_s": 60, "cooldown_s": 10,
+           "max_cooldown_s": 25, "probes": 2}
+
+
+def breaker_queue(engine: Engine, count: int = 20, **breaker) -> str:
+    settings = {"backoff_base_s": 0, "max_attempts": 100, "breaker": {**BREAKER, **breaker}}
+    engine.create_queue("api", settings)
+    post(engine, "api", *range(count))
+    return "api"
+
+
+def fail(engine: Engine, queue: str, count: int) -> None:
+    messages = engine.reserve(queue, count)
+    assert len(messages) == count
+    results = engine.nack(queue, [lease(m, error="HTTP 500") for m in messages])
+    assert all(r.ok for r in results)
+
+
+def succeed(engine: Engine, queue: str, count: int) -> None:
+    messages = engine.reserve(queue, count)
+    assert len(messages) == count
+    assert all(r.ok for r in engine.ack(queue, [lease(m) for m in messages]))
+
+
+def breaker_state(engine: Engine, queue: str) -> str:
+    return engine.stats(queue).breaker["state"]
+
+
+def test_breaker_opens_at_ratio(engine):
+    queue = breaker_queue(engine)
+    succeed(engine, queue, 1)
+    fail(engine, queue, 2)
+    assert breaker_state(engine, queue) == "closed"
+    fail(engine, queue, 1)
+
+    status = engine.stats(queue).breaker
+    assert status["state"] == "open"
+    assert status["failures"] == 3
+    assert status["attempts"] == 4
+    assert status["failure_ratio"] == pytest.approx(0.75)
+    [event] = engine.breaker(queue).events
+    assert (event.from_state, event.to_state) == ("closed", "open")
+    assert (event.failures, event.attempts) == (3, 4)
+    assert event.cooldown_s == 10
+    assert "3 of 4 attempts failed" in event.reason
+
+
+def test_breaker_needs_min_attempts(engine):
+    queue = breaker_queue(engine, min_attempts=5)
+    fail(engine, queue, 4)
+    assert breaker_state(engine, queue) == "closed"
+    assert len(engine.reserve(queue, 10)) == 10
+
+
+def test_breaker_stays_closed_below_ratio(engine):
+    queue = breaker_queue(engine)
+    succeed(engine, queue, 3)
+    fail(engine, queue, 2)
+    assert breaker_state(engine, queue) == "closed"
+    assert engine.stats(queue).breaker["failure_ratio"] == pytest.approx(0.4)
+
+
+def test_breaker_window_forgets_old_failures(engine, clock):
+    queue = breaker_queue(engine)
+    fail(engine, queue, 3)
+    clock.advance(61)
+    fail(engine, queue, 1)
+    assert breaker_state(engine, queue) == "closed"
+    assert engine.stats(queue).breaker["attempts"] == 1
+
+
+def test_open_breaker_delivers_nothing_until_cooldown(engine, clock):
+    queue = breaker_queue(engine)
+    fail(engine, queue, 4)
+    assert engine.reserve(queue, 10) == []
+    clock.advance(9)
+    assert engine.reserve(queue, 10) == []
+    assert engine.stats(queue).breaker["next_probe_at"] == pytest.approx(clock.now + 1)
+
+    clock.advance(1)
+    probes = engine.reserve(queue, 10)
+    assert len(probes) == 2
+    assert breaker_state(engine, queue) == "half_open"
+    assert engine.reserve(queue, 10) == []
+
+
+def test_breaker_closes_when_probes_succeed(engine, clock):
+    queue = breaker_queue(engine)
+    fail(engine, queue, 4)
+    clock.advance(10)
+    succeed(engine, queue, 2)
+
+    status = engine.stats(queue).breaker
+    assert status["state"] == "closed"
+    assert status["attempts"] == 0
+    assert len(engine.reserve(queue, 10)) == 10
+    transitions = [(e.from_state, e.to_state) for e in engine.breaker(queue).events]
+    assert transitions == [("half_open", "closed"), ("open", "half_open"), ("closed", "open")]
+
+
+def test_failed_probe_doubles_cooldown(engine, clock):
+    queue = breaker_queue(engine)
+    fail(engine, queue, 4)
+    clock.advance(10)
+    fail(engine, queue, 1)
+
+    status = engine.stats(queue).breaker
+    assert status["state"] == "open"
+    assert status["cooldown_s"] == 20
+    clock.advance(19)
+    assert engine.reserve(queue, 10) == []
+    clock.advance(1)
+    fail(engine, queue, 1)
+    # 40 s is above max_cooldown_s, so the cool-down stops at 25 s.
+    assert engine.stats(queue).breaker["cooldown_s"] == 25
+    clock.advance(25)
+    assert len(engine.reserve(queue, 10)) == 2
+
+
+def test_breaker_closes_when_probes_run_out_of_messages(engine, clock):
+    queue = breaker_queue(engine, count=5, probes=3)
+    failing = engine.reserve(queue, 4)
+    engine.nack(queue, [lease(m, dead=True) for m in failing])
+    clock.advance(10)
+    [last] = engine.reserve(queue, 10)
+    engine.ack(queue, [lease(last)])
+    assert breaker_state(engine, queue) == "half_open"
+
+    assert engine.reserve(queue, 10) == []
+    assert breaker_state(engine, queue) == "closed"
+
+
+def test_lease_expiry_counts_as_failure(engine, clock):
+    queue = breaker_queue(engine, count=5)
+    engine.update_queue(queue, {"visibility_timeout_s": 5})
+    assert len(engine.reserve(queue, 4)) == 4
+    clock.advance(6)
+    engine.sweep()
+    status = engine.stats(queue).breaker
+    assert status["failures"] == 4
+    assert status["state"] == "open"
+
+
+def test_release_is_not_an_outcome(engine):
+    queue = breaker_queue(engine)
+    messages = engine.reserve(queue, 4)
+    engine.nack(queue, [lease(m, release=True) for m in messages])
+    assert engine.stats(queue).breaker["attempts"] == 0
+
+
+def test_dead_letter_counts_as_failure(engine):
+    queue = breaker_queue(engine, min_attempts=2)
+    messages = engine.reserve(queue, 2)
+    engine.nack(queue, [lease(m, dead=True) for m in messages])
+    assert breaker_state(engine, queue) == "open"
+
+
+def test_force_open_closed_auto(engine, clock):
+    queue = breaker_queue(engine)
+    report = engine.force_breaker(queue, "open")
+    assert report.status.state == "open"
+    assert report.status.mode == "open"
+    clock.advance(1000)
+    assert engine.reserve(queue, 10) == []
+
+    report = engine.force_breaker(queue, "closed")
+    assert (report.status.state, report.status.mode) == ("closed", "closed")
+    fail(engine, queue, 10)
+    assert breaker_state(engine, queue) == "closed"
+
+    report = engine.force_breaker(queue, "auto")
+    assert report.status.mode == "auto"
+    fail(engine, queue, 1)
+    assert breaker_state(engine, queue) == "open"
+    reasons = [e.reason for e in engine.breaker(queue).events]
+    assert "forced open by an operator" in reasons
+    assert "forced closed by an operator" in reasons
+
+
+def test_auto_after_forced_open_probes_after_cooldown(engine, clock):
+    queue = breaker_queue(engine)
+    engine.force_breaker(queue, "open")
+    engine.force_breaker(queue, "auto")
+    assert engine.reserve(queue, 10) == []
+    clock.advance(10)
+    assert len(engine.reserve(queue, 10)) == 2
+
+
+@pytest.mark.parametrize("state", ["half_open", "OPEN", "", None])
+def test_force_invalid_state(engine, state):
+    queue = breaker_queue(engine)
+    with pytest.raises(ValidationError):
+        engine.force_breaker(queue, state)
+    assert engine.breaker(queue).events == []
+
+
+def test_force_without_breaker(engine):
+    engine.create_queue("plain")
+    with pytest.raises(ValidationError) as caught:
+        engine.force_breaker("plain", "open")
+    assert "has no circuit breaker" in str(caught.value)
+    assert engine.breaker("plain").status is None
+
+
+def test_breaker_shared_by_engines(make_engine, clock):
+    first = make_engine(clock=clock)
+    second = make_engine(clock=clock)
+    queue = breaker_queue(first)
+    fail(first, queue, 4)
+    assert second.reserve(queue, 10) == []
+    clock.advance(10)
+    assert len(second.reserve(queue, 10)) == 2
+    assert first.reserve(queue, 10) == []
+
+
+def test_breaker_survives_reopen(make_engine, clock):
+    first = make_engine(clock=clock)
+    queue = breaker_queue(first)
+    fail(first, queue, 4)
+    first.close()
+    second = make_engine(clock=clock)
+    assert second.reserve(queue, 10) == []
+    assert second.stats(queue).breaker["state"] == "open"
+
+
+def test_removing_breaker_resets_state(engine):
+    queue = breaker_queue(engine)
+    fail(engine, queue, 4)
+    engine.update_queue(queue, {"breaker": None})
+    assert engine.stats(queue).breaker is None
+    assert len(engine.reserve(queue, 10)) == 10
+
+    engine.update_queue(queue, {"breaker": BREAKER})
+    assert engine.stats(queue).breaker["state"] == "closed"
+    assert engine.stats(queue).breaker["attempts"] == 0
+
+
+def test_breaker_events_limit_and_delete(engine, clock):
+    queue = breaker_queue(engine)
+    fail(engine, queue, 4)
+    clock.advance(10)
+    succeed(engine, queue, 2)
+    assert len(engine.breaker(queue, limit=2).events) == 2
+    assert engine.breaker(queue, limit=2).events[0].to_state == "closed"
+
+    engine.delete_queue(queue)
+    breaker_queue(engine)
+    assert engine.breaker(queue).events == []
+
+
+def test_long_poll_wakes_after_cooldown(live_engine):
+    live_engine.create_queue(
+        "api", {"backoff_base_s": 0, "breaker": {**BREAKER, "cooldown_s": 0.3}}
+    )
+    post(live_engine, "api", *range(6))
+    fail(live_engine, "api", 4)
+    assert len(live_engine.reserve("api", 10, wait_s=10)) == 2
+
+
+@pytest.mark.parametrize(
+    "breaker",
+    [
+        5,
+        "on",
+        {"failure_ratio": 0},
+        {"failure_ratio": 1.5},
+        {"window_s": 0.5},
+        {"min_attempts": 0},
+        {"probes": 0},
+        {"cooldown_s": 100, "max_cooldown_s": 50},
+        {"redrive_on_close": "yes"},
+        {"redrive_rate_per_s": 0},
+        {"colour": "red"},
+    ],
+)
+def test_invalid_breaker_rejected(engine, breaker):
+    with pytest.raises(ValidationError) as caught:
+        engine.create_queue("api", {"breaker": breaker})
+    assert "breaker" in str(caught.value)
+    assert engine.list_queues() == []
+
+
+def test_breaker_defaults(engine):
+    settings = engine.create_queue("api", {"breaker": {}}).settings
+    assert settings["breaker"] == {
+        "failure_ratio": 0.5,
+        "window_s": 60.0,
+        "min_attempts": 20,
+        "cooldown_s": 30.0,
+        "max_cooldown_s": 600.0,
+        "probes": 3,
+        "redrive_on_close": False,
+        "redrive_rate_per_s": None,
+    }

@@ -131,6 +131,8 @@ def test_openapi_lists_every_endpoint(http_server: ServerProcess) -> None:
         ("/v1/queues/{name}/stats", "get"),
         ("/v1/queues/{name}/pause", "post"),
         ("/v1/queues/{name}/resume", "post"),
+        ("/v1/queues/{name}/breaker", "get"),
+        ("/v1/queues/{name}/breaker", "post"),
         ("/v1/queues/{name}/messages", "post"),
         ("/v1/queues/{name}/messages", "get"),
         ("/v1/queues/{name}/reserve", "post"),

@@ -144,3 +144,85 @@ def test_pause_and_resume(api: httpx.Client) -> None:
 def test_pause_unknown_queue(api: httpx.Client) -> None:
     response = api.post("/queues/nowhere-at-all/pause")
     assert_problem(response, 404, "queue-not-found")
+
+
+# Circuit breaker -------------------------------------------------------------
+
+BREAKER = {"min_attempts": 2, "cooldown_s": 300, "probes": 1}
+
+
+def fail_all(api: httpx.Client, queue: str) -> None:
+    messages = reserve(api, queue)
+    entries = [{"id": m["id"], "receipt": m["receipt"], "error": "HTTP 500"} for m in messages]
+    response = api.post(f"/queues/{queue}/nack", json={"entries": entries})
+    assert response.status_code == 200, response.text
+
+
+def test_breaker_setting_round_trip(api: httpx.Client) -> None:
+    queue = new_queue(api, breaker={"failure_ratio": 0.25})
+    breaker = settings_of(api, queue)["breaker"]
+    assert breaker["failure_ratio"] == 0.25
+    assert breaker["cooldown_s"] == 30
+    response = api.patch(f"/queues/{queue}", json={"settings": {"breaker": None}})
+    assert response.status_code == 200, response.text
+    assert settings_of(api, queue)["breaker"] is None
+
+
+def test_breaker_opens_and_reports(api: httpx.Client) -> None:
+    queue = new_queue(api, backoff_base_s=0, breaker=BREAKER)
+    post(api, queue, 1, 2)
+    fail_all(api, queue)
+
+    assert reserve(api, queue) == []
+    status = stats(api, queue)["breaker"]
+    assert status["state"] == "open"
+    assert status["failures"] == 2
+    response = api.get(f"/queues/{queue}/breaker", params={"limit": 5})
+    report = valid(schemas.BreakerReportModel, response)
+    assert report["status"]["state"] == "open"
+    assert report["events"][0]["to_state"] == "open"
+    assert report["events"][0]["attempts"] == 2
+
+
+def test_force_breaker_over_http(api: httpx.Client) -> None:
+    queue = new_queue(api, breaker=BREAKER)
+    post(api, queue, 1)
+    response = api.post(f"/queues/{queue}/breaker", json={"state": "open"})
+    report = valid(schemas.BreakerReportModel, response)
+    assert (report["status"]["state"], report["status"]["mode"]) == ("open", "open")
+    assert reserve(api, queue) == []
+
+    response = api.post(f"/queues/{queue}/breaker", json={"state": "closed"})
+    assert valid(schemas.BreakerReportModel, response)["status"]["state"] == "closed"
+    assert len(reserve(api, queue)) == 1
+
+
+@pytest.mark.parametrize("body", [{"state": "half_open"}, {"state": 1}, {}, {"state": "open", "x": 1}])
+def test_force_breaker_invalid_body(api: httpx.Client, body: dict[str, Any]) -> None:
+    queue = new_queue(api, breaker=BREAKER)
+    response = api.post(f"/queues/{queue}/breaker", json=body)
+    assert_problem(response, 422, "invalid-request")
+    report = api.get(f"/queues/{queue}/breaker").json()
+    assert report["events"] == []
+
+
+def test_force_breaker_without_one(api: httpx.Client) -> None:
+    queue = new_queue(api)
+    response = api.post(f"/queues/{queue}/breaker", json={"state": "open"})
+    problem = assert_problem(response, 422, "invalid-request")
+    assert "has no circuit breaker" in problem["detail"]
+    assert api.get(f"/queues/{queue}/breaker").json()["status"] is None
+
+
+def test_breaker_unknown_queue(api: httpx.Client) -> None:
+    assert_problem(api.get("/queues/no-such-queue-x/breaker"), 404, "queue-not-found")
+
+
+def test_invalid_breaker_setting(api: httpx.Client) -> None:
+    queue = new_queue(api)
+    response = api.patch(
+        f"/queues/{queue}", json={"settings": {"breaker": {"failure_ratio": 2}}}
+    )
+    problem = assert_problem(response, 422, "invalid-request")
+    assert "breaker.failure_ratio" in problem["detail"]
+    assert settings_of(api, queue)["breaker"] is None

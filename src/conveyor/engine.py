@@ -23,6 +23,7 @@ from . import validation as check
 from .errors import StoreUnavailable, ValidationError
 from .models import (
     STATES,
+    BreakerReport,
     EntryResult,
     Message,
     NewMessage,
@@ -37,6 +38,7 @@ from .settings import (
     check_changes,
     validate_queue_name,
 )
+from .store.flow import MODES as BREAKER_MODES
 from .store.sqlite import SQLiteStore
 from .wakeup import AsyncWaiter, Notifier, ThreadWaiter
 
@@ -51,6 +53,8 @@ SWEEP_INTERVAL_S = 1.0
 # store sets its own interval (the URL's poll_interval parameter).
 MAX_IDLE_CHECK_S = 1.0
 MAX_PEEK = 1000
+DEFAULT_BREAKER_EVENTS = 20
+MAX_BREAKER_EVENTS = 1000
 
 
 def open_store(
@@ -328,6 +332,32 @@ class Engine:
         moved = self.store.redrive(dlq, message_ids, limit, self.clock())
         logger.info("Redrove %d messages from DLQ %s", moved, dlq)
         return moved
+
+    # Circuit breaker ---------------------------------------------------
+
+    def breaker(self, queue: str, limit: int = DEFAULT_BREAKER_EVENTS) -> BreakerReport:
+        """Return a queue's breaker status and its latest `limit` changes, newest first.
+
+        The status is None when the queue has no breaker.
+        """
+        validate_queue_name(queue)
+        check.check_int("limit", limit, 1, MAX_BREAKER_EVENTS)
+        return self.store.breaker_report(queue, limit, self.clock())
+
+    def force_breaker(self, queue: str, state: str) -> BreakerReport:
+        """Force a queue's breaker "open" or "closed", or hand it back with "auto".
+
+        A forced state holds until the next call. Raises ValidationError for
+        another state or a queue without a breaker.
+        """
+        validate_queue_name(queue)
+        if state not in BREAKER_MODES:
+            raise ValidationError(
+                f"invalid breaker state {state!r}: use open, closed or auto"
+            )
+        self.store.force_breaker(queue, state, self.clock()).result()
+        logger.info("Circuit breaker of queue %s set to %s by an operator", queue, state)
+        return self.breaker(queue)
 
     # Reads -------------------------------------------------------------
 

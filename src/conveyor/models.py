@@ -98,7 +98,8 @@ class QueueStats:
     """Counts per state, the age of the oldest ready message and flow control.
 
     `tokens` is the rate limit's bucket level now (None without a rate
-    limit).
+    limit), and `breaker` the wire form of the circuit breaker's
+    BreakerStatus (None without a breaker).
     """
 
     queue: str
@@ -109,6 +110,7 @@ class QueueStats:
     oldest_ready_age_s: float | None = None
     paused: bool = False
     tokens: float | None = None
+    breaker: dict[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -142,6 +144,69 @@ class TaskResult:
 
     def to_wire(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class BreakerStatus:
+    """A queue's circuit breaker now.
+
+    `state` is closed, open or half_open; `mode` is auto, or open or
+    closed while an operator forces it. `next_probe_at` is when an open
+    breaker lets its probes through. `failures`, `attempts` and
+    `failure_ratio` count the attempts that finished in the breaker's
+    window (since it last closed).
+    """
+
+    state: str
+    mode: str
+    opened_at: float | None
+    next_probe_at: float | None
+    cooldown_s: float | None
+    failures: int
+    attempts: int
+    failure_ratio: float | None
+    probes_sent: int
+    probes_succeeded: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class BreakerEvent:
+    """One change of a circuit breaker's state and the numbers that caused it.
+
+    `failures`, `attempts` and `ratio` are None when the change did not
+    look at the window (the end of a cool-down).
+    """
+
+    at: float
+    from_state: str
+    to_state: str
+    failures: int | None
+    attempts: int | None
+    ratio: float | None
+    cooldown_s: float | None
+    reason: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class BreakerReport:
+    """A queue's breaker status (None without a breaker) and its latest events."""
+
+    queue: str
+    status: BreakerStatus | None
+    events: list[BreakerEvent]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "status": None if self.status is None else self.status.to_wire(),
+            "events": [event.to_wire() for event in self.events],
+        }
 
 
 def encode_body(body: Any) -> dict[str, Any]:

@@ -50,6 +50,33 @@ def validate_queue_name(name: Any) -> str:
 
 
 @dataclass(frozen=True)
+class BreakerSettings:
+    """A queue's circuit breaker: when it opens, how long it waits, how it probes.
+
+    It opens when at least `min_attempts` attempts finished in the last
+    `window_s` seconds and the share that failed is `failure_ratio` or
+    more. It then delivers nothing for `cooldown_s`, and after that lets
+    `probes` messages through. If all of them succeed it closes; if one
+    fails it opens again for twice the last cool-down, at most
+    `max_cooldown_s`. With `redrive_on_close`, closing starts a redrive job
+    at `redrive_rate_per_s` (None: no rate limit of its own) for the
+    messages that were dead-lettered since the breaker opened.
+    """
+
+    failure_ratio: float = 0.5
+    window_s: float = 60.0
+    min_attempts: int = 20
+    cooldown_s: float = 30.0
+    max_cooldown_s: float = 600.0
+    probes: int = 3
+    redrive_on_close: bool = False
+    redrive_rate_per_s: float | None = None
+
+
+BREAKER_FIELDS = {f.name: f for f in dataclasses.fields(BreakerSettings)}
+
+
+@dataclass(frozen=True)
 class QueueSettings:
     """Settings of one queue; every field has a safe default.
 
@@ -74,6 +101,12 @@ class QueueSettings:
     max_in_flight: int | None = None
     group_max_in_flight: int = 1
     paused: bool = False
+    breaker: BreakerSettings | None = None
+
+    def __post_init__(self) -> None:
+        # Stored settings are JSON, so a breaker read back is a dict.
+        if isinstance(self.breaker, dict):
+            object.__setattr__(self, "breaker", BreakerSettings(**self.breaker))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -164,6 +197,8 @@ def _check_field(key: str, value: Any) -> Any:
         return _check_int(key, value, 1, MAX_GROUP_IN_FLIGHT)
     if key == "paused":
         return _check_bool(key, value)
+    if key == "breaker":
+        return None if value is None else build_breaker(value)
     if key == "backoff_factor":
         return _check_number(key, value, 1.0, 100.0)
     return _check_number(key, value, *_DURATION_RANGES[key])
@@ -207,6 +242,65 @@ def _check_number(key: str, value: Any, low: float, high: float) -> float:
             else f"{format_seconds(low)} to {format_seconds(high)}"
         )
         raise ValidationError(f"invalid {key} {value!r}: use a value from {allowed}")
+    return float(value)
+
+
+def build_breaker(values: Any) -> BreakerSettings:
+    """Validate a breaker object; omitted fields get their defaults.
+
+    Raises ValidationError naming the field as `breaker.FIELD`.
+    """
+    if isinstance(values, BreakerSettings):
+        values = dataclasses.asdict(values)
+    if not isinstance(values, dict):
+        raise ValidationError(
+            f"invalid breaker {values!r}: expected an object such as "
+            '{"failure_ratio": 0.5}, or null for no breaker'
+        )
+    unknown = sorted(set(values) - set(BREAKER_FIELDS))
+    if unknown:
+        raise ValidationError(
+            f"unknown breaker setting {unknown[0]!r}; "
+            f"known breaker settings are: {', '.join(BREAKER_FIELDS)}"
+        )
+    checked = {key: _check_breaker_field(key, value) for key, value in values.items()}
+    breaker = BreakerSettings(**checked)
+    if breaker.max_cooldown_s < breaker.cooldown_s:
+        raise ValidationError(
+            f"breaker.max_cooldown_s={breaker.max_cooldown_s:g} is below "
+            f"breaker.cooldown_s={breaker.cooldown_s:g}; raise max_cooldown_s"
+        )
+    return breaker
+
+
+def _check_breaker_field(key: str, value: Any) -> Any:
+    name = f"breaker.{key}"
+    if key == "failure_ratio":
+        return _check_ratio(name, value)
+    if key in ("min_attempts", "probes"):
+        return _check_int(name, value, 1, MAX_FLOW_COUNT)
+    if key == "redrive_on_close":
+        return _check_bool(name, value)
+    if key == "redrive_rate_per_s":
+        return None if value is None else _check_rate(name, value)
+    return _check_number(name, value, *_BREAKER_DURATION_RANGES[key])
+
+
+_BREAKER_DURATION_RANGES = {
+    "window_s": (1.0, DAY_S),
+    "cooldown_s": (0.1, DAY_S),
+    "max_cooldown_s": (0.1, 7 * DAY_S),
+}
+
+
+def _check_ratio(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"invalid {key} {value!r}: expected a number above 0 up to 1")
+    if not 0 < value <= 1:
+        raise ValidationError(
+            f"invalid {key} {value!r}: use a share of failed attempts above 0 "
+            "and up to 1, such as 0.5"
+        )
     return float(value)
 
 

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any, Callable, Iterator, Sequence
 
 import click
@@ -212,6 +213,13 @@ def format_duration_s(seconds: float | None) -> str:
         return f"{hours}h {minutes}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours}h"
+
+
+def format_time(timestamp: float | None) -> str:
+    """Format a Unix time for people, in local time: `2024-05-01 14:03:07`."""
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def age_s(timestamp: float) -> float:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import click
 
 from ..errors import QueueNotFound
-from ..models import QueueInfo, QueueStats
+from ..engine import DEFAULT_BREAKER_EVENTS, MAX_BREAKER_EVENTS
+from ..models import BreakerReport, QueueInfo, QueueStats
 from ..settings import DLQ_SUFFIX, QueueSettings
 from . import main
 from .common import (
@@ -16,6 +18,7 @@ from .common import (
     client_options,
     confirm_or_fail,
     format_duration_s,
+    format_time,
     open_client,
     option,
     print_json,
@@ -46,6 +49,27 @@ class OrNone(click.ParamType):
         if isinstance(value, str) and value.lower() == "none":
             return CLEARED
         return self.inner.convert(value, param, ctx)
+
+
+class JsonObjectOrNone(click.ParamType):
+    """A flag value that is a JSON object, or 'none' to clear the setting."""
+
+    name = "json|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, str) and value.lower() == "none":
+            return CLEARED
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            self.fail(f"{value!r} is not valid JSON ({exc}); give an object such as "
+                      "'{\"failure_ratio\": 0.5}' or 'none'", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail(f"{value!r} is not a JSON object; give an object such as "
+                      "'{\"failure_ratio\": 0.5}' or 'none'", param, ctx)
+        return parsed
 
 
 @dataclass(frozen=True)
@@ -151,6 +175,14 @@ SETTING_FLAGS = (
         "true: deliver nothing while still accepting posts; "
         "'conveyor queue pause' and 'resume' set it too.",
     ),
+    SettingFlag(
+        "breaker",
+        JsonObjectOrNone(),
+        "Circuit breaker as a JSON object, '{}' for the defaults: failure_ratio "
+        "(0.5), window_s (60), min_attempts (20), cooldown_s (30), "
+        "max_cooldown_s (600), probes (3), redrive_on_close (false), "
+        "redrive_rate_per_s (null); 'none' removes it.",
+    ),
 )
 
 DEFAULT_SETTINGS = QueueSettings()
@@ -248,8 +280,15 @@ def list_queues(options: ClientOptions) -> None:
 
 
 def flow_state_label(stats: QueueStats) -> str:
-    """Return whether a queue delivers: active or paused."""
-    return "paused" if stats.paused else "active"
+    """Return whether a queue delivers: active, paused, or its breaker's state."""
+    if stats.paused:
+        return "paused"
+    breaker = stats.breaker or {}
+    if breaker.get("state") == "open":
+        return "breaker open"
+    if breaker.get("state") == "half_open":
+        return "breaker half-open"
+    return "active"
 
 
 def _dlq_label(info: QueueInfo) -> str:
@@ -343,6 +382,31 @@ def _flow_rows(info: QueueInfo, stats: QueueStats) -> list[tuple[str, str]]:
     rows = [("state", flow_state_label(stats))]
     if stats.tokens is not None:
         rows.append(("tokens now", f"{stats.tokens:.2f}"))
+    if stats.breaker is not None:
+        rows += breaker_rows(stats.breaker)
+    return rows
+
+
+def breaker_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return the table rows that describe a breaker status (its wire form)."""
+    ratio = status["failure_ratio"]
+    rows = [
+        ("breaker", status["state"]),
+        ("breaker mode", status["mode"]),
+        (
+            "breaker window",
+            f"{status['failures']} of {status['attempts']} attempts failed"
+            + ("" if ratio is None else f" (ratio {ratio:.2f})"),
+        ),
+    ]
+    if status["opened_at"] is not None:
+        rows.append(("breaker opened at", format_time(status["opened_at"])))
+    if status["next_probe_at"] is not None:
+        rows.append(("breaker next probe at", format_time(status["next_probe_at"])))
+    if status["state"] == "half_open":
+        rows.append(
+            ("breaker probes", f"{status['probes_succeeded']} of {status['probes_sent']} succeeded")
+        )
     return rows
 
 
@@ -464,3 +528,80 @@ def resume_queue(options: ClientOptions, name: str) -> None:
         print_json(info.to_wire())
         return
     print_line(f"Resumed queue {name}.")
+
+
+# breaker -----------------------------------------------------------------
+
+
+@queue_group.command("breaker")
+@click.argument("name")
+@option(
+    "--open",
+    "force",
+    flag_value="open",
+    envvar="CONVEYOR_BREAKER_STATE",
+    default=None,
+    show_default="unchanged",
+    help="Force the breaker open: deliver nothing until --auto or --close.",
+)
+@option(
+    "--close",
+    "force",
+    flag_value="closed",
+    envvar="CONVEYOR_BREAKER_STATE",
+    default=None,
+    show_default="unchanged",
+    help="Force the breaker closed: deliver normally whatever fails.",
+)
+@option(
+    "--auto",
+    "force",
+    flag_value="auto",
+    envvar="CONVEYOR_BREAKER_STATE",
+    default=None,
+    show_default="unchanged",
+    help="Hand the breaker back to automatic control.",
+)
+@option(
+    "--limit",
+    envvar="CONVEYOR_BREAKER_LIMIT",
+    type=click.IntRange(1, MAX_BREAKER_EVENTS),
+    default=DEFAULT_BREAKER_EVENTS,
+    help="Number of recent breaker changes to list, newest first.",
+)
+@client_options
+def show_breaker(options: ClientOptions, name: str, force: str | None, limit: int) -> None:
+    """Show the circuit breaker of queue NAME and its recent changes, or force it."""
+    with open_client(options) as client:
+        if force is not None:
+            client.force_breaker(name, force)
+        report: BreakerReport = client.breaker(name, limit)
+
+    if options.json_output:
+        print_json(report.to_wire())
+        return
+    if report.status is None:
+        print_line(f"Queue {name} has no circuit breaker.")
+    else:
+        print_table(f"Breaker of queue {name}", ["Item", "Value"],
+                    breaker_rows(report.status.to_wire()))
+    if not report.events:
+        print_line("No breaker changes recorded.")
+        return
+    print_table(
+        "Recent changes",
+        ["Time", "From", "To", "Failed", "Ratio", "Cool-down", "Reason"],
+        [
+            (
+                format_time(event.at),
+                event.from_state,
+                event.to_state,
+                "-" if event.failures is None else f"{event.failures}/{event.attempts}",
+                "-" if event.ratio is None else f"{event.ratio:.2f}",
+                "-" if event.cooldown_s is None else f"{event.cooldown_s:g} s",
+                event.reason,
+            )
+            for event in report.events
+        ],
+        wrapped=("Reason",),
+    )

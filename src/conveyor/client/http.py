@@ -29,6 +29,9 @@ from ..errors import (
     error_from_problem,
 )
 from ..models import (
+    BreakerEvent,
+    BreakerReport,
+    BreakerStatus,
     EntryResult,
     Message,
     NewMessage,
@@ -226,6 +229,21 @@ class HTTPClient:
     def stats(self, queue: str) -> QueueStats:
         return QueueStats(**self._request("GET", _queue_path(queue, "stats")))
 
+    # Circuit breaker ---------------------------------------------------
+
+    def breaker(self, queue: str, limit: int = 20) -> BreakerReport:
+        """Return a queue's breaker status and its latest `limit` changes, newest first.
+
+        The status is None when the queue has no breaker.
+        """
+        data = self._request("GET", _queue_path(queue, "breaker"), params={"limit": limit})
+        return breaker_report_from_wire(data)
+
+    def force_breaker(self, queue: str, state: str) -> BreakerReport:
+        """Force a queue's breaker "open" or "closed", or hand it back with "auto"."""
+        data = self._request("POST", _queue_path(queue, "breaker"), {"state": state})
+        return breaker_report_from_wire(data)
+
     # Transport ---------------------------------------------------------
 
     def _entries(
@@ -300,6 +318,15 @@ def _new_message_to_wire(message: NewMessage) -> dict[str, Any]:
         if value is not None and value != field.default:
             data[field.name] = value
     return data
+
+
+def breaker_report_from_wire(data: dict[str, Any]) -> BreakerReport:
+    status = data.get("status")
+    return BreakerReport(
+        queue=data["queue"],
+        status=None if status is None else BreakerStatus(**status),
+        events=[BreakerEvent(**event) for event in data["events"]],
+    )
 
 
 def _queue_info(data: dict[str, Any]) -> QueueInfo:

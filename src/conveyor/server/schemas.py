@@ -28,6 +28,44 @@ class StrictModel(BaseModel):
 # Queues ------------------------------------------------------------------
 
 
+class BreakerSettingsChanges(StrictModel):
+    """A circuit breaker's settings; omitted ones get their defaults."""
+
+    failure_ratio: float | None = Field(
+        None, description="Share of failed attempts that opens it, above 0 up to 1; default 0.5"
+    )
+    window_s: float | None = Field(None, description="Window of attempts judged; default 60")
+    min_attempts: int | None = Field(
+        None, description="Attempts in the window before it may open; default 20"
+    )
+    cooldown_s: float | None = Field(
+        None, description="First wait before probing; default 30"
+    )
+    max_cooldown_s: float | None = Field(
+        None, description="Longest wait after doubling; default 600"
+    )
+    probes: int | None = Field(None, description="Messages let through to probe; default 3")
+    redrive_on_close: bool | None = Field(
+        None, description="Redrive what was dead-lettered during the incident; default false"
+    )
+    redrive_rate_per_s: float | None = Field(
+        None, description="Rate of that redrive; null: no limit of its own"
+    )
+
+
+class BreakerSettingsModel(BaseModel):
+    """A queue's circuit breaker settings."""
+
+    failure_ratio: float
+    window_s: float
+    min_attempts: int
+    cooldown_s: float
+    max_cooldown_s: float
+    probes: int
+    redrive_on_close: bool
+    redrive_rate_per_s: float | None
+
+
 class QueueSettingsChanges(StrictModel):
     """Queue settings to set; omitted ones keep their current or default value."""
 
@@ -70,6 +108,9 @@ class QueueSettingsChanges(StrictModel):
     paused: bool | None = Field(
         None, description="True: deliver nothing, still accept posts"
     )
+    breaker: BreakerSettingsChanges | None = Field(
+        None, description="Circuit breaker; null removes it"
+    )
 
 
 class QueueSettingsModel(BaseModel):
@@ -92,6 +133,7 @@ class QueueSettingsModel(BaseModel):
     max_in_flight: int | None = None
     group_max_in_flight: int = 1
     paused: bool = False
+    breaker: BreakerSettingsModel | None = None
 
 
 class CreateQueueRequest(StrictModel):
@@ -129,6 +171,51 @@ class QueueStatsModel(BaseModel):
     paused: bool = Field(False, description="True while the queue delivers nothing")
     tokens: float | None = Field(
         None, description="Deliveries the rate limit allows now; null without one"
+    )
+    breaker: BreakerStatusModel | None = Field(
+        None, description="The circuit breaker now; null without one"
+    )
+
+
+class BreakerStatusModel(BaseModel):
+    """A circuit breaker now; the counts cover its window since it last closed."""
+
+    state: Literal["closed", "open", "half_open"]
+    mode: Literal["auto", "open", "closed"] = Field(
+        description="auto, or the state an operator forces"
+    )
+    opened_at: float | None
+    next_probe_at: float | None = Field(description="When an open breaker sends probes")
+    cooldown_s: float | None
+    failures: int
+    attempts: int
+    failure_ratio: float | None
+    probes_sent: int
+    probes_succeeded: int
+
+
+class BreakerEventModel(BaseModel):
+    """One change of a breaker's state and the numbers that caused it."""
+
+    at: float
+    from_state: str
+    to_state: str
+    failures: int | None
+    attempts: int | None
+    ratio: float | None
+    cooldown_s: float | None
+    reason: str
+
+
+class BreakerReportModel(BaseModel):
+    queue: str
+    status: BreakerStatusModel | None = Field(description="null: the queue has no breaker")
+    events: list[BreakerEventModel] = Field(description="Newest first")
+
+
+class ForceBreakerRequest(StrictModel):
+    state: Literal["open", "closed", "auto"] = Field(
+        description="open or closed holds that state; auto hands control back"
     )
 
 

@@ -38,10 +38,12 @@ from ..errors import (
     ValidationError,
 )
 from ..models import EntryResult, Message, PostResult, QueueInfo, QueueStats, TaskResult
+from ..models import BreakerReport
 from ..policy import PreparedMessage
 from ..settings import QueueSettings, build_settings, dlq_name_for
 from . import flow_rows, outcomes
 from . import postgres_schema as schema_versions
+from . import postgres_flow_sql as flow_sql
 from . import postgres_sql as sql
 from .postgres_listener import NotificationListener
 from .postgres_maintenance import TableMaintenance
@@ -68,17 +70,31 @@ T = TypeVar("T")
 
 
 class Transaction:
-    """The context an operation runs in: the connection, and queues to wake after commit."""
+    """The context an operation runs in: the connection, and queues to wake after commit.
 
-    __slots__ = ("conn", "woken_queues")
+    `failures` counts the operation's failed attempts per queue, which the
+    store records for the queues' circuit breakers before it commits.
+    """
+
+    __slots__ = ("conn", "failures", "woken_queues")
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
         self.woken_queues: set[str] = set()
+        self.failures: dict[str, int] = {}
 
     def wake(self, queue_name: str) -> None:
         """Wake long polls on the queue once the transaction commits."""
         self.woken_queues.add(queue_name)
+
+    def count_failure(self, queue_name: str) -> None:
+        """Count a failed attempt (a retry or a dead-letter) of a message of the queue."""
+        self.failures[queue_name] = self.failures.get(queue_name, 0) + 1
+
+    def take_failures(self) -> dict[str, int]:
+        """Return the failures counted so far and start counting from zero."""
+        failures, self.failures = self.failures, {}
+        return failures
 
     def execute(self, query: str, params: Iterable[Any] | None = None) -> psycopg.Cursor:
         return self.conn.execute(query, params, prepare=True)
@@ -277,6 +293,8 @@ class PostgresStore:
                     {**settings.to_dict(), "dead_letter_queue": current.settings["dead_letter_queue"]}
                 )
             tx.execute(sql.UPDATE_QUEUE, (_dump(settings.to_dict()), now, name))
+            if current.settings.get("breaker") and settings.breaker is None:
+                flow_rows.reset_breaker(tx.execute, flow_sql, name)
             info = QueueInfo(name, settings.to_dict(), current.created_at, now)
             _ensure_dlq(tx, info, now)
             tx.wake(name)
@@ -289,7 +307,7 @@ class PostgresStore:
             _require_queue(tx, name, lock=" FOR UPDATE")
             removed = tx.execute(sql.DELETE_QUEUE_MESSAGES, (name,)).rowcount
             tx.execute(sql.DELETE_QUEUE_DEDUP, (name,))
-            tx.execute(sql.DELETE_QUEUE_FLOW, (name,))
+            flow_rows.delete_queue(tx.execute, flow_sql, name)
             tx.execute(sql.DELETE_QUEUE, (name,))
             tx.wake(name)
             return removed
@@ -335,8 +353,9 @@ class PostgresStore:
             settings = _require_settings(tx, queue)
             tx.execute(sql.PROMOTE_DUE, (queue, now))
             _expire_leases(tx, sql.SELECT_EXPIRED_LEASES, (queue, now), now)
-            limit, flow_state = flow_rows.plan_reserve(
-                tx.execute, sql, queue, settings, max_messages, now
+            _record_outcomes(tx, now, {queue: settings})
+            limit, ticket = flow_rows.plan_reserve(
+                tx.execute, flow_sql, queue, settings, max_messages, now
             )
             seqs: list[int] = []
             if limit and settings.is_fifo:
@@ -346,7 +365,7 @@ class PostgresStore:
             lease_s = visibility_timeout_s or settings.visibility_timeout_s
             messages = _lease(tx, seqs, now + lease_s)
             flow_rows.finish_reserve(
-                tx.execute, sql, queue, settings, flow_state, len(messages), now
+                tx.execute, flow_sql, queue, settings, ticket, len(messages), now
             )
             return messages
 
@@ -390,17 +409,25 @@ class PostgresStore:
 
     def ack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
-            _require_queue(tx, queue, lock=" FOR KEY SHARE")
+            info = _require_queue(tx, queue, lock=" FOR KEY SHARE")
             if not outcomes.can_ack_set_wise(entries):
-                return [_ack_one(tx, queue, entry, now) for entry in entries]
-            return _ack_all(tx, queue, entries, now)
+                results = [_ack_one(tx, queue, entry, now) for entry in entries]
+            else:
+                results = _ack_all(tx, queue, entries, now)
+            if info.settings.get("breaker"):
+                acked = sum(1 for result in results if result.ok)
+                settings = QueueSettings(**info.settings)
+                _record_outcomes(tx, now, {queue: settings}, {queue: acked})
+            return results
 
         return self._submit(operation)
 
     def nack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
             settings = _require_settings(tx, queue)
-            return [_nack_one(tx, queue, settings, entry, now) for entry in entries]
+            results = [_nack_one(tx, queue, settings, entry, now) for entry in entries]
+            _record_outcomes(tx, now, {queue: settings})
+            return results
 
         return self._submit(operation)
 
@@ -446,12 +473,36 @@ class PostgresStore:
 
         def operation(tx: Transaction) -> dict[str, int]:
             expired = _expire_leases(tx, sql.SELECT_ALL_EXPIRED_LEASES, (now,), now)
+            _record_outcomes(tx, now, {})
+            flow_rows.delete_old_rows(tx.execute, flow_sql, now)
             removed = tx.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
             tx.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
             tx.execute(sql.DELETE_EXPIRED_RESULTS, (now,))
             return {"expired_leases": expired, "removed": removed}
 
         return self._submit(operation)
+
+    # Circuit breaker ---------------------------------------------------
+
+    def force_breaker(self, queue: str, mode: str, now: float) -> Future:
+        """Force a queue's breaker open or closed, or give it back to automatic control."""
+
+        def operation(tx: Transaction) -> None:
+            settings = _require_settings(tx, queue)
+            flow_rows.check_has_breaker(queue, settings)
+            flow_rows.force_breaker(tx.execute, flow_sql, queue, settings, mode, now)
+            tx.wake(queue)
+
+        return self._submit(operation)
+
+    def breaker_report(self, queue: str, limit: int, now: float) -> BreakerReport:
+        def read(conn: psycopg.Connection) -> BreakerReport:
+            settings = QueueSettings(**_require_queue(conn, queue).settings)
+            return flow_rows.breaker_report(
+                conn.execute, flow_sql, queue, settings, limit, now
+            )
+
+        return self._read(read)
 
     # Reads -------------------------------------------------------------
 
@@ -504,7 +555,7 @@ class PostgresStore:
                     stats.oldest_ready_age_s = max(now - oldest, 0.0)
             stats.dead += conn.execute(sql.SELECT_DEAD_FROM_SOURCE, (queue,)).fetchone()[0]
             settings = QueueSettings(**info.settings)
-            flow_rows.add_stats(conn.execute, sql, settings, stats, now)
+            flow_rows.add_stats(conn.execute, flow_sql, settings, stats, now)
             return stats
 
         return self._read(read)
@@ -718,9 +769,39 @@ def _expire_leases(tx: Transaction, query: str, params: tuple, now: float) -> in
     return len(rows)
 
 
+def _record_outcomes(
+    tx: Transaction,
+    now: float,
+    settings_by_queue: dict[str, QueueSettings],
+    successes: dict[str, int] | None = None,
+) -> None:
+    """Record the operation's finished attempts for their queues' circuit breakers.
+
+    Failures are the ones `_retry` and `_dead_letter` counted. A queue not
+    in `settings_by_queue` has its settings read here. Queues are taken in
+    name order, so two transactions lock their flow rows in the same order.
+    """
+    failures = tx.take_failures()
+    successes = successes or {}
+    for queue in sorted(failures.keys() | successes.keys()):
+        settings = settings_by_queue.get(queue)
+        if settings is None:
+            info = _select_queue(tx, queue, lock=" FOR KEY SHARE")
+            if info is None or not info.settings.get("breaker"):
+                continue
+            settings = QueueSettings(**info.settings)
+        changes = flow_rows.record_outcomes(
+            tx.execute, flow_sql, queue, settings,
+            successes.get(queue, 0), failures.get(queue, 0), now,
+        )
+        if changes:
+            tx.wake(queue)
+
+
 def _retry(
     tx: Transaction, queue: str, seq: int, delay_s: float, error: str | None, now: float
 ) -> None:
+    tx.count_failure(queue)
     state = "delayed" if delay_s > 0 else "ready"
     tx.execute(sql.RETRY_MESSAGE, (state, now + delay_s, _encode_text(error), seq))
     # Waiting long polls recompute when the next delayed message is due, so
@@ -736,6 +817,7 @@ def _dead_letter(
     error: str | None,
     now: float,
 ) -> str:
+    tx.count_failure(queue)
     dlq = settings.dead_letter_queue or dlq_name_for(queue)
     dlq_info = _select_queue(tx, dlq, lock=" FOR KEY SHARE")
     if dlq_info is None:

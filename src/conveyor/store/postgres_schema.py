@@ -22,6 +22,7 @@ from typing import Callable
 import psycopg
 
 from ..errors import StoreUnavailable
+from . import postgres_flow_sql as flow_sql
 from . import postgres_sql as sql
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "add schema_version.applied_at",
         CHURN_SETTINGS,
     ),
-    Migration(3, "add the queue_flow table for flow control", tuple(sql.CREATE_FLOW_TABLES)),
+    Migration(
+        3,
+        "add the flow-control tables queue_flow, breaker_outcomes and breaker_events",
+        tuple(flow_sql.CREATE_TABLES),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

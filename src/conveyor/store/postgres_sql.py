@@ -27,9 +27,7 @@ Tables and indexes:
 - `dedup`: dedup ids and the message each one names, until the window ends;
   kept after the message is acked.
 - `results`: the outcome of finished messages, until their time to live ends.
-- `queue_flow` (version 3): one row per queue that uses flow control: its
-  token bucket and when long polls should look again. Reserves create it
-  on first use and lock it FOR UPDATE, so servers take turns on it.
+- The flow-control tables (version 3) are in `postgres_flow_sql.py`.
 
 Placeholders are psycopg's `%s`. Times are Unix seconds (double precision).
 """
@@ -114,18 +112,6 @@ CREATE_SCHEMA = [
 ]
 INSERT_SCHEMA_VERSION = "INSERT INTO schema_version (version) VALUES (%s)"
 
-# Version 3: flow control.
-CREATE_FLOW_TABLES = [
-    """
-    CREATE TABLE queue_flow (
-        queue       text PRIMARY KEY,
-        tokens      double precision,
-        tokens_at   double precision,
-        wake_at     double precision
-    )
-    """,
-]
-
 MESSAGE_COLUMNS = (
     "id, queue, state, body, is_binary, headers, priority, grp, dedup_id, "
     "posted_at, due_at, receive_count, max_attempts, last_error, "
@@ -149,7 +135,6 @@ UPDATE_QUEUE = "UPDATE queues SET settings = %s, updated_at = %s WHERE name = %s
 DELETE_QUEUE = "DELETE FROM queues WHERE name = %s"
 DELETE_QUEUE_MESSAGES = "DELETE FROM messages WHERE queue = %s"
 DELETE_QUEUE_DEDUP = "DELETE FROM dedup WHERE queue = %s"
-DELETE_QUEUE_FLOW = "DELETE FROM queue_flow WHERE queue = %s"
 
 # Post. A FIFO post holds its groups' advisory locks until commit, so the
 # seqs of one group are handed out in commit order (see LOCK_GROUPS).
@@ -247,19 +232,6 @@ LEASE_MESSAGES = (
     "reserved_until = %s, receive_count = m.receive_count + 1 "
     "FROM unnest(%s::bigint[], %s::text[]) AS l(seq, receipt) WHERE m.seq = l.seq "
     "RETURNING m.seq, " + ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
-)
-
-# Flow control. A reserve locks the queue's row until it commits, so
-# reserves on one queue take turns across servers.
-SELECT_FLOW_READ = "SELECT tokens, tokens_at, wake_at FROM queue_flow WHERE queue = %s"
-SELECT_FLOW = SELECT_FLOW_READ + " FOR UPDATE"
-INSERT_FLOW = "INSERT INTO queue_flow (queue) VALUES (%s) ON CONFLICT (queue) DO NOTHING"
-UPDATE_FLOW = (
-    "UPDATE queue_flow SET tokens = %s, tokens_at = %s, wake_at = %s WHERE queue = %s"
-)
-COUNT_IN_FLIGHT = (
-    "SELECT count(*) FROM messages WHERE queue = %s AND state = 'reserved' "
-    "AND reserved_until > %s"
 )
 
 # Ack, nack, touch: every statement checks the receipt and the lease, and

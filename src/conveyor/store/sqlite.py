@@ -26,9 +26,11 @@ from ..errors import (
     ValidationError,
 )
 from ..models import EntryResult, Message, PostResult, QueueInfo, QueueStats, TaskResult
+from ..models import BreakerReport
 from ..policy import PreparedMessage
 from ..settings import DAY_S, QueueSettings, build_settings, dlq_name_for
 from . import flow_rows, outcomes
+from . import sqlite_flow, sqlite_flow_sql as flow_sql
 from . import sqlite_sql as sql
 from .writer import GroupCommitWriter, Transaction
 
@@ -66,6 +68,7 @@ class SQLiteStore:
             os.makedirs(folder, exist_ok=True)
             with connect(path) as conn:
                 conn.executescript(sql.SCHEMA)
+                sqlite_flow.prepare_schema(conn)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(
                 f"could not open the SQLite store at {path!r}: {exc}; check that "
@@ -112,6 +115,8 @@ class SQLiteStore:
                     {**settings.to_dict(), "dead_letter_queue": current.settings["dead_letter_queue"]}
                 )
             tx.conn.execute(sql.UPDATE_QUEUE, (_dump(settings.to_dict()), now, name))
+            if current.settings.get("breaker") and settings.breaker is None:
+                flow_rows.reset_breaker(tx.conn.execute, flow_sql, name)
             info = QueueInfo(name, settings.to_dict(), current.created_at, now)
             _ensure_dlq(tx.conn, info, now)
             tx.wake(name)
@@ -124,7 +129,7 @@ class SQLiteStore:
             _require_queue(tx.conn, name)
             removed = tx.conn.execute(sql.DELETE_QUEUE_MESSAGES, (name,)).rowcount
             tx.conn.execute(sql.DELETE_QUEUE_DEDUP, (name,))
-            tx.conn.execute(sql.DELETE_QUEUE_FLOW, (name,))
+            flow_rows.delete_queue(tx.conn.execute, flow_sql, name)
             tx.conn.execute(sql.DELETE_QUEUE, (name,))
             tx.wake(name)
             return removed
@@ -164,16 +169,17 @@ class SQLiteStore:
             settings = _require_settings(tx.conn, queue)
             tx.conn.execute(sql.PROMOTE_DUE, (queue, now))
             _expire_leases(tx, sql.SELECT_EXPIRED_LEASES, (queue, now), now)
+            _record_outcomes(tx, now, {queue: settings})
 
             execute = tx.conn.execute
-            limit, flow_state = flow_rows.plan_reserve(
-                execute, sql, queue, settings, max_messages, now
+            limit, ticket = flow_rows.plan_reserve(
+                execute, flow_sql, queue, settings, max_messages, now
             )
             seqs = _select_ready(tx.conn, queue, settings, limit) if limit else []
             lease_s = visibility_timeout_s or settings.visibility_timeout_s
             messages = _lease(tx.conn, seqs, now + lease_s)
             flow_rows.finish_reserve(
-                execute, sql, queue, settings, flow_state, len(messages), now
+                execute, flow_sql, queue, settings, ticket, len(messages), now
             )
             return messages
 
@@ -181,17 +187,25 @@ class SQLiteStore:
 
     def ack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
-            _require_queue(tx.conn, queue)
+            info = _require_queue(tx.conn, queue)
             if not outcomes.can_ack_set_wise(entries):
-                return [_ack_one(tx, queue, entry, now) for entry in entries]
-            return _ack_all(tx, queue, entries, now)
+                results = [_ack_one(tx, queue, entry, now) for entry in entries]
+            else:
+                results = _ack_all(tx, queue, entries, now)
+            if info.settings.get("breaker"):
+                acked = sum(1 for result in results if result.ok)
+                settings = QueueSettings(**info.settings)
+                _record_outcomes(tx, now, {queue: settings}, {queue: acked})
+            return results
 
         return self._writer.submit(operation)
 
     def nack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
             settings = _require_settings(tx.conn, queue)
-            return [_nack_one(tx, queue, settings, entry, now) for entry in entries]
+            results = [_nack_one(tx, queue, settings, entry, now) for entry in entries]
+            _record_outcomes(tx, now, {queue: settings})
+            return results
 
         return self._writer.submit(operation)
 
@@ -237,12 +251,32 @@ class SQLiteStore:
 
         def operation(tx: Transaction) -> dict[str, int]:
             expired = _expire_leases(tx, sql.SELECT_ALL_EXPIRED_LEASES, (now,), now)
+            _record_outcomes(tx, now, {})
+            flow_rows.delete_old_rows(tx.conn.execute, flow_sql, now)
             removed = tx.conn.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
             tx.conn.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
             tx.conn.execute(sql.DELETE_EXPIRED_RESULTS, (now,))
             return {"expired_leases": expired, "removed": removed}
 
         return self._writer.submit(operation)
+
+    # Circuit breaker ---------------------------------------------------
+
+    def force_breaker(self, queue: str, mode: str, now: float) -> Future:
+        """Force a queue's breaker open or closed, or give it back to automatic control."""
+
+        def operation(tx: Transaction) -> None:
+            settings = _require_settings(tx.conn, queue)
+            flow_rows.check_has_breaker(queue, settings)
+            flow_rows.force_breaker(tx.conn.execute, flow_sql, queue, settings, mode, now)
+            tx.wake(queue)
+
+        return self._writer.submit(operation)
+
+    def breaker_report(self, queue: str, limit: int, now: float) -> BreakerReport:
+        conn = self._reader()
+        settings = QueueSettings(**_require_queue(conn, queue).settings)
+        return flow_rows.breaker_report(conn.execute, flow_sql, queue, settings, limit, now)
 
     # Reads -------------------------------------------------------------
 
@@ -284,7 +318,7 @@ class SQLiteStore:
             if state == "ready" and oldest is not None:
                 stats.oldest_ready_age_s = max(now - oldest, 0.0)
         stats.dead += conn.execute(sql.SELECT_DEAD_FROM_SOURCE, (queue,)).fetchone()[0]
-        flow_rows.add_stats(conn.execute, sql, QueueSettings(**info.settings), stats, now)
+        flow_rows.add_stats(conn.execute, flow_sql, QueueSettings(**info.settings), stats, now)
         return stats
 
     def next_change_at(self, queue: str, now: float) -> float | None:
@@ -296,7 +330,7 @@ class SQLiteStore:
         conn = self._reader()
         due = conn.execute(sql.SELECT_NEXT_DUE, (queue,)).fetchone()[0]
         lease_end = conn.execute(sql.SELECT_NEXT_LEASE_END, (queue,)).fetchone()[0]
-        flow_row = conn.execute(sql.SELECT_FLOW_WAKE, (queue,)).fetchone()
+        flow_row = conn.execute(flow_sql.SELECT_FLOW_WAKE, (queue,)).fetchone()
         wake_at = flow_row[0] if flow_row is not None else None
         return earliest(due, lease_end, wake_at if wake_at and wake_at > now else None)
 
@@ -481,9 +515,38 @@ def _expire_leases(tx: Transaction, query: str, params: tuple, now: float) -> in
     return len(rows)
 
 
+def _record_outcomes(
+    tx: Transaction,
+    now: float,
+    settings_by_queue: dict[str, QueueSettings],
+    successes: dict[str, int] | None = None,
+) -> None:
+    """Record the operation's finished attempts for their queues' circuit breakers.
+
+    Failures are the ones `_retry` and `_dead_letter` counted. A queue not
+    in `settings_by_queue` has its settings read here.
+    """
+    failures = tx.take_failures()
+    successes = successes or {}
+    for queue in sorted(failures.keys() | successes.keys()):
+        settings = settings_by_queue.get(queue)
+        if settings is None:
+            info = _select_queue(tx.conn, queue)
+            if info is None or not info.settings.get("breaker"):
+                continue
+            settings = QueueSettings(**info.settings)
+        changes = flow_rows.record_outcomes(
+            tx.conn.execute, flow_sql, queue, settings,
+            successes.get(queue, 0), failures.get(queue, 0), now,
+        )
+        if changes:
+            tx.wake(queue)
+
+
 def _retry(
     tx: Transaction, queue: str, seq: int, delay_s: float, error: str | None, now: float
 ) -> None:
+    tx.count_failure(queue)
     state = "delayed" if delay_s > 0 else "ready"
     tx.conn.execute(sql.RETRY_MESSAGE, (state, now + delay_s, error, seq))
     # Waiting long polls recompute when the next delayed message is due, so
@@ -499,6 +562,7 @@ def _dead_letter(
     error: str | None,
     now: float,
 ) -> str:
+    tx.count_failure(queue)
     dlq = settings.dead_letter_queue or dlq_name_for(queue)
     dlq_info = _select_queue(tx.conn, dlq)
     if dlq_info is None:

@@ -18,8 +18,8 @@ Tables and indexes:
 - `dedup`: dedup ids and the message each one names, until the window ends;
   kept after the message is acked.
 - `results`: the outcome of finished messages, until their time to live ends.
-- `queue_flow`: one row per queue that uses flow control: its token bucket
-  and when long polls should look again. Reserves create it on first use.
+
+The flow-control tables are in `sqlite_flow_sql.py`.
 """
 
 SCHEMA = """
@@ -83,13 +83,6 @@ CREATE TABLE IF NOT EXISTS results (
     expires_at   REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS results_expiry ON results (expires_at);
-
-CREATE TABLE IF NOT EXISTS queue_flow (
-    queue       TEXT PRIMARY KEY,
-    tokens      REAL,
-    tokens_at   REAL,
-    wake_at     REAL
-);
 """
 
 MESSAGE_COLUMNS = (
@@ -106,7 +99,6 @@ UPDATE_QUEUE = "UPDATE queues SET settings = ?, updated_at = ? WHERE name = ?"
 DELETE_QUEUE = "DELETE FROM queues WHERE name = ?"
 DELETE_QUEUE_MESSAGES = "DELETE FROM messages WHERE queue = ?"
 DELETE_QUEUE_DEDUP = "DELETE FROM dedup WHERE queue = ?"
-DELETE_QUEUE_FLOW = "DELETE FROM queue_flow WHERE queue = ?"
 
 # Post.
 SELECT_DEDUP = "SELECT message_id FROM dedup WHERE queue = ? AND dedup_id = ? AND expires_at > ?"
@@ -177,18 +169,6 @@ def lease_messages(count: int) -> str:
         f"FROM (VALUES {values}) AS leases WHERE messages.seq = leases.column1 "
         f"RETURNING messages.seq, {MESSAGE_COLUMNS}"
     )
-
-# Flow control. The single writer serializes every reserve, so reading the
-# row is enough to own it until commit.
-SELECT_FLOW = "SELECT tokens, tokens_at, wake_at FROM queue_flow WHERE queue = ?"
-SELECT_FLOW_READ = SELECT_FLOW
-INSERT_FLOW = "INSERT INTO queue_flow (queue) VALUES (?) ON CONFLICT (queue) DO NOTHING"
-UPDATE_FLOW = "UPDATE queue_flow SET tokens = ?, tokens_at = ?, wake_at = ? WHERE queue = ?"
-COUNT_IN_FLIGHT = (
-    "SELECT count(*) FROM messages WHERE queue = ? AND state = 'reserved' "
-    "AND reserved_until > ?"
-)
-SELECT_FLOW_WAKE = "SELECT wake_at FROM queue_flow WHERE queue = ?"
 
 # Ack, nack, touch: every statement checks the receipt and the lease.
 SELECT_LEASED = (

@@ -24,17 +24,32 @@ MAX_GROUP_SIZE = 512
 
 
 class Transaction:
-    """The context an operation runs in: the connection, and queues to wake after commit."""
+    """The context an operation runs in: the connection, and queues to wake after commit.
 
-    __slots__ = ("conn", "woken_queues")
+    `failures` counts the current operation's failed attempts per queue,
+    which the store records for the queues' circuit breakers before the
+    operation ends.
+    """
+
+    __slots__ = ("conn", "failures", "woken_queues")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.woken_queues: set[str] = set()
+        self.failures: dict[str, int] = {}
 
     def wake(self, queue_name: str) -> None:
         """Wake long polls on the queue once the transaction commits."""
         self.woken_queues.add(queue_name)
+
+    def count_failure(self, queue_name: str) -> None:
+        """Count a failed attempt (a retry or a dead-letter) of a message of the queue."""
+        self.failures[queue_name] = self.failures.get(queue_name, 0) + 1
+
+    def take_failures(self) -> dict[str, int]:
+        """Return the failures counted so far and start counting from zero."""
+        failures, self.failures = self.failures, {}
+        return failures
 
 
 Operation = Callable[[Transaction], Any]
@@ -156,6 +171,8 @@ class GroupCommitWriter:
         conn = tx.conn
         conn.execute("SAVEPOINT op")
         woken_before = set(tx.woken_queues)
+        # Counts left by an operation that failed belong to its rolled-back work.
+        tx.failures = {}
         try:
             result = operation(tx)
         except ConveyorError as exc:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from ...engine import Engine
+from ...engine import DEFAULT_BREAKER_EVENTS, MAX_BREAKER_EVENTS, Engine
 from ...errors import QueueNotFound
 from ..openapi import PROBLEM_RESPONSES, request_body
 from ..schemas import (
+    BreakerReportModel,
     CreateQueueRequest,
+    ForceBreakerRequest,
     MessagesDeleted,
     QueueInfoModel,
     QueueList,
@@ -109,6 +111,34 @@ def queue_routes(engine: Engine) -> APIRouter:
     async def resume_queue(name: str):
         info = await run_in_threadpool(engine.resume_queue, name)
         return json_response(info.to_wire())
+
+    @router.get(
+        "/{name}/breaker",
+        response_model=BreakerReportModel,
+        summary="Show a queue's circuit breaker and its latest changes",
+        description="`status` is null when the queue has no breaker. Events are "
+        "newest first.",
+    )
+    async def get_breaker(
+        name: str,
+        limit: int = Query(DEFAULT_BREAKER_EVENTS, ge=1, le=MAX_BREAKER_EVENTS),
+    ):
+        report = await run_in_threadpool(engine.breaker, name, limit)
+        return json_response(report.to_wire())
+
+    @router.post(
+        "/{name}/breaker",
+        response_model=BreakerReportModel,
+        summary="Force a queue's circuit breaker open or closed, or back to auto",
+        description="A forced state holds until `auto` hands control back; a "
+        "breaker forced open then probes after its cool-down. 422 when the queue "
+        "has no breaker.",
+        openapi_extra=request_body(ForceBreakerRequest),
+    )
+    async def force_breaker(name: str, http_request: Request):
+        request = await read_model(http_request, ForceBreakerRequest)
+        report = await run_in_threadpool(engine.force_breaker, name, request.state)
+        return json_response(report.to_wire())
 
     @router.get(
         "/{name}/stats",

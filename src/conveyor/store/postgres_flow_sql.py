@@ -1,0 +1,103 @@
+"""Schema and named statements of the PostgreSQL store's flow control.
+
+Tables and indexes (schema version 3):
+
+- `queue_flow`: one row per queue that uses flow control: its token
+  bucket, when long polls should look again, and its circuit breaker's
+  state. Reserves and recorded outcomes create it on first use and lock it
+  FOR UPDATE, so the servers sharing a schema take turns on a queue's row.
+- `breaker_outcomes`: successes and failures per queue per time bucket (a
+  tenth of the breaker's window), so the window's failure ratio is a sum
+  over at most ten rows.
+- `breaker_events`: every change of a breaker's state, with the numbers
+  that caused it.
+  - `breaker_events_queue`: a queue's latest events.
+
+Placeholders are psycopg's `%s`. Times are Unix seconds (double precision).
+"""
+
+CREATE_TABLES = [
+    """
+    CREATE TABLE queue_flow (
+        queue        text PRIMARY KEY,
+        tokens       double precision,
+        tokens_at    double precision,
+        wake_at      double precision,
+        state        text NOT NULL DEFAULT 'closed'
+                     CHECK (state IN ('closed', 'open', 'half_open')),
+        mode         text NOT NULL DEFAULT 'auto'
+                     CHECK (mode IN ('auto', 'open', 'closed')),
+        opened_at    double precision,
+        incident_at  double precision,
+        cooldown_s   double precision,
+        probes_sent  integer NOT NULL DEFAULT 0,
+        probes_ok    integer NOT NULL DEFAULT 0
+    )
+    """,
+    """
+    CREATE TABLE breaker_outcomes (
+        queue       text NOT NULL,
+        bucket      double precision NOT NULL,
+        successes   bigint NOT NULL DEFAULT 0,
+        failures    bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (queue, bucket)
+    )
+    """,
+    """
+    CREATE TABLE breaker_events (
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        queue       text NOT NULL,
+        at          double precision NOT NULL,
+        from_state  text NOT NULL,
+        to_state    text NOT NULL,
+        failures    bigint,
+        attempts    bigint,
+        ratio       double precision,
+        cooldown_s  double precision,
+        reason      text NOT NULL
+    )
+    """,
+    "CREATE INDEX breaker_events_queue ON breaker_events (queue, id)",
+]
+
+FLOW_COLUMNS = (
+    "tokens, tokens_at, wake_at, state, mode, opened_at, incident_at, "
+    "cooldown_s, probes_sent, probes_ok"
+)
+SELECT_FLOW_READ = f"SELECT {FLOW_COLUMNS} FROM queue_flow WHERE queue = %s"
+SELECT_FLOW = SELECT_FLOW_READ + " FOR UPDATE"
+INSERT_FLOW = "INSERT INTO queue_flow (queue) VALUES (%s) ON CONFLICT (queue) DO NOTHING"
+UPDATE_FLOW = (
+    "UPDATE queue_flow SET tokens = %s, tokens_at = %s, wake_at = %s, state = %s, "
+    "mode = %s, opened_at = %s, incident_at = %s, cooldown_s = %s, probes_sent = %s, "
+    "probes_ok = %s WHERE queue = %s"
+)
+COUNT_IN_FLIGHT = (
+    "SELECT count(*) FROM messages WHERE queue = %s AND state = 'reserved' "
+    "AND reserved_until > %s"
+)
+
+# Breaker outcomes and events.
+ADD_OUTCOMES = (
+    "INSERT INTO breaker_outcomes AS o (queue, bucket, successes, failures) "
+    "VALUES (%s, %s, %s, %s) ON CONFLICT (queue, bucket) DO UPDATE SET "
+    "successes = o.successes + EXCLUDED.successes, "
+    "failures = o.failures + EXCLUDED.failures"
+)
+SUM_OUTCOMES = (
+    "SELECT coalesce(sum(failures), 0), coalesce(sum(successes + failures), 0) "
+    "FROM breaker_outcomes WHERE queue = %s AND bucket > %s"
+)
+DELETE_QUEUE_OUTCOMES = "DELETE FROM breaker_outcomes WHERE queue = %s"
+DELETE_OLD_OUTCOMES = "DELETE FROM breaker_outcomes WHERE bucket < %s"
+INSERT_EVENT = (
+    "INSERT INTO breaker_events (queue, at, from_state, to_state, failures, "
+    "attempts, ratio, cooldown_s, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+SELECT_EVENTS = (
+    "SELECT at, from_state, to_state, failures, attempts, ratio, cooldown_s, reason "
+    "FROM breaker_events WHERE queue = %s ORDER BY id DESC LIMIT %s"
+)
+DELETE_QUEUE_EVENTS = "DELETE FROM breaker_events WHERE queue = %s"
+DELETE_OLD_EVENTS = "DELETE FROM breaker_events WHERE at < %s"
+DELETE_QUEUE_FLOW = "DELETE FROM queue_flow WHERE queue = %s"
