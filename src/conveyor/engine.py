@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import urlparse
 
 from . import validation as check
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
+# A waiting long poll asks its caller this often whether to go on waiting.
+STOP_CHECK_S = 1.0
 # A long poll re-checks a SQLite store this often, so it also finds
 # messages that another process committed to the same file. A PostgreSQL
 # store sets its own interval (the URL's poll_interval parameter).
@@ -227,7 +229,15 @@ class Engine:
         max_messages: int = 1,
         wait_s: float = 0.0,
         visibility_timeout_s: float | None = None,
+        keep_waiting: Callable[[], Awaitable[bool]] | None = None,
     ) -> list[Message]:
+        """Lease like `reserve`, without blocking the event loop.
+
+        `keep_waiting`, if given, is awaited about once a second while the
+        poll waits; when it returns False the poll ends with no messages.
+        It lets a server end polls of clients that left, without querying
+        the store more often than the poll's re-check.
+        """
         args = self._check_reserve(queue, max_messages, wait_s, visibility_timeout_s)
         deadline = time.monotonic() + args[2]
         waiter = AsyncWaiter(asyncio.get_running_loop())
@@ -238,7 +248,8 @@ class Engine:
                 pause_s = self._pause_before_retry(queue, deadline)
                 if messages or pause_s <= 0:
                     return messages
-                await waiter.wait(pause_s)
+                if not await _wait_or_stop(waiter, pause_s, keep_waiting):
+                    return []
         finally:
             self._notifier.unregister(queue, waiter)
 
@@ -400,3 +411,19 @@ class Engine:
                 logger.warning("Sweep failed, retrying in %.0fs: %s", SWEEP_INTERVAL_S, exc)
             except Exception:
                 logger.exception("Sweep failed unexpectedly")
+
+
+async def _wait_or_stop(
+    waiter: AsyncWaiter, pause_s: float, keep_waiting: Callable[[], Awaitable[bool]] | None
+) -> bool:
+    """Wait up to pause_s for a wake-up; return False if keep_waiting says to stop."""
+    if keep_waiting is None:
+        await waiter.wait(pause_s)
+        return True
+    end = time.monotonic() + pause_s
+    while True:
+        remaining = end - time.monotonic()
+        if remaining <= 0 or await waiter.wait(min(remaining, STOP_CHECK_S)):
+            return True
+        if not await keep_waiting():
+            return False

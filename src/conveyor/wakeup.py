@@ -21,9 +21,11 @@ class ThreadWaiter:
     def wake(self) -> None:
         self._event.set()
 
-    def wait(self, timeout_s: float) -> None:
-        self._event.wait(timeout_s)
+    def wait(self, timeout_s: float) -> bool:
+        """Wait for a wake-up; return whether one came before the timeout."""
+        woken = self._event.wait(timeout_s)
         self._event.clear()
+        return woken
 
 
 class AsyncWaiter:
@@ -36,12 +38,15 @@ class AsyncWaiter:
     def wake(self) -> None:
         self._loop.call_soon_threadsafe(self._event.set)
 
-    async def wait(self, timeout_s: float) -> None:
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait for a wake-up; return whether one came before the timeout."""
+        woken = True
         try:
             await asyncio.wait_for(self._event.wait(), timeout_s)
         except asyncio.TimeoutError:
-            pass
+            woken = False
         self._event.clear()
+        return woken
 
 
 class Notifier:

@@ -8,14 +8,12 @@ blocking the event loop.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from ...engine import Engine
 from ...models import Message
-from ...validation import MAX_WAIT_S, check_optional_duration
 from ..openapi import PROBLEM_RESPONSES, request_body
 from ..schemas import (
     AckRequest,
@@ -33,10 +31,6 @@ from ..wire import (
     parse_reserve,
     read_json_object,
 )
-
-# A long poll checks this often whether the server is stopping or the client
-# has gone, so shutdown waits at most about this long for open polls.
-LONG_POLL_SLICE_S = 1.0
 
 ENTRY_RESULTS_NOTE = (
     " Always 200 with one result per entry, in request order, even when the "
@@ -113,20 +107,15 @@ async def _long_poll(
     wait_s: Any,
     visibility_timeout_s: Any,
 ) -> list[Message]:
-    """Reserve in slices of the wait, so a stopping server or a gone client ends it.
+    """Reserve, ending the wait early once the server stops or the client leaves.
 
-    Each slice is a complete engine reserve; the wait is never cancelled
-    while a lease is being written, so no leased message is lost.
+    The wait ends only between two reserves, never while a lease is being
+    written, so no leased message is lost.
     """
-    wait_s = check_optional_duration("wait_s", wait_s, 0.0, MAX_WAIT_S) or 0.0
-    deadline = time.monotonic() + wait_s
-    while True:
-        remaining = max(deadline - time.monotonic(), 0.0)
-        slice_s = min(remaining, LONG_POLL_SLICE_S)
-        messages = await engine.areserve(
-            queue, max_messages, slice_s, visibility_timeout_s
-        )
-        if messages or remaining <= slice_s or stopping.is_set():
-            return messages
-        if await request.is_disconnected():
-            return []
+
+    async def keep_waiting() -> bool:
+        return not stopping.is_set() and not await request.is_disconnected()
+
+    return await engine.areserve(
+        queue, max_messages, wait_s, visibility_timeout_s, keep_waiting=keep_waiting
+    )
