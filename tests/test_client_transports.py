@@ -107,6 +107,13 @@ def test_connect_unknown_scheme_raises() -> None:
         connect("ftp://x")
 
 
+def test_connect_store_url_hides_password() -> None:
+    with pytest.raises(errors.ValidationError) as raised:
+        connect("postgresql://conveyor:s3cret@127.0.0.1:5432/test")
+    assert "s3cret" not in str(raised.value)
+    assert "postgresql://127.0.0.1:5432/test" in str(raised.value)
+
+
 def test_connect_token_from_argument(auth_server: ServerProcess) -> None:
     with connect(auth_server.url, token=TOKEN) as client:
         assert isinstance(client.list_queues(), list)

@@ -143,6 +143,10 @@ def test_openapi_lists_every_endpoint(http_server: ServerProcess) -> None:
         ("/v1/messages/{message_id}/result", "get"),
         ("/v1/queues/{dlq}/dead", "get"),
         ("/v1/queues/{dlq}/redrive", "post"),
+        ("/v1/queues/{name}/complete", "post"),
+        ("/v1/queues/{name}/progress", "post"),
+        ("/v1/messages/{message_id}/cancel", "post"),
+        ("/v1/messages/{message_id}/logs", "get"),
     }
     listed = {
         (path, method) for path, item in document["paths"].items() for method in item

@@ -35,6 +35,10 @@ from http_fixtures import conveyor_command, start_server
 
 COMMAND_TIMEOUT_S = 120
 WAIT_TIMEOUT_S = 30.0
+LATEST = postgres_schema.LATEST_VERSION
+# schema_version rows of a schema at the latest version: version 1 has no
+# applied_at, every later one has.
+LATEST_ROWS = [(1, False)] + [(version, True) for version in range(2, LATEST + 1)]
 V1_BODIES = [{"n": 1}, {"n": 2}, {"n": 3}]
 VACUUM_OPTIONS = {
     "autovacuum_vacuum_scale_factor=0.01",
@@ -147,7 +151,7 @@ def test_migration_1_is_the_original_schema():
 
 def test_empty_schema_created_at_latest(postgres_url):
     Engine(postgres_url, sweep=False).close()
-    assert version_rows(postgres_url) == [(1, False), (2, True), (3, True)]
+    assert version_rows(postgres_url) == LATEST_ROWS
     assert "fillfactor=80" in reloptions(postgres_url, "messages")
 
 
@@ -155,7 +159,7 @@ def test_engine_rejects_version_1(v1_url):
     with pytest.raises(StoreUnavailable) as caught:
         Engine(v1_url, sweep=False)
     message = str(caught.value)
-    assert "version 1, older than version 3" in message
+    assert f"version 1, older than version {LATEST}" in message
     assert "conveyor migrate --store URL" in message
     assert postgres_schema_name(v1_url) in message
 
@@ -168,7 +172,7 @@ def postgres_schema_name(url: str) -> str:
 def test_server_rejects_version_1(v1_url):
     result = run_conveyor("server", "--store", v1_url, "--port", "0")
     assert result.returncode == 2
-    assert "older than version 3" in result.stderr
+    assert f"older than version {LATEST}" in result.stderr
     assert "conveyor migrate --store URL" in result.stderr
     assert version_rows(v1_url) == [(1, False)]
 
@@ -178,10 +182,10 @@ def test_migrate_upgrades_version_1(v1_url):
 
     assert result.returncode == 0, result.stderr
     assert "is at version 1" in result.stdout
-    assert "Applied migration 2:" in result.stdout
-    assert "Applied migration 3:" in result.stdout
-    assert "is at version 3." in result.stdout
-    assert version_rows(v1_url) == [(1, False), (2, True), (3, True)]
+    for version in range(2, LATEST + 1):
+        assert f"Applied migration {version}:" in result.stdout
+    assert f"is at version {LATEST}." in result.stdout
+    assert version_rows(v1_url) == LATEST_ROWS
     assert reloptions(v1_url, "messages") == VACUUM_OPTIONS | {"fillfactor=80"}
     assert reloptions(v1_url, "dedup") == VACUUM_OPTIONS
     assert reloptions(v1_url, "results") == VACUUM_OPTIONS
@@ -203,8 +207,8 @@ def test_migrate_json_lists_applied(v1_url):
     assert result.returncode == 0, result.stderr
     document = orjson.loads(result.stdout)
     assert document["from_version"] == 1
-    assert document["latest_version"] == 3
-    assert [m["version"] for m in document["applied"]] == [2, 3]
+    assert document["latest_version"] == LATEST
+    assert [m["version"] for m in document["applied"]] == list(range(2, LATEST + 1))
     assert document["pending"] == []
 
 
@@ -213,17 +217,16 @@ def test_migrate_current_schema_does_nothing(postgres_url):
     result = run_conveyor("migrate", "--store", postgres_url)
     assert result.returncode == 0, result.stderr
     assert "nothing to do" in result.stdout
-    assert version_rows(postgres_url) == [(1, False), (2, True), (3, True)]
+    assert version_rows(postgres_url) == LATEST_ROWS
 
 
 def test_migrate_creates_empty_schema(postgres_url):
     result = run_conveyor("migrate", "--store", postgres_url)
     assert result.returncode == 0, result.stderr
     assert "has no Conveyor tables yet" in result.stdout
-    assert "Applied migration 1:" in result.stdout
-    assert "Applied migration 2:" in result.stdout
-    assert "Applied migration 3:" in result.stdout
-    assert version_rows(postgres_url) == [(1, False), (2, True), (3, True)]
+    for version in range(1, LATEST + 1):
+        assert f"Applied migration {version}:" in result.stdout
+    assert version_rows(postgres_url) == LATEST_ROWS
 
 
 def test_dry_run_changes_nothing(v1_url):
@@ -241,7 +244,7 @@ def test_dry_run_json_lists_pending(v1_url):
     assert result.returncode == 0, result.stderr
     document = orjson.loads(result.stdout)
     assert document["dry_run"] is True
-    assert [m["version"] for m in document["pending"]] == [2, 3]
+    assert [m["version"] for m in document["pending"]] == list(range(2, LATEST + 1))
     assert document["applied"] == []
     assert version_rows(v1_url) == [(1, False)]
 
@@ -258,7 +261,7 @@ def test_newer_schema_rejected_by_server(postgres_url):
     add_version(postgres_url, 99)
     result = run_conveyor("server", "--store", postgres_url, "--port", "0")
     assert result.returncode == 2
-    assert "version 99, newer than version 3" in result.stderr
+    assert f"version 99, newer than version {LATEST}" in result.stderr
     assert "upgrade Conveyor" in result.stderr
 
 
@@ -269,9 +272,9 @@ def test_newer_schema_rejected_by_migrate(postgres_url, dry_run):
     args = ["--dry-run"] if dry_run else []
     result = run_conveyor("migrate", "--store", postgres_url, *args)
     assert result.returncode == 1
-    assert "version 99, newer than version 3" in result.stderr
+    assert f"version 99, newer than version {LATEST}" in result.stderr
     assert "upgrade Conveyor" in result.stderr
-    assert version_rows(postgres_url) == [(1, False), (2, True), (3, True), (99, False)]
+    assert version_rows(postgres_url) == [*LATEST_ROWS, (99, False)]
 
 
 def test_concurrent_migrations_apply_once(v1_url, tmp_path: Path):
@@ -296,9 +299,9 @@ def test_concurrent_migrations_apply_once(v1_url, tmp_path: Path):
     stdouts = [out for out, _err in outputs]
     # Each migration is its own transaction, so the two processes may take
     # turns: each migration is applied by exactly one of them.
-    assert sum("Applied migration 2:" in out for out in stdouts) == 1
-    assert sum("Applied migration 3:" in out for out in stdouts) == 1
-    assert version_rows(v1_url) == [(1, False), (2, True), (3, True)]
+    for version in range(2, LATEST + 1):
+        assert sum(f"Applied migration {version}:" in out for out in stdouts) == 1
+    assert version_rows(v1_url) == LATEST_ROWS
 
 
 def waiting_on_lock(application_name: str) -> int:

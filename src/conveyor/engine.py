@@ -321,6 +321,59 @@ class Engine:
         return operation(queue, checked, self.clock())
 
     # DLQ ---------------------------------------------------------------
+    # Task runs ---------------------------------------------------------
+
+    def complete(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        """Store completion records: each entry's `result`, before the ack.
+
+        The record survives a lost ack. If the lease ends, the message is
+        delivered again at once, even after its last attempt, carrying
+        `completed_at` and `completed_result`, so its next consumer can ack
+        it without doing the work again. Each entry needs the current receipt.
+        """
+        return self._submit_entries("complete", queue, entries).result()
+
+    async def acomplete(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        return await asyncio.wrap_future(self._submit_entries("complete", queue, entries))
+
+    def progress(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        """Store leased messages' `progress` (0 to 1) and optional `progress_text`.
+
+        A result carries `cancel_requested` when someone asked to cancel the
+        message. Each entry needs the current receipt.
+        """
+        return self._submit_entries("progress", queue, entries).result()
+
+    async def aprogress(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        return await asyncio.wrap_future(self._submit_entries("progress", queue, entries))
+
+    def cancel(self, message_id: str, result_ttl_s: float | None = None) -> EntryResult:
+        """Cancel a message by id, in any queue.
+
+        A delayed or ready message is deleted and gets a result with status
+        `cancelled`, kept for `result_ttl_s` (default one day; 0 keeps
+        none): outcome `cancelled`. A reserved one is flagged, and its
+        consumer stops it when it learns of the flag: outcome
+        `cancel-requested`. Raises MessageFinished for a dead or finished
+        message and MessageNotFound for an unknown id.
+        """
+        self._check_id(message_id)
+        ttl_s = check.check_optional_duration(
+            "result_ttl_s", result_ttl_s, 0.0, check.MAX_RESULT_TTL_S
+        )
+        return self.store.cancel(message_id, ttl_s, self.clock()).result()
+
+    def get_logs(self, message_id: str, attempt: int | None = None) -> list[AttemptLog]:
+        """Return the logs stored for a message's attempts, or for one attempt.
+
+        An empty list means none are stored: the id is unknown, the attempts
+        logged nothing, or the logs expired with the message's result.
+        """
+        self._check_id(message_id)
+        if attempt is not None:
+            check.check_int("attempt", attempt, 1, check.MAX_ATTEMPT_NUMBER)
+        return self.store.get_logs(message_id, attempt, self.clock())
+
 
     def redrive(
         self, dlq: str, message_ids: list[str] | None = None, limit: int | None = None

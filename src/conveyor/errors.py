@@ -7,11 +7,14 @@ class. A message quotes the bad value and states how to fix it.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 # Problem types are URNs: names, not addresses, so nothing suggests a page to
 # fetch. The suffix is the class's `code`.
 PROBLEM_BASE = "urn:conveyor:problem:"
+# The longest delay a RetryAfter or a nack's retry_after_s may ask for.
+MAX_RETRY_AFTER_S = 86_400.0
 
 
 class ConveyorError(Exception):
@@ -102,6 +105,14 @@ class StaleReceipt(ConveyorError):
     title = "Stale receipt"
 
 
+class MessageFinished(ConveyorError):
+    """The message finished already (acked, dead or cancelled), so it cannot be cancelled."""
+
+    status = 409
+    code = "message-finished"
+    title = "Message finished"
+
+
 class Unauthorized(ConveyorError):
     """The request has no valid bearer token."""
 
@@ -134,6 +145,13 @@ class TaskError(ConveyorError):
     title = "Task failed"
 
 
+class TaskCancelled(TaskError):
+    """A task was cancelled before it finished, so it has no result."""
+
+    code = "task-cancelled"
+    title = "Task cancelled"
+
+
 class ResultTimeout(ConveyorError):
     """A task's result was not ready within the requested time."""
 
@@ -147,6 +165,33 @@ class Reject(Exception):
 
     It is not a ConveyorError because task code raises it, not Conveyor.
     """
+
+
+class RetryAfter(Exception):
+    """Raised by a task to try again later without using up an attempt.
+
+    The worker nacks the message with `retry_after_s`: it comes back after
+    `seconds` (a number, or a timedelta, from more than 0 up to one day),
+    its attempt is given back, and its queue's circuit breaker counts a
+    failure. Raise it when the service a task calls pushes back, such as
+    an HTTP 429 or 503 with a Retry-After header. It is not a ConveyorError
+    because task code raises it, not Conveyor.
+    """
+
+    def __init__(self, seconds: float | timedelta, reason: str | None = None) -> None:
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(
+                f"RetryAfter takes seconds as a number or a timedelta, got {seconds!r}"
+            )
+        if not 0 < seconds <= MAX_RETRY_AFTER_S:
+            raise ValueError(
+                f"invalid RetryAfter delay {seconds!r}: use more than 0 and at most "
+                f"{MAX_RETRY_AFTER_S:g} seconds (one day)"
+            )
+        self.seconds = float(seconds)
+        super().__init__(reason or f"retry after {self.seconds:g} s")
 
 
 class TaskTimeout(Exception):
@@ -164,10 +209,12 @@ ERROR_CLASSES: dict[str, type[ConveyorError]] = {
         MessageNotFound,
         QueueAlreadyExists,
         StaleReceipt,
+        MessageFinished,
         Unauthorized,
         StoreUnavailable,
         TransportError,
         TaskError,
+        TaskCancelled,
         ResultTimeout,
     )
 }

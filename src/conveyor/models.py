@@ -34,6 +34,7 @@ class NewMessage:
     dedup_id: str | None = None
     retention_s: float | None = None
     max_attempts: int | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass
@@ -46,7 +47,15 @@ class PostResult:
 
 @dataclass
 class Message:
-    """A stored message as peek and get report it."""
+    """A stored message as peek and get report it.
+
+    `idempotency_key` is set when the message was posted with one instead
+    of a dedup id. `cancel_requested` is true once a cancel reached the
+    message while it was reserved. `progress` (0 to 1), `progress_text`
+    and `progress_at` are the last progress its consumer reported.
+    `completed_at` and `completed_result` are its completion record: the
+    consumer finished it but may not have acked it yet.
+    """
 
     id: str
     queue: str
@@ -65,6 +74,13 @@ class Message:
     expires_at: float
     reserved_until: float | None = None
     receipt: str | None = None
+    idempotency_key: str | None = None
+    cancel_requested: bool = False
+    progress: float | None = None
+    progress_text: str | None = None
+    progress_at: float | None = None
+    completed_at: float | None = None
+    completed_result: Any = None
 
     def to_wire(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -79,7 +95,9 @@ class EntryResult:
 
     `error` is a problem code (`stale-receipt`, `message-not-found`) when `ok`
     is false; `outcome` names what happened when it is true: acked, retried,
-    dead, released or touched.
+    dead, released, touched, cancelled, cancel-requested, completed or
+    updated. `cancel_requested` is true when a touch or a progress update
+    finds that someone asked to cancel the message.
     """
 
     id: str
@@ -88,6 +106,7 @@ class EntryResult:
     detail: str | None = None
     reserved_until: float | None = None
     outcome: str | None = None
+    cancel_requested: bool | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -131,7 +150,11 @@ class QueueInfo:
 
 @dataclass
 class TaskResult:
-    """The stored outcome of a finished message, kept for a time to live."""
+    """The stored outcome of a finished message, kept for a time to live.
+
+    `status` is succeeded, failed, dead or cancelled. `progress` and
+    `progress_text` are the last progress the consumer reported, if any.
+    """
 
     id: str
     queue: str
@@ -141,6 +164,27 @@ class TaskResult:
     finished_at: float = 0.0
     expires_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    progress: float | None = None
+    progress_text: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class AttemptLog:
+    """The log records one attempt of a message captured, as one text.
+
+    `attempt` counts deliveries from 1. The text ends with a note when it
+    was cut at the size limit.
+    """
+
+    message_id: str
+    attempt: int
+    queue: str
+    text: str
+    created_at: float
+    expires_at: float
 
     def to_wire(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

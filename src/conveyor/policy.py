@@ -26,7 +26,8 @@ class PreparedMessage:
     delay_s: float | None
     not_before: float | None
     group: str | None
-    dedup_id: str | None
+    # Bytes for an idempotency key; see idempotency.py.
+    dedup_id: str | bytes | None
     retention_s: float | None
     max_attempts: int | None
 

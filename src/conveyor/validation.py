@@ -13,9 +13,11 @@ from typing import Any
 
 import orjson
 
-from .errors import ValidationError
+from .errors import MAX_RETRY_AFTER_S, ValidationError
+from .idempotency import stored_key
 from .models import NewMessage
 from .policy import PreparedMessage
+from .reports import check_run_fields, require_progress
 from .settings import (
     MAX_ATTEMPTS_LIMIT,
     MAX_DELAY_S,
@@ -37,14 +39,23 @@ MAX_RESULT_TTL_S = 30 * 86_400.0
 # A result sent without result_ttl_s is kept this long.
 DEFAULT_RESULT_TTL_S = 86_400.0
 RESULT_STATUSES = ("succeeded", "failed")
+# Attempt numbers count deliveries; a redriven message starts again at 1.
+MAX_ATTEMPT_NUMBER = 1_000_000
 
-# The keys each kind of receipt entry may carry.
+# The keys each kind of receipt entry may carry. An ack or nack may bring
+# the attempt's captured logs and its last progress (see reports.py).
+_FINAL_KEYS = frozenset({"logs", "progress", "progress_text"})
 ENTRY_KEYS = {
-    "ack": frozenset({"id", "receipt", "result", "result_ttl_s", "status", "error"}),
+    "ack": frozenset({"id", "receipt", "result", "result_ttl_s", "status", "error"})
+    | _FINAL_KEYS,
     "nack": frozenset(
-        {"id", "receipt", "delay_s", "error", "dead", "release", "result", "result_ttl_s"}
-    ),
+        {"id", "receipt", "delay_s", "retry_after_s", "error", "dead", "release", "cancelled",
+         "result", "result_ttl_s"}
+    )
+    | _FINAL_KEYS,
     "touch": frozenset({"id", "receipt", "visibility_timeout_s"}),
+    "complete": frozenset({"id", "receipt", "result"}),
+    "progress": frozenset({"id", "receipt", "progress", "progress_text"}),
 }
 
 
@@ -75,6 +86,13 @@ def _prepare(message: NewMessage, index: int) -> PreparedMessage:
         raise ValidationError(
             f"message {index} sets both delay_s and not_before; keep one", index=index
         )
+    dedup_id = check_key("dedup_id", message.dedup_id)
+    idempotency_key = check_key("idempotency_key", message.idempotency_key)
+    if dedup_id is not None and idempotency_key is not None:
+        raise ValidationError(
+            f"message {index} sets both dedup_id and idempotency_key; keep one",
+            index=index,
+        )
     return PreparedMessage(
         id=new_message_id(),
         body=body,
@@ -84,7 +102,7 @@ def _prepare(message: NewMessage, index: int) -> PreparedMessage:
         delay_s=check_optional_duration("delay_s", message.delay_s, 0.0, MAX_DELAY_S),
         not_before=_check_timestamp("not_before", message.not_before),
         group=check_key("group", message.group),
-        dedup_id=check_key("dedup_id", message.dedup_id),
+        dedup_id=stored_key(dedup_id, idempotency_key),
         retention_s=check_optional_duration(
             "retention_s", message.retention_s, 60.0, MAX_RETENTION_S
         ),
@@ -144,6 +162,7 @@ def check_receipt_entry(entry: Any, index: int, action: str | None = None) -> di
     checked["visibility_timeout_s"] = check_optional_duration(
         "visibility_timeout_s", entry.get("visibility_timeout_s"), 0.1, MAX_VISIBILITY_TIMEOUT_S
     )
+    checked["retry_after_s"] = _check_retry_after(entry, index)
     checked["result_ttl_s"] = check_optional_duration(
         "result_ttl_s", entry.get("result_ttl_s"), 0.0, MAX_RESULT_TTL_S
     )
@@ -163,10 +182,46 @@ def check_receipt_entry(entry: Any, index: int, action: str | None = None) -> di
             f"{', '.join(RESULT_STATUSES)}",
             index=index,
         )
-    has_outcome = result is not None or status is not None
+    check_run_fields(entry, checked, index)
+    if action == "progress":
+        require_progress(entry, index)
+    has_outcome = result is not None or status is not None or bool(entry.get("cancelled"))
     if checked["result_ttl_s"] is None and has_outcome:
         checked["result_ttl_s"] = DEFAULT_RESULT_TTL_S
     return checked
+
+
+def _check_retry_after(entry: dict[str, Any], index: int) -> float | None:
+    """Return a nack entry's retry_after_s: more than 0 and at most a day.
+
+    It defers the message without using up an attempt, so it cannot be
+    combined with delay_s, dead or release, which decide the attempt
+    differently.
+    """
+    value = entry.get("retry_after_s")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            f"entry {index} has invalid retry_after_s {value!r}: expected a number of seconds",
+            index=index,
+        )
+    if not math.isfinite(value) or not 0 < value <= MAX_RETRY_AFTER_S:
+        raise ValidationError(
+            f"entry {index} has invalid retry_after_s {value!r}: use more than 0 "
+            f"and at most {MAX_RETRY_AFTER_S:g} seconds (one day)",
+            index=index,
+        )
+    clashing = [
+        key for key in ("delay_s", "dead", "release") if entry.get(key) not in (None, False)
+    ]
+    if clashing:
+        raise ValidationError(
+            f"entry {index} sets retry_after_s and {clashing[0]}; keep one, because "
+            "retry_after_s already decides when the message returns",
+            index=index,
+        )
+    return float(value)
 
 
 def _check_result(result: Any, index: int) -> None:

@@ -16,7 +16,7 @@ from typing import Union
 
 from ..engine import Engine
 from ..errors import ValidationError
-from .http import DEFAULT_TIMEOUT_S, HTTPClient
+from .http import DEFAULT_TIMEOUT_S, HTTPClient, redact_url
 
 Client = Union[Engine, HTTPClient]
 
@@ -44,7 +44,7 @@ def connect(
             url, token=token or os.environ.get(TOKEN_ENV) or None, timeout_s=timeout_s
         )
     raise ValidationError(
-        f"invalid Conveyor URL {url!r}: use http://HOST:PORT for a server or "
+        f"invalid Conveyor URL {redact_url(url)!r}: use http://HOST:PORT for a server or "
         "sqlite:///path/to/file.db for a store file"
     )
 

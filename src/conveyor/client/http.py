@@ -32,6 +32,7 @@ from ..models import (
     BreakerEvent,
     BreakerReport,
     BreakerStatus,
+    AttemptLog,
     EntryResult,
     Message,
     NewMessage,
@@ -190,6 +191,29 @@ class HTTPClient:
         """Extend leases by `visibility_timeout_s` (default: the queue's)."""
         return self._entries("touch", queue, entries)
 
+    def complete(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        """Store completion records: each entry's `result`, before the ack."""
+        return self._entries("complete", queue, entries)
+
+    def progress(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        """Store leased messages' `progress` (0 to 1) and optional `progress_text`."""
+        return self._entries("progress", queue, entries)
+
+    def cancel(self, message_id: str, result_ttl_s: float | None = None) -> EntryResult:
+        """Cancel a message by id: outcome `cancelled` or `cancel-requested`.
+
+        Raises MessageFinished for a dead or finished message and
+        MessageNotFound for an unknown id.
+        """
+        body = {} if result_ttl_s is None else {"result_ttl_s": result_ttl_s}
+        return _entry_result(self._request("POST", _message_path(message_id, "cancel"), body))
+
+    def get_logs(self, message_id: str, attempt: int | None = None) -> list[AttemptLog]:
+        """Return the logs stored for a message's attempts, or for one attempt."""
+        params = None if attempt is None else {"attempt": attempt}
+        data = self._request("GET", _message_path(message_id, "logs"), params=params)
+        return [AttemptLog(**item) for item in data["logs"]]
+
     def redrive(
         self, dlq: str, message_ids: list[str] | None = None, limit: int | None = None
     ) -> int:
@@ -286,15 +310,18 @@ class HTTPClient:
 
 
 def redact_url(url: str) -> str:
-    """Return the URL without user info, so a password never reaches a log."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+    """Return the URL without user info, so a password never reaches a log.
+
+    Any scheme: a postgresql:// store URL given where a server URL belongs
+    ends up in an error message too.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "the given URL"
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return parts._replace(netloc=f"{host}{port}").geturl()
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def message_from_wire(data: dict[str, Any]) -> Message:
@@ -343,6 +370,7 @@ def _entry_result(data: dict[str, Any]) -> EntryResult:
         detail=data.get("detail"),
         reserved_until=data.get("reserved_until"),
         outcome=data.get("outcome"),
+        cancel_requested=data.get("cancel_requested"),
     )
 
 

@@ -17,13 +17,15 @@ from .routes.health import health_routes
 from .routes.leases import lease_routes
 from .routes.messages import message_routes
 from .routes.queues import queue_routes
+from .routes.runs import run_routes
 
 API_PREFIX = "/v1"
 
 DESCRIPTION = """\
 Persistent queues over HTTP: batches, long polls, leases with receipts,
 acks and nacks, delays, priorities, FIFO groups, dedup, retention and
-dead-letter queues with redrive.
+dead-letter queues with redrive; for task runs, completion records,
+progress, cancellation and logs per attempt.
 
 Every error is an RFC 9457 problem document (`application/problem+json`).
 With a token configured, every path but `/v1/health` needs the header
@@ -59,6 +61,7 @@ def create_app(
     app.include_router(message_routes(engine), prefix=API_PREFIX)
     app.include_router(lease_routes(engine, app.state.stopping), prefix=API_PREFIX)
     app.include_router(dlq_routes(engine), prefix=API_PREFIX)
+    app.include_router(run_routes(engine), prefix=API_PREFIX)
 
     install_problem_handlers(app)
     install_openapi(app)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models import STATES
+from ..reports import MAX_PROGRESS_TEXT
 from ..validation import MAX_ENTRY_BATCH, MAX_POST_BATCH, MAX_RESERVE_BATCH, MAX_WAIT_S
 
 State = Literal[STATES]  # type: ignore[valid-type]
@@ -244,6 +245,11 @@ class NewMessageModel(StrictModel):
     max_attempts: int | None = Field(
         None, description="Overrides the queue's max_attempts"
     )
+    idempotency_key: str | None = Field(
+        None,
+        description="Like dedup_id, in a namespace of its own; a consumer may "
+        "record a completion for such a message before its ack",
+    )
 
 
 class PostRequest(StrictModel):
@@ -284,6 +290,17 @@ class MessageModel(BaseModel):
     receipt: str | None = Field(
         None, description="Lease proof; only reserve returns it"
     )
+    idempotency_key: str | None = None
+    cancel_requested: bool = Field(
+        False, description="A cancel reached the message while it was reserved"
+    )
+    progress: float | None = Field(None, description="Last reported progress, 0 to 1")
+    progress_text: str | None = None
+    progress_at: float | None = None
+    completed_at: float | None = Field(
+        None, description="When a consumer recorded the completion; null if none"
+    )
+    completed_result: Any = Field(None, description="The recorded result")
 
 
 class MessageList(BaseModel):
@@ -308,6 +325,11 @@ class AckEntry(ReceiptEntry):
         None, description="Stored result status; default succeeded"
     )
     error: str | None = Field(None, description="Error text stored with the result")
+    logs: str | None = Field(
+        None, description="This attempt's log text, cut to 64 KiB"
+    )
+    progress: float | None = Field(None, description="Last progress, 0 to 1")
+    progress_text: str | None = Field(None, description="Last progress text")
 
 
 class NackEntry(ReceiptEntry):
@@ -317,8 +339,16 @@ class NackEntry(ReceiptEntry):
     error: str | None = Field(None, description="Kept as the message's last error")
     dead: bool = Field(False, description="Move to the DLQ now")
     release: bool = Field(False, description="Return now without using an attempt")
+    cancelled: bool = Field(
+        False, description="Finish as cancelled: no retry, no DLQ"
+    )
     result: Any = Field(None, description="Stored as the result when dead-lettered")
     result_ttl_s: float | None = None
+    logs: str | None = Field(
+        None, description="This attempt's log text, cut to 64 KiB"
+    )
+    progress: float | None = Field(None, description="Last progress, 0 to 1")
+    progress_text: str | None = Field(None, description="Last progress text")
 
 
 class TouchEntry(ReceiptEntry):
@@ -337,15 +367,60 @@ class TouchRequest(StrictModel):
     entries: list[TouchEntry] = Field(min_length=1, max_length=MAX_ENTRY_BATCH)
 
 
+class CompleteEntry(ReceiptEntry):
+    result: Any = Field(None, description="The attempt's result, kept until the ack")
+
+
+class CompleteRequest(StrictModel):
+    entries: list[CompleteEntry] = Field(min_length=1, max_length=MAX_ENTRY_BATCH)
+
+
+class ProgressEntry(ReceiptEntry):
+    progress: float = Field(ge=0, le=1, description="Fraction done, 0 to 1")
+    progress_text: str | None = Field(
+        None, max_length=MAX_PROGRESS_TEXT, description="What the task is doing"
+    )
+
+
+class ProgressRequest(StrictModel):
+    entries: list[ProgressEntry] = Field(min_length=1, max_length=MAX_ENTRY_BATCH)
+
+
+class CancelRequest(StrictModel):
+    result_ttl_s: float | None = Field(
+        None, description="Keep the cancelled result this long; default one day, 0 none"
+    )
+
+
+class AttemptLogModel(BaseModel):
+    message_id: str
+    attempt: int = Field(description="The delivery it belongs to, from 1")
+    queue: str
+    text: str
+    created_at: float
+    expires_at: float
+
+
+class AttemptLogList(BaseModel):
+    id: str
+    logs: list[AttemptLogModel]
+
+
 class EntryResultModel(BaseModel):
     """One entry's outcome; `error` is a problem code when `ok` is false."""
 
     id: str
     ok: bool
-    outcome: Literal["acked", "retried", "dead", "released", "touched"] | None = None
+    outcome: Literal[
+        "acked", "retried", "dead", "released", "touched", "cancelled",
+        "cancel-requested", "completed", "updated",
+    ] | None = None
     error: str | None = Field(None, description="stale-receipt or message-not-found")
     detail: str | None = None
     reserved_until: float | None = None
+    cancel_requested: bool | None = Field(
+        None, description="Set by touch and progress when a cancel was requested"
+    )
 
 
 class EntryResults(BaseModel):
@@ -361,6 +436,8 @@ class TaskResultModel(BaseModel):
     finished_at: float
     expires_at: float
     extra: dict[str, Any] = Field(default_factory=dict)
+    progress: float | None = None
+    progress_text: str | None = None
 
 
 # DLQ ---------------------------------------------------------------------

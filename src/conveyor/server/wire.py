@@ -52,6 +52,7 @@ MESSAGE_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "dedup_id": _STRING,
     "retention_s": _NUMBER,
     "max_attempts": _INTEGER,
+    "idempotency_key": _STRING,
 }
 
 RESERVE_FIELDS = {
@@ -70,9 +71,14 @@ _ENTRY_FIELD_TYPES = {
     "status": _STRING,
     "error": _STRING,
     "delay_s": _NUMBER,
+    "retry_after_s": _NUMBER,
     "dead": _BOOLEAN,
     "release": _BOOLEAN,
+    "cancelled": _BOOLEAN,
     "visibility_timeout_s": _NUMBER,
+    "logs": _STRING,
+    "progress": _NUMBER,
+    "progress_text": _STRING,
 }
 ENTRY_FIELDS: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
     action: {key: _ENTRY_FIELD_TYPES[key] for key in sorted(keys)}
@@ -196,7 +202,7 @@ def parse_reserve(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_entries(action: str, data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return the entries of an ack, nack or touch request, checked for types."""
+    """Return the entries of an ack, nack, touch, complete or progress request, checked for types."""
     check_fields(
         "request", data, {"entries": ("a list", (list,))}, required=("entries",)
     )
@@ -260,6 +266,7 @@ def _new_message(path: str, item: dict[str, Any]) -> NewMessage:
         dedup_id=item.get("dedup_id"),
         retention_s=item.get("retention_s"),
         max_attempts=item.get("max_attempts"),
+        idempotency_key=item.get("idempotency_key"),
     )
 
 
@@ -286,6 +293,13 @@ def message_to_wire(message: Message, with_receipt: bool = True) -> dict[str, An
         "expires_at": message.expires_at,
         "reserved_until": message.reserved_until,
         "receipt": message.receipt if with_receipt else None,
+        "idempotency_key": message.idempotency_key,
+        "cancel_requested": message.cancel_requested,
+        "progress": message.progress,
+        "progress_text": message.progress_text,
+        "progress_at": message.progress_at,
+        "completed_at": message.completed_at,
+        "completed_result": message.completed_result,
     }
     body = message.body
     if isinstance(body, (bytes, bytearray, memoryview)):

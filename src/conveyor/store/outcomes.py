@@ -19,17 +19,21 @@ logger = logging.getLogger(__name__)
 RELEASED = "released"
 DEAD = "dead"
 RETRIED = "retried"
+CANCELLED = "cancelled"
 
 
 def nack_action(
     settings: QueueSettings, max_attempts: int | None, count: int, entry: dict[str, Any]
 ) -> tuple[str, float]:
-    """Decide a nack: (RELEASED, 0), (DEAD, 0) or (RETRIED, delay in seconds).
+    """Decide a nack: (CANCELLED, 0), (RELEASED, 0), (DEAD, 0) or (RETRIED, delay in seconds).
 
-    A release gives the attempt back. `dead`, or no attempts left, moves the
+    `cancelled` finishes the message as cancelled: no retry, no DLQ. A
+    release gives the attempt back. `dead`, or no attempts left, moves the
     message to the DLQ. Otherwise it retries after the entry's `delay_s` or
     the queue's backoff.
     """
+    if entry.get("cancelled"):
+        return CANCELLED, 0.0
     if entry.get("release"):
         return RELEASED, 0.0
     if entry.get("dead") or not policy.attempts_left(settings, max_attempts, count):
@@ -53,9 +57,13 @@ def can_ack_set_wise(entries: list[dict[str, Any]]) -> bool:
     A repeated id must be acked entry by entry, so that the second entry sees
     the first one's delete. A NUL is kept out of set-wise statements, since
     PostgreSQL text cannot hold it and SQLite's JSON functions would cut it.
+    Logs are stored under the attempt number that only the lease lookup of
+    an entry-by-entry ack reads.
     """
     ids = {entry["id"] for entry in entries}
     if len(ids) != len(entries):
+        return False
+    if any(entry.get("logs") is not None for entry in entries):
         return False
     return not any("\0" in entry["id"] or "\0" in entry["receipt"] for entry in entries)
 

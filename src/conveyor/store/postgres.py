@@ -37,11 +37,20 @@ from ..errors import (
     StoreUnavailable,
     ValidationError,
 )
-from ..models import EntryResult, Message, PostResult, QueueInfo, QueueStats, TaskResult
+from ..idempotency import split_stored_key
+from ..models import (
+    AttemptLog,
+    EntryResult,
+    Message,
+    PostResult,
+    QueueInfo,
+    QueueStats,
+    TaskResult,
+)
 from ..models import BreakerReport
 from ..policy import PreparedMessage
 from ..settings import QueueSettings, build_settings, dlq_name_for
-from . import flow_rows, outcomes
+from . import flow_rows, outcomes, postgres_runs, run_records
 from . import postgres_schema as schema_versions
 from . import postgres_flow_sql as flow_sql
 from . import postgres_sql as sql
@@ -425,7 +434,12 @@ class PostgresStore:
     def nack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
             settings = _require_settings(tx, queue)
-            results = [_nack_one(tx, queue, settings, entry, now) for entry in entries]
+            results = []
+            for entry in entries:
+                if entry.get("retry_after_s"):
+                    results.append(_defer_one(tx, queue, entry, now))
+                else:
+                    results.append(_nack_one(tx, queue, settings, entry, now))
             _record_outcomes(tx, now, {queue: settings})
             return results
 
@@ -435,6 +449,46 @@ class PostgresStore:
         def operation(tx: Transaction) -> list[EntryResult]:
             settings = _require_settings(tx, queue)
             return [_touch_one(tx, queue, settings, entry, now) for entry in entries]
+
+        return self._submit(operation)
+
+    # Task runs ---------------------------------------------------------
+
+    def complete(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
+        """Store completion records of leased messages; see run_records.py."""
+        return self._submit_leased(queue, entries, now, postgres_runs.complete_leased)
+
+    def progress(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
+        """Store the progress of leased messages; results carry cancel_requested."""
+        return self._submit_leased(queue, entries, now, postgres_runs.record_progress)
+
+    def cancel(self, message_id: str, result_ttl_s: float | None, now: float) -> Future:
+        """Cancel a message by id; see run_records.py for what each state does."""
+        return self._submit(
+            lambda tx: postgres_runs.cancel(tx, message_id, result_ttl_s, now)
+        )
+
+    def get_logs(self, message_id: str, attempt: int | None, now: float) -> list[AttemptLog]:
+        return self._read(
+            lambda conn: postgres_runs.select_logs(conn, message_id, attempt, now)
+        )
+
+    def _submit_leased(
+        self,
+        queue: str,
+        entries: list[dict[str, Any]],
+        now: float,
+        apply: Callable[..., EntryResult],
+    ) -> Future:
+        """Apply `apply` to each entry whose receipt holds; explain the others."""
+
+        def operation(tx: Transaction) -> list[EntryResult]:
+            _require_queue(tx, queue, lock=" FOR KEY SHARE")
+            results = []
+            for entry in entries:
+                row, error = _find_lease(tx, queue, entry, now)
+                results.append(error if row is None else apply(tx, queue, entry, row, now))
+            return results
 
         return self._submit(operation)
 
@@ -478,6 +532,7 @@ class PostgresStore:
             removed = tx.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
             tx.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
             tx.execute(sql.DELETE_EXPIRED_RESULTS, (now,))
+            tx.execute(sql.DELETE_EXPIRED_LOGS, (now,))
             return {"expired_leases": expired, "removed": removed}
 
         return self._submit(operation)
@@ -543,7 +598,10 @@ class PostgresStore:
         if row is None:
             return None
         value = None if row[3] is None else orjson.loads(row[3])
-        return TaskResult(row[0], row[1], row[2], value, _decode_text(row[4]), row[5], row[6])
+        return TaskResult(
+            row[0], row[1], row[2], value, _decode_text(row[4]), row[5], row[6],
+            progress=row[7], progress_text=_decode_text(row[8]),
+        )
 
     def stats(self, queue: str, now: float) -> QueueStats:
         def read(conn: psycopg.Connection) -> QueueStats:
@@ -611,8 +669,11 @@ def _dump(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _encode_text(value: str | None) -> bytes | None:
-    return None if value is None else value.encode()
+def _encode_text(value: str | bytes | None) -> bytes | None:
+    """Return text as UTF-8 bytes; bytes (an idempotency key) pass unchanged."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return value.encode()
 
 
 def _decode_text(value: bytes | None) -> str | None:
@@ -755,17 +816,27 @@ def _expire_leases(tx: Transaction, query: str, params: tuple, now: float) -> in
     """Treat each expired lease as a failed attempt: retry later or dead-letter."""
     rows = tx.execute(query, params).fetchall()
     settings_by_queue: dict[str, QueueSettings] = {}
-    for seq, message_id, queue, count, max_attempts in rows:
+    for seq, message_id, queue, count, max_attempts, cancel_requested, completed_at in rows:
         if queue not in settings_by_queue:
             settings_by_queue[queue] = _require_settings(tx, queue)
         settings = settings_by_queue[queue]
         error = f"lease expired after attempt {count}"
-        action, delay_s = outcomes.expiry_action(settings, max_attempts, count)
+        action, delay_s = run_records.expiry_action(
+            *outcomes.expiry_action(settings, max_attempts, count),
+            cancel_requested, completed_at is not None,
+        )
+        if action == run_records.CANCELLED:
+            postgres_runs.finish_cancelled(tx, queue, seq, message_id, None, now)
+            run_records.log_cancelled(message_id, queue, "when its lease expired")
+            continue
         if action == outcomes.RETRIED:
             _retry(tx, queue, seq, delay_s, error, now)
         else:
             _dead_letter(tx, queue, settings, seq, error, now)
-        outcomes.log_expiry(message_id, queue, count, action, settings.dead_letter_queue)
+        if completed_at is not None:
+            run_records.log_completed_expiry(message_id, queue, count)
+        else:
+            outcomes.log_expiry(message_id, queue, count, action, settings.dead_letter_queue)
     return len(rows)
 
 
@@ -798,6 +869,23 @@ def _record_outcomes(
             tx.wake(queue)
 
 
+def _defer_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> EntryResult:
+    """Bring a message back after the entry's retry_after_s and give its attempt back.
+
+    The task asked for the delay (RetryAfter), so the attempt is not
+    counted against max_attempts, but the circuit breaker counts a failure.
+    """
+    row, error = _find_lease(tx, queue, entry, now)
+    if row is None:
+        return error  # type: ignore[return-value]
+    delay_s = entry["retry_after_s"]
+    tx.count_failure(queue)
+    reason = _encode_text(entry.get("error"))
+    tx.execute(flow_sql.DEFER_MESSAGE, (now + delay_s, reason, row[0]))
+    tx.wake(queue)
+    return flow_rows.deferred_result(entry["id"], queue, delay_s)
+
+
 def _retry(
     tx: Transaction, queue: str, seq: int, delay_s: float, error: str | None, now: float
 ) -> None:
@@ -826,6 +914,7 @@ def _dead_letter(
         dlq_info = _require_queue(tx, dlq, lock=" FOR KEY SHARE")
     expiry = now + dlq_info.settings["retention_s"]
     tx.execute(sql.DEAD_LETTER_MESSAGE, (dlq, queue, _encode_text(error), expiry, seq))
+    postgres_runs.extend_logs(tx, seq, expiry)
     # The group's next message may now be deliverable.
     tx.wake(queue)
     return dlq
@@ -854,8 +943,10 @@ def _ack_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> 
     row, error = _find_lease(tx, queue, entry, now)
     if row is None:
         return error  # type: ignore[return-value]
+    postgres_runs.keep_attempt_report(tx, queue, entry, row, now)
     tx.execute(sql.DELETE_MESSAGE, (row[0],))
     _store_result(tx, queue, entry, now)
+    postgres_runs.finish_logs(tx, entry["id"], entry.get("result_ttl_s"), now)
     # Acking the head of a FIFO group lets its next message go out.
     tx.wake(queue)
     return EntryResult(entry["id"], True, outcome="acked")
@@ -867,12 +958,16 @@ def _ack_all(
     """Ack a batch with one DELETE, then explain the entries it did not match."""
     ids = [entry["id"] for entry in entries]
     receipts = [entry["receipt"] for entry in entries]
-    acked = {row[0] for row in tx.execute(sql.ACK_LEASED, (ids, receipts, queue, now))}
+    acked = dict(tx.execute(sql.ACK_LEASED, (ids, receipts, queue, now)).fetchall())
     results = outcomes.acked_results(
-        queue, entries, acked,
+        queue, entries, set(acked),
         lambda message_id: tx.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone(),
     )
     _store_results(tx, queue, [e for e in entries if e["id"] in acked], now)
+    for entry in entries:
+        # Only a message delivered before may have logs of earlier attempts.
+        if acked.get(entry["id"], 0) > 1:
+            postgres_runs.finish_logs(tx, entry["id"], entry.get("result_ttl_s"), now)
     if acked:
         # Acking the head of a FIFO group lets its next message go out.
         tx.wake(queue)
@@ -893,7 +988,8 @@ def _result_row(queue: str, entry: dict[str, Any], now: float) -> tuple:
     value = entry.get("result")
     blob = None if value is None else orjson.dumps(value)
     return (entry["id"], queue, entry.get("status", "succeeded"), blob,
-            _encode_text(entry.get("error")), now, now + entry["result_ttl_s"])
+            _encode_text(entry.get("error")), now, now + entry["result_ttl_s"],
+            entry.get("progress"), _encode_text(entry.get("progress_text")))
 
 
 def _store_result(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> None:
@@ -911,17 +1007,28 @@ def _nack_one(
     row, error = _find_lease(tx, queue, entry, now)
     if row is None:
         return error  # type: ignore[return-value]
-    seq, count, max_attempts = row
+    seq, count, max_attempts, cancel_requested, _expires_at = row
     message_id = entry["id"]
     reason = entry.get("error")
     action, delay_s = outcomes.nack_action(settings, max_attempts, count, entry)
+    action = run_records.nack_action_after_cancel(action, cancel_requested)
+    postgres_runs.keep_attempt_report(tx, queue, entry, row, now)
 
-    if action == outcomes.RELEASED:
+    if action == outcomes.CANCELLED:
+        tx.execute(sql.DELETE_MESSAGE, (seq,))
+        cancelled = run_records.cancelled_nack_entry(entry)
+        _store_result(tx, queue, cancelled, now)
+        postgres_runs.finish_logs(tx, message_id, cancelled["result_ttl_s"], now)
+        tx.wake(queue)
+        run_records.log_cancelled(message_id, queue, f"after attempt {count}")
+    elif action == outcomes.RELEASED:
         tx.execute(sql.RELEASE_MESSAGE, (now, seq))
         tx.wake(queue)
     elif action == outcomes.DEAD:
         dlq = _dead_letter(tx, queue, settings, seq, reason, now)
         _store_result(tx, queue, {**entry, "status": "dead"}, now)
+        if entry.get("result_ttl_s"):
+            postgres_runs.extend_logs(tx, seq, now + entry["result_ttl_s"])
         outcomes.log_nack_dead_letter(message_id, queue, dlq, count, reason)
     else:
         _retry(tx, queue, seq, delay_s, reason, now)
@@ -939,8 +1046,11 @@ def _touch_one(
     if row is None:
         return error  # type: ignore[return-value]
     lease_s = entry.get("visibility_timeout_s") or settings.visibility_timeout_s
-    tx.execute(sql.EXTEND_LEASE, (now + lease_s, row[0]))
-    return EntryResult(entry["id"], True, outcome="touched", reserved_until=now + lease_s)
+    cancel_requested = tx.execute(sql.EXTEND_LEASE, (now + lease_s, row[0])).fetchone()[0]
+    return EntryResult(
+        entry["id"], True, outcome="touched", reserved_until=now + lease_s,
+        cancel_requested=True if cancel_requested else None,
+    )
 
 
 def _dead_rows_by_id(tx: Transaction, dlq: str, message_ids: Iterable[str]) -> list[tuple]:
@@ -982,6 +1092,7 @@ def _redrive_rows(tx: Transaction, rows: list[tuple], now: float) -> int:
 def _message_from_row(row: tuple) -> Message:
     body = bytes(row[3]) if row[4] else orjson.loads(row[3])
     headers = orjson.loads(row[5]) if row[5] else {}
+    dedup_id, idempotency_key = split_stored_key(row[8])
     return Message(
         id=row[0],
         queue=row[1],
@@ -990,7 +1101,7 @@ def _message_from_row(row: tuple) -> Message:
         headers=headers,
         priority=row[6],
         group=_decode_text(row[7]),
-        dedup_id=_decode_text(row[8]),
+        dedup_id=dedup_id,
         posted_at=row[9],
         due_at=row[10],
         receive_count=row[11],
@@ -1000,4 +1111,11 @@ def _message_from_row(row: tuple) -> Message:
         expires_at=row[15],
         reserved_until=row[16],
         receipt=row[17],
+        idempotency_key=idempotency_key,
+        cancel_requested=row[18],
+        progress=row[19],
+        progress_text=_decode_text(row[20]),
+        progress_at=row[21],
+        completed_at=row[22],
+        completed_result=None if row[23] is None else orjson.loads(row[23]),
     )

@@ -89,6 +89,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "add the flow-control tables queue_flow, breaker_outcomes and breaker_events",
         tuple(flow_sql.CREATE_TABLES),
     ),
+    Migration(
+        4,
+        "add cancellation, progress and completion columns to messages, progress "
+        "to results, and the attempt_logs table",
+        tuple(sql.CREATE_RUN_TABLES),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -24,15 +24,24 @@ Tables and indexes:
   - `messages_group`: the head of each FIFO group.
   - `messages_expiry`: retention.
   - `messages_dead_source`: dead counts per source queue.
+  Version 4 adds `cancel_requested`, the last reported `progress`,
+  `progress_text` (bytea) and `progress_at`, and the completion record
+  `completed_at` and `completed_result`.
 - `dedup`: dedup ids and the message each one names, until the window ends;
-  kept after the message is acked.
-- `results`: the outcome of finished messages, until their time to live ends.
+  kept after the message is acked. An idempotency key is stored with a
+  0xFF first byte (see `idempotency.py`), which no UTF-8 dedup id has.
+- `results`: the outcome of finished messages, until their time to live ends,
+  with the last `progress` and `progress_text` from version 4.
 - The flow-control tables (version 3) are in `postgres_flow_sql.py`.
+- `attempt_logs` (version 4): the captured logs of each attempt (bytea), by
+  message id and attempt number, until they expire with the message's
+  result.
+  - `attempt_logs_expiry`: retention.
 
 Placeholders are psycopg's `%s`. Times are Unix seconds (double precision).
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Taken (as a transaction-level advisory lock) while the schema is checked
 # or created, so two servers that start together do not both create it.
@@ -115,7 +124,8 @@ INSERT_SCHEMA_VERSION = "INSERT INTO schema_version (version) VALUES (%s)"
 MESSAGE_COLUMNS = (
     "id, queue, state, body, is_binary, headers, priority, grp, dedup_id, "
     "posted_at, due_at, receive_count, max_attempts, last_error, "
-    "source_queue, expires_at, reserved_until, receipt"
+    "source_queue, expires_at, reserved_until, receipt, cancel_requested, "
+    "progress, progress_text, progress_at, completed_at, completed_result"
 )
 
 # Wake-ups: sent inside the transaction, delivered by PostgreSQL on commit.
@@ -173,12 +183,14 @@ PROMOTE_DUE = (
     "WHERE queue = %s AND state = 'delayed' AND due_at <= %s FOR UPDATE SKIP LOCKED)"
 )
 SELECT_EXPIRED_LEASES = (
-    "SELECT seq, id, queue, receive_count, max_attempts FROM messages "
+    "SELECT seq, id, queue, receive_count, max_attempts, cancel_requested, "
+    "completed_at FROM messages "
     "WHERE queue = %s AND state = 'reserved' AND reserved_until <= %s "
     "ORDER BY seq FOR UPDATE SKIP LOCKED"
 )
 SELECT_ALL_EXPIRED_LEASES = (
-    "SELECT seq, id, queue, receive_count, max_attempts FROM messages "
+    "SELECT seq, id, queue, receive_count, max_attempts, cancel_requested, "
+    "completed_at FROM messages "
     "WHERE state = 'reserved' AND reserved_until <= %s "
     "ORDER BY seq LIMIT 1000 FOR UPDATE SKIP LOCKED"
 )
@@ -237,7 +249,8 @@ LEASE_MESSAGES = (
 # Ack, nack, touch: every statement checks the receipt and the lease, and
 # locks the row so a concurrent expiry or second ack waits and re-checks.
 SELECT_LEASED = (
-    "SELECT seq, receive_count, max_attempts FROM messages WHERE id = %s "
+    "SELECT seq, receive_count, max_attempts, cancel_requested, expires_at "
+    "FROM messages WHERE id = %s "
     "AND queue = %s AND state = 'reserved' AND receipt = %s AND reserved_until > %s "
     "FOR UPDATE"
 )
@@ -247,15 +260,17 @@ SELECT_MESSAGE_QUEUE = "SELECT queue, source_queue FROM messages WHERE id = %s"
 ACK_LEASED = (
     "DELETE FROM messages AS m USING unnest(%s::text[], %s::text[]) AS a(id, receipt) "
     "WHERE m.id = a.id AND m.queue = %s AND m.state = 'reserved' "
-    "AND m.receipt = a.receipt AND m.reserved_until > %s RETURNING m.id"
+    "AND m.receipt = a.receipt AND m.reserved_until > %s RETURNING m.id, m.receive_count"
 )
 DELETE_MESSAGE = "DELETE FROM messages WHERE seq = %s"
 UPSERT_RESULT = (
-    "INSERT INTO results (id, queue, status, value, error, finished_at, expires_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+    "INSERT INTO results (id, queue, status, value, error, finished_at, expires_at, "
+    "progress, progress_text) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
     "queue = EXCLUDED.queue, status = EXCLUDED.status, value = EXCLUDED.value, "
     "error = EXCLUDED.error, finished_at = EXCLUDED.finished_at, "
-    "expires_at = EXCLUDED.expires_at"
+    "expires_at = EXCLUDED.expires_at, progress = EXCLUDED.progress, "
+    "progress_text = EXCLUDED.progress_text"
 )
 RETRY_MESSAGE = (
     "UPDATE messages SET state = %s, due_at = %s, receipt = NULL, "
@@ -266,7 +281,9 @@ RELEASE_MESSAGE = (
     "reserved_until = NULL, receive_count = GREATEST(receive_count - 1, 0) "
     "WHERE seq = %s"
 )
-EXTEND_LEASE = "UPDATE messages SET reserved_until = %s WHERE seq = %s"
+EXTEND_LEASE = (
+    "UPDATE messages SET reserved_until = %s WHERE seq = %s RETURNING cancel_requested"
+)
 DEAD_LETTER_MESSAGE = (
     "UPDATE messages SET queue = %s, state = 'dead', source_queue = %s, "
     "last_error = COALESCE(%s, last_error), receipt = NULL, "
@@ -308,8 +325,8 @@ SELECT_PEEK_STATE = (
     "ORDER BY seq LIMIT %s OFFSET %s"
 )
 SELECT_RESULT = (
-    "SELECT id, queue, status, value, error, finished_at, expires_at "
-    "FROM results WHERE id = %s AND expires_at > %s"
+    "SELECT id, queue, status, value, error, finished_at, expires_at, progress, "
+    "progress_text FROM results WHERE id = %s AND expires_at > %s"
 )
 # Delayed messages already due count as ready: promotion happens lazily at
 # the next reserve.
@@ -327,3 +344,64 @@ SELECT_NEXT_CHANGE = (
     "(SELECT min(reserved_until) FROM messages WHERE queue = %s AND state = 'reserved'), "
     "(SELECT wake_at FROM queue_flow WHERE queue = %s)"
 )
+
+# Task runs: completion records, progress, cancellation and attempt logs.
+
+# Version 4: the columns and the table of task runs.
+CREATE_RUN_TABLES = [
+    "ALTER TABLE messages ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false, "
+    "ADD COLUMN progress double precision, ADD COLUMN progress_text bytea, "
+    "ADD COLUMN progress_at double precision, ADD COLUMN completed_at double precision, "
+    "ADD COLUMN completed_result bytea",
+    "ALTER TABLE results ADD COLUMN progress double precision, "
+    "ADD COLUMN progress_text bytea",
+    """
+    CREATE TABLE attempt_logs (
+        message_id  text NOT NULL,
+        attempt     integer NOT NULL,
+        queue       text NOT NULL,
+        text        bytea NOT NULL,
+        created_at  double precision NOT NULL,
+        expires_at  double precision NOT NULL,
+        PRIMARY KEY (message_id, attempt)
+    )
+    """,
+    "CREATE INDEX attempt_logs_expiry ON attempt_logs (expires_at)",
+]
+
+SET_COMPLETED = "UPDATE messages SET completed_at = %s, completed_result = %s WHERE seq = %s"
+SET_PROGRESS = (
+    "UPDATE messages SET progress = %s, progress_text = %s, progress_at = %s "
+    "WHERE seq = %s RETURNING cancel_requested"
+)
+# A cancel finds the message by id in any queue and locks it, so a
+# concurrent ack, nack or expiry waits and then sees the change.
+SELECT_CANCEL_TARGET = (
+    "SELECT seq, queue, state, reserved_until FROM messages WHERE id = %s FOR UPDATE"
+)
+REQUEST_CANCEL = "UPDATE messages SET cancel_requested = true WHERE seq = %s"
+SELECT_RESULT_STATUS = "SELECT status FROM results WHERE id = %s AND expires_at > %s"
+
+UPSERT_ATTEMPT_LOG = (
+    "INSERT INTO attempt_logs (message_id, attempt, queue, text, created_at, expires_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (message_id, attempt) DO UPDATE SET "
+    "queue = EXCLUDED.queue, text = EXCLUDED.text, created_at = EXCLUDED.created_at, "
+    "expires_at = EXCLUDED.expires_at"
+)
+SET_LOGS_EXPIRY = "UPDATE attempt_logs SET expires_at = %s WHERE message_id = %s"
+DELETE_MESSAGE_LOGS = "DELETE FROM attempt_logs WHERE message_id = %s"
+# A dead message's logs stay at least as long as the DLQ keeps it; the
+# message is named by its seq.
+EXTEND_LOGS_EXPIRY = (
+    "UPDATE attempt_logs SET expires_at = GREATEST(expires_at, %s) "
+    "WHERE message_id = (SELECT id FROM messages WHERE seq = %s)"
+)
+SELECT_LOGS = (
+    "SELECT message_id, attempt, queue, text, created_at, expires_at FROM attempt_logs "
+    "WHERE message_id = %s AND expires_at > %s ORDER BY attempt"
+)
+SELECT_ATTEMPT_LOG = (
+    "SELECT message_id, attempt, queue, text, created_at, expires_at FROM attempt_logs "
+    "WHERE message_id = %s AND attempt = %s AND expires_at > %s"
+)
+DELETE_EXPIRED_LOGS = "DELETE FROM attempt_logs WHERE expires_at <= %s"

@@ -25,11 +25,20 @@ from ..errors import (
     StoreUnavailable,
     ValidationError,
 )
-from ..models import EntryResult, Message, PostResult, QueueInfo, QueueStats, TaskResult
+from ..idempotency import split_stored_key
+from ..models import (
+    AttemptLog,
+    EntryResult,
+    Message,
+    PostResult,
+    QueueInfo,
+    QueueStats,
+    TaskResult,
+)
 from ..models import BreakerReport
 from ..policy import PreparedMessage
 from ..settings import DAY_S, QueueSettings, build_settings, dlq_name_for
-from . import flow_rows, outcomes
+from . import flow_rows, outcomes, run_records, sqlite_runs
 from . import sqlite_flow, sqlite_flow_sql as flow_sql
 from . import sqlite_sql as sql
 from .writer import GroupCommitWriter, Transaction
@@ -69,6 +78,7 @@ class SQLiteStore:
             with connect(path) as conn:
                 conn.executescript(sql.SCHEMA)
                 sqlite_flow.prepare_schema(conn)
+                sqlite_runs.prepare_schema(conn)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(
                 f"could not open the SQLite store at {path!r}: {exc}; check that "
@@ -203,7 +213,12 @@ class SQLiteStore:
     def nack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
             settings = _require_settings(tx.conn, queue)
-            results = [_nack_one(tx, queue, settings, entry, now) for entry in entries]
+            results = []
+            for entry in entries:
+                if entry.get("retry_after_s"):
+                    results.append(_defer_one(tx, queue, entry, now))
+                else:
+                    results.append(_nack_one(tx, queue, settings, entry, now))
             _record_outcomes(tx, now, {queue: settings})
             return results
 
@@ -213,6 +228,44 @@ class SQLiteStore:
         def operation(tx: Transaction) -> list[EntryResult]:
             settings = _require_settings(tx.conn, queue)
             return [_touch_one(tx.conn, queue, settings, entry, now) for entry in entries]
+
+        return self._writer.submit(operation)
+
+    # Task runs ---------------------------------------------------------
+
+    def complete(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
+        """Store completion records of leased messages; see run_records.py."""
+        return self._submit_leased(queue, entries, now, sqlite_runs.complete_leased)
+
+    def progress(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
+        """Store the progress of leased messages; results carry cancel_requested."""
+        return self._submit_leased(queue, entries, now, sqlite_runs.record_progress)
+
+    def cancel(self, message_id: str, result_ttl_s: float | None, now: float) -> Future:
+        """Cancel a message by id; see run_records.py for what each state does."""
+        return self._writer.submit(
+            lambda tx: sqlite_runs.cancel(tx, message_id, result_ttl_s, now)
+        )
+
+    def get_logs(self, message_id: str, attempt: int | None, now: float) -> list[AttemptLog]:
+        return sqlite_runs.select_logs(self._reader(), message_id, attempt, now)
+
+    def _submit_leased(
+        self,
+        queue: str,
+        entries: list[dict[str, Any]],
+        now: float,
+        apply: Callable[..., EntryResult],
+    ) -> Future:
+        """Apply `apply` to each entry whose receipt holds; explain the others."""
+
+        def operation(tx: Transaction) -> list[EntryResult]:
+            _require_queue(tx.conn, queue)
+            results = []
+            for entry in entries:
+                row, error = _find_lease(tx.conn, queue, entry, now)
+                results.append(error if row is None else apply(tx.conn, queue, entry, row, now))
+            return results
 
         return self._writer.submit(operation)
 
@@ -256,6 +309,7 @@ class SQLiteStore:
             removed = tx.conn.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
             tx.conn.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
             tx.conn.execute(sql.DELETE_EXPIRED_RESULTS, (now,))
+            tx.conn.execute(sql.DELETE_EXPIRED_LOGS, (now,))
             return {"expired_leases": expired, "removed": removed}
 
         return self._writer.submit(operation)
@@ -307,7 +361,10 @@ class SQLiteStore:
         if row is None:
             return None
         value = None if row[3] is None else orjson.loads(row[3])
-        return TaskResult(row[0], row[1], row[2], value, row[4], row[5], row[6])
+        return TaskResult(
+            row[0], row[1], row[2], value, row[4], row[5], row[6],
+            progress=row[7], progress_text=row[8],
+        )
 
     def stats(self, queue: str, now: float) -> QueueStats:
         conn = self._reader()
@@ -503,15 +560,25 @@ def new_receipts(count: int) -> list[str]:
 def _expire_leases(tx: Transaction, query: str, params: tuple, now: float) -> int:
     """Treat each expired lease as a failed attempt: retry later or dead-letter."""
     rows = tx.conn.execute(query, params).fetchall()
-    for seq, message_id, queue, count, max_attempts in rows:
+    for seq, message_id, queue, count, max_attempts, cancel_requested, completed_at in rows:
         settings = _require_settings(tx.conn, queue)
         error = f"lease expired after attempt {count}"
-        action, delay_s = outcomes.expiry_action(settings, max_attempts, count)
+        action, delay_s = run_records.expiry_action(
+            *outcomes.expiry_action(settings, max_attempts, count),
+            bool(cancel_requested), completed_at is not None,
+        )
+        if action == run_records.CANCELLED:
+            sqlite_runs.finish_cancelled(tx, queue, seq, message_id, None, now)
+            run_records.log_cancelled(message_id, queue, "when its lease expired")
+            continue
         if action == outcomes.RETRIED:
             _retry(tx, queue, seq, delay_s, error, now)
         else:
             _dead_letter(tx, queue, settings, seq, error, now)
-        outcomes.log_expiry(message_id, queue, count, action, settings.dead_letter_queue)
+        if completed_at is not None:
+            run_records.log_completed_expiry(message_id, queue, count)
+        else:
+            outcomes.log_expiry(message_id, queue, count, action, settings.dead_letter_queue)
     return len(rows)
 
 
@@ -543,6 +610,22 @@ def _record_outcomes(
             tx.wake(queue)
 
 
+def _defer_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> EntryResult:
+    """Bring a message back after the entry's retry_after_s and give its attempt back.
+
+    The task asked for the delay (RetryAfter), so the attempt is not
+    counted against max_attempts, but the circuit breaker counts a failure.
+    """
+    row, error = _find_lease(tx.conn, queue, entry, now)
+    if row is None:
+        return error  # type: ignore[return-value]
+    delay_s = entry["retry_after_s"]
+    tx.count_failure(queue)
+    tx.conn.execute(flow_sql.DEFER_MESSAGE, (now + delay_s, entry.get("error"), row[0]))
+    tx.wake(queue)
+    return flow_rows.deferred_result(entry["id"], queue, delay_s)
+
+
 def _retry(
     tx: Transaction, queue: str, seq: int, delay_s: float, error: str | None, now: float
 ) -> None:
@@ -571,6 +654,7 @@ def _dead_letter(
         )
     expiry = now + dlq_info.settings["retention_s"]
     tx.conn.execute(sql.DEAD_LETTER_MESSAGE, (dlq, queue, error, expiry, seq))
+    sqlite_runs.extend_logs(tx.conn, seq, expiry)
     # The group's next message may now be deliverable.
     tx.wake(queue)
     return dlq
@@ -594,8 +678,10 @@ def _ack_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> 
     row, error = _find_lease(tx.conn, queue, entry, now)
     if row is None:
         return error  # type: ignore[return-value]
+    sqlite_runs.keep_attempt_report(tx.conn, queue, entry, row, now)
     tx.conn.execute(sql.DELETE_MESSAGE, (row[0],))
     _store_result(tx.conn, queue, entry, now)
+    sqlite_runs.finish_logs(tx.conn, entry["id"], entry.get("result_ttl_s"), now)
     # Acking the head of a FIFO group lets its next message go out.
     tx.wake(queue)
     return EntryResult(entry["id"], True, outcome="acked")
@@ -607,14 +693,17 @@ def _ack_all(
     """Ack a batch with one DELETE, then explain the entries it did not match."""
     # Text, not bytes: SQLite 3.45 and later read a BLOB argument as JSONB.
     pairs = orjson.dumps([[entry["id"], entry["receipt"]] for entry in entries]).decode()
-    acked = {row[0] for row in tx.conn.execute(sql.ACK_LEASED, (pairs, queue, now))}
+    acked = dict(tx.conn.execute(sql.ACK_LEASED, (pairs, queue, now)).fetchall())
     results = outcomes.acked_results(
-        queue, entries, acked,
+        queue, entries, set(acked),
         lambda message_id: tx.conn.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone(),
     )
     for entry in entries:
         if entry["id"] in acked:
             _store_result(tx.conn, queue, entry, now)
+            # Only a message delivered before may have logs of earlier attempts.
+            if acked[entry["id"]] > 1:
+                sqlite_runs.finish_logs(tx.conn, entry["id"], entry.get("result_ttl_s"), now)
     if acked:
         # Acking the head of a FIFO group lets its next message go out.
         tx.wake(queue)
@@ -632,7 +721,8 @@ def _store_result(
     conn.execute(
         sql.INSERT_RESULT,
         (entry["id"], queue, entry.get("status", "succeeded"), blob,
-         entry.get("error"), now, now + ttl_s),
+         entry.get("error"), now, now + ttl_s, entry.get("progress"),
+         entry.get("progress_text")),
     )
 
 
@@ -646,17 +736,28 @@ def _nack_one(
     row, error = _find_lease(tx.conn, queue, entry, now)
     if row is None:
         return error  # type: ignore[return-value]
-    seq, count, max_attempts = row
+    seq, count, max_attempts, cancel_requested, _expires_at = row
     message_id = entry["id"]
     reason = entry.get("error")
     action, delay_s = outcomes.nack_action(settings, max_attempts, count, entry)
+    action = run_records.nack_action_after_cancel(action, bool(cancel_requested))
+    sqlite_runs.keep_attempt_report(tx.conn, queue, entry, row, now)
 
-    if action == outcomes.RELEASED:
+    if action == outcomes.CANCELLED:
+        tx.conn.execute(sql.DELETE_MESSAGE, (seq,))
+        cancelled = run_records.cancelled_nack_entry(entry)
+        _store_result(tx.conn, queue, cancelled, now)
+        sqlite_runs.finish_logs(tx.conn, message_id, cancelled["result_ttl_s"], now)
+        tx.wake(queue)
+        run_records.log_cancelled(message_id, queue, f"after attempt {count}")
+    elif action == outcomes.RELEASED:
         tx.conn.execute(sql.RELEASE_MESSAGE, (now, seq))
         tx.wake(queue)
     elif action == outcomes.DEAD:
         dlq = _dead_letter(tx, queue, settings, seq, reason, now)
         _store_result(tx.conn, queue, {**entry, "status": "dead"}, now)
+        if entry.get("result_ttl_s"):
+            sqlite_runs.extend_logs(tx.conn, seq, now + entry["result_ttl_s"])
         outcomes.log_nack_dead_letter(message_id, queue, dlq, count, reason)
     else:
         _retry(tx, queue, seq, delay_s, reason, now)
@@ -674,8 +775,11 @@ def _touch_one(
     if row is None:
         return error  # type: ignore[return-value]
     lease_s = entry.get("visibility_timeout_s") or settings.visibility_timeout_s
-    conn.execute(sql.EXTEND_LEASE, (now + lease_s, row[0]))
-    return EntryResult(entry["id"], True, outcome="touched", reserved_until=now + lease_s)
+    cancel_requested = conn.execute(sql.EXTEND_LEASE, (now + lease_s, row[0])).fetchone()[0]
+    return EntryResult(
+        entry["id"], True, outcome="touched", reserved_until=now + lease_s,
+        cancel_requested=True if cancel_requested else None,
+    )
 
 
 def _dead_rows_by_id(
@@ -714,6 +818,7 @@ def _redrive_rows(tx: Transaction, rows: list[tuple], now: float) -> int:
 def _message_from_row(row: tuple) -> Message:
     body = row[3] if row[4] else orjson.loads(row[3])
     headers = orjson.loads(row[5]) if row[5] else {}
+    dedup_id, idempotency_key = split_stored_key(row[8])
     return Message(
         id=row[0],
         queue=row[1],
@@ -722,7 +827,7 @@ def _message_from_row(row: tuple) -> Message:
         headers=headers,
         priority=row[6],
         group=row[7],
-        dedup_id=row[8],
+        dedup_id=dedup_id,
         posted_at=row[9],
         due_at=row[10],
         receive_count=row[11],
@@ -732,4 +837,11 @@ def _message_from_row(row: tuple) -> Message:
         expires_at=row[15],
         reserved_until=row[16],
         receipt=row[17],
+        idempotency_key=idempotency_key,
+        cancel_requested=bool(row[18]),
+        progress=row[19],
+        progress_text=row[20],
+        progress_at=row[21],
+        completed_at=row[22],
+        completed_result=None if row[23] is None else orjson.loads(row[23]),
     )

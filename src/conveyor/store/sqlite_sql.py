@@ -15,9 +15,18 @@ Tables and indexes:
   - `messages_group`: the head of each FIFO group.
   - `messages_expiry`: retention.
   - `messages_dead_source`: dead counts per source queue.
+  Later columns (RUN_COLUMNS, added to older files on open):
+  `cancel_requested`, the last reported `progress`, `progress_text` and
+  `progress_at`, and the completion record `completed_at` and
+  `completed_result`.
 - `dedup`: dedup ids and the message each one names, until the window ends;
-  kept after the message is acked.
-- `results`: the outcome of finished messages, until their time to live ends.
+  kept after the message is acked. An idempotency key is stored as a BLOB
+  (see `idempotency.py`), so it never equals a dedup id, which is TEXT.
+- `results`: the outcome of finished messages, until their time to live ends,
+  with the last `progress` and `progress_text` (RUN_COLUMNS).
+- `attempt_logs`: the captured logs of each attempt, by message id and
+  attempt number, until they expire with the message's result.
+  - `attempt_logs_expiry`: retention.
 
 The flow-control tables are in `sqlite_flow_sql.py`.
 """
@@ -88,7 +97,8 @@ CREATE INDEX IF NOT EXISTS results_expiry ON results (expires_at);
 MESSAGE_COLUMNS = (
     "id, queue, state, body, is_binary, headers, priority, grp, dedup_id, "
     "posted_at, due_at, receive_count, max_attempts, last_error, "
-    "source_queue, expires_at, reserved_until, receipt"
+    "source_queue, expires_at, reserved_until, receipt, cancel_requested, "
+    "progress, progress_text, progress_at, completed_at, completed_result"
 )
 
 # Queues.
@@ -118,11 +128,13 @@ PROMOTE_DUE = (
     "WHERE queue = ? AND state = 'delayed' AND due_at <= ?"
 )
 SELECT_EXPIRED_LEASES = (
-    "SELECT seq, id, queue, receive_count, max_attempts FROM messages "
+    "SELECT seq, id, queue, receive_count, max_attempts, cancel_requested, "
+    "completed_at FROM messages "
     "WHERE queue = ? AND state = 'reserved' AND reserved_until <= ?"
 )
 SELECT_ALL_EXPIRED_LEASES = (
-    "SELECT seq, id, queue, receive_count, max_attempts FROM messages "
+    "SELECT seq, id, queue, receive_count, max_attempts, cancel_requested, "
+    "completed_at FROM messages "
     "WHERE state = 'reserved' AND reserved_until <= ? LIMIT 1000"
 )
 SELECT_READY = (
@@ -172,7 +184,8 @@ def lease_messages(count: int) -> str:
 
 # Ack, nack, touch: every statement checks the receipt and the lease.
 SELECT_LEASED = (
-    "SELECT seq, receive_count, max_attempts FROM messages WHERE id = ? "
+    "SELECT seq, receive_count, max_attempts, cancel_requested, expires_at "
+    "FROM messages WHERE id = ? "
     "AND queue = ? AND state = 'reserved' AND receipt = ? AND reserved_until > ?"
 )
 SELECT_MESSAGE_QUEUE = "SELECT queue, source_queue FROM messages WHERE id = ?"
@@ -184,11 +197,12 @@ ACK_LEASED = (
     "DELETE FROM messages WHERE seq IN (SELECT m.seq FROM json_each(?) AS a "
     "CROSS JOIN messages AS m ON m.id = json_extract(a.value, '$[0]') "
     "WHERE m.receipt = json_extract(a.value, '$[1]') AND m.queue = ? "
-    "AND m.state = 'reserved' AND m.reserved_until > ?) RETURNING id"
+    "AND m.state = 'reserved' AND m.reserved_until > ?) RETURNING id, receive_count"
 )
 INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (id, queue, status, value, error, "
-    "finished_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "finished_at, expires_at, progress, progress_text) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 RETRY_MESSAGE = (
     "UPDATE messages SET state = ?, due_at = ?, receipt = NULL, "
@@ -199,7 +213,9 @@ RELEASE_MESSAGE = (
     "reserved_until = NULL, receive_count = MAX(receive_count - 1, 0) "
     "WHERE seq = ?"
 )
-EXTEND_LEASE = "UPDATE messages SET reserved_until = ? WHERE seq = ?"
+EXTEND_LEASE = (
+    "UPDATE messages SET reserved_until = ? WHERE seq = ? RETURNING cancel_requested"
+)
 DEAD_LETTER_MESSAGE = (
     "UPDATE messages SET queue = ?, state = 'dead', source_queue = ?, "
     "last_error = COALESCE(?, last_error), receipt = NULL, "
@@ -241,8 +257,8 @@ SELECT_PEEK_STATE = (
     "ORDER BY seq LIMIT ? OFFSET ?"
 )
 SELECT_RESULT = (
-    "SELECT id, queue, status, value, error, finished_at, expires_at "
-    "FROM results WHERE id = ? AND expires_at > ?"
+    "SELECT id, queue, status, value, error, finished_at, expires_at, progress, "
+    "progress_text FROM results WHERE id = ? AND expires_at > ?"
 )
 # Delayed messages already due count as ready: promotion happens lazily at
 # the next reserve.
@@ -260,4 +276,71 @@ SELECT_NEXT_DUE = (
 )
 SELECT_NEXT_LEASE_END = (
     "SELECT MIN(reserved_until) FROM messages WHERE queue = ? AND state = 'reserved'"
+)
+
+# Task runs: completion records, progress, cancellation and attempt logs.
+
+# Columns added after the first release, per table, with their types. A
+# file made by an older Conveyor gets them on open (see
+# sqlite_runs.add_missing_columns), so every file has the same columns.
+RUN_COLUMNS = {
+    "messages": (
+        ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
+        ("progress", "REAL"),
+        ("progress_text", "TEXT"),
+        ("progress_at", "REAL"),
+        ("completed_at", "REAL"),
+        ("completed_result", "BLOB"),
+    ),
+    "results": (
+        ("progress", "REAL"),
+        ("progress_text", "TEXT"),
+    ),
+}
+RUN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS attempt_logs (
+    message_id  TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    queue       TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    expires_at  REAL NOT NULL,
+    PRIMARY KEY (message_id, attempt)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS attempt_logs_expiry ON attempt_logs (expires_at);
+"""
+SELECT_TABLE_COLUMNS = "SELECT name FROM pragma_table_info(?)"
+
+SET_COMPLETED = "UPDATE messages SET completed_at = ?, completed_result = ? WHERE seq = ?"
+SET_PROGRESS = (
+    "UPDATE messages SET progress = ?, progress_text = ?, progress_at = ? "
+    "WHERE seq = ? RETURNING cancel_requested"
+)
+# A cancel finds the message by id in any queue.
+SELECT_CANCEL_TARGET = (
+    "SELECT seq, queue, state, reserved_until FROM messages WHERE id = ?"
+)
+REQUEST_CANCEL = "UPDATE messages SET cancel_requested = 1 WHERE seq = ?"
+SELECT_RESULT_STATUS = "SELECT status FROM results WHERE id = ? AND expires_at > ?"
+
+INSERT_ATTEMPT_LOG = (
+    "INSERT OR REPLACE INTO attempt_logs (message_id, attempt, queue, text, "
+    "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+SET_LOGS_EXPIRY = "UPDATE attempt_logs SET expires_at = ? WHERE message_id = ?"
+DELETE_MESSAGE_LOGS = "DELETE FROM attempt_logs WHERE message_id = ?"
+SELECT_LOGS = (
+    "SELECT message_id, attempt, queue, text, created_at, expires_at FROM attempt_logs "
+    "WHERE message_id = ? AND expires_at > ? ORDER BY attempt"
+)
+SELECT_ATTEMPT_LOG = (
+    "SELECT message_id, attempt, queue, text, created_at, expires_at FROM attempt_logs "
+    "WHERE message_id = ? AND attempt = ? AND expires_at > ?"
+)
+DELETE_EXPIRED_LOGS = "DELETE FROM attempt_logs WHERE expires_at <= ?"
+# A dead message's logs stay at least as long as the DLQ keeps it; the
+# message is named by its seq.
+EXTEND_LOGS_EXPIRY = (
+    "UPDATE attempt_logs SET expires_at = MAX(expires_at, ?) "
+    "WHERE message_id = (SELECT id FROM messages WHERE seq = ?)"
 )

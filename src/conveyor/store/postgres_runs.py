@@ -1,0 +1,168 @@
+"""The PostgreSQL store's records of task runs: completion records, progress,
+cancellation and attempt logs.
+
+The functions run inside the caller's transaction. `run_records.py`
+contains the rules they share with the SQLite store. Texts that may contain NUL
+(progress text, logs) are stored as UTF-8 bytes (bytea).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import orjson
+import psycopg
+
+from ..models import AttemptLog, EntryResult
+from . import postgres_sql as sql
+from . import run_records
+
+
+class Transaction(Protocol):
+    """The part of postgres.Transaction these functions use."""
+
+    def execute(self, query: str, params: Any = None) -> psycopg.Cursor: ...
+
+    def wake(self, queue_name: str) -> None: ...
+
+
+def _encode(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
+
+
+# Leased entries ------------------------------------------------------------
+# `row` is the leased row that SELECT_LEASED returned: seq, receive_count,
+# max_attempts, cancel_requested, expires_at.
+
+
+def complete_leased(
+    tx: Transaction, queue: str, entry: dict[str, Any], row: tuple, now: float
+) -> EntryResult:
+    """Store the completion record of a leased message."""
+    value = entry.get("result")
+    blob = None if value is None else orjson.dumps(value)
+    tx.execute(sql.SET_COMPLETED, (now, blob, row[0]))
+    return EntryResult(entry["id"], True, outcome=run_records.COMPLETED)
+
+
+def record_progress(
+    tx: Transaction, queue: str, entry: dict[str, Any], row: tuple, now: float
+) -> EntryResult:
+    """Store a leased message's progress and tell the caller whether to cancel."""
+    params = (entry["progress"], _encode(entry.get("progress_text")), now, row[0])
+    cancel_requested = tx.execute(sql.SET_PROGRESS, params).fetchone()[0]
+    return EntryResult(
+        entry["id"], True, outcome=run_records.UPDATED,
+        cancel_requested=True if cancel_requested else None,
+    )
+
+
+def keep_attempt_report(
+    tx: Transaction, queue: str, entry: dict[str, Any], row: tuple, now: float
+) -> None:
+    """Store what an ack or nack entry reports about its attempt: logs and last progress.
+
+    The logs are kept as long as the message, until finish_logs or
+    extend_logs changes that.
+    """
+    seq, attempt, _max_attempts, _cancel_requested, expires_at = row
+    logs = entry.get("logs")
+    if logs is not None:
+        tx.execute(
+            sql.UPSERT_ATTEMPT_LOG,
+            (entry["id"], attempt, queue, _encode(logs), now, expires_at),
+        )
+    if entry.get("progress") is not None:
+        params = (entry["progress"], _encode(entry.get("progress_text")), now, seq)
+        tx.execute(sql.SET_PROGRESS, params)
+
+
+# Finishing -------------------------------------------------------------------
+
+
+def finish_logs(
+    tx: Transaction, message_id: str, result_ttl_s: float | None, now: float
+) -> None:
+    """Make a finished message's logs expire with its result, or delete them if none is kept."""
+    expires_at = run_records.logs_expiry(result_ttl_s, now)
+    if expires_at is None:
+        tx.execute(sql.DELETE_MESSAGE_LOGS, (message_id,))
+    else:
+        tx.execute(sql.SET_LOGS_EXPIRY, (expires_at, message_id))
+
+
+def extend_logs(tx: Transaction, seq: int, expires_at: float) -> None:
+    """Keep a dead message's logs at least as long as the DLQ keeps the message."""
+    tx.execute(sql.EXTEND_LOGS_EXPIRY, (expires_at, seq))
+
+
+def insert_cancelled_result(
+    tx: Transaction, message_id: str, queue: str, result_ttl_s: float | None, now: float
+) -> None:
+    """Store the `cancelled` result of a message the store cancelled itself."""
+    entry = run_records.cancelled_entry(message_id, result_ttl_s)
+    ttl_s = entry["result_ttl_s"]
+    if ttl_s:
+        tx.execute(
+            sql.UPSERT_RESULT,
+            (message_id, queue, entry["status"], None, _encode(entry["error"]), now,
+             now + ttl_s, None, None),
+        )
+    finish_logs(tx, message_id, ttl_s, now)
+
+
+def cancel(tx: Transaction, message_id: str, result_ttl_s: float | None, now: float) -> EntryResult:
+    """Cancel a message by id: remove it if it waits, flag it if it runs.
+
+    Raises MessageFinished for a dead or finished message, MessageNotFound
+    for an unknown id.
+    """
+    row = None
+    if "\0" not in message_id:
+        row = tx.execute(sql.SELECT_CANCEL_TARGET, (message_id,)).fetchone()
+    if row is None:
+        status = None
+        if "\0" not in message_id:
+            status = tx.execute(sql.SELECT_RESULT_STATUS, (message_id, now)).fetchone()
+        raise run_records.missing_message_error(message_id, status[0] if status else None)
+    seq, queue, state, reserved_until = row
+    run_records.check_cancellable(message_id, queue, state)
+
+    if not run_records.cancel_is_immediate(state, reserved_until, now):
+        tx.execute(sql.REQUEST_CANCEL, (seq,))
+        run_records.log_cancel_requested(message_id, queue)
+        return run_records.cancel_result(message_id, run_records.CANCEL_REQUESTED)
+
+    finish_cancelled(tx, queue, seq, message_id, result_ttl_s, now)
+    run_records.log_cancelled(message_id, queue, f"while {state}; it will not run")
+    return run_records.cancel_result(message_id, run_records.CANCELLED)
+
+
+def finish_cancelled(
+    tx: Transaction, queue: str, seq: int, message_id: str, result_ttl_s: float | None,
+    now: float,
+) -> None:
+    """Delete a message and store its cancelled result."""
+    tx.execute(sql.DELETE_MESSAGE, (seq,))
+    insert_cancelled_result(tx, message_id, queue, result_ttl_s, now)
+    # The next message of a FIFO group may now go out.
+    tx.wake(queue)
+
+
+# Reads -------------------------------------------------------------------------
+
+
+def select_logs(
+    conn: psycopg.Connection, message_id: str, attempt: int | None, now: float
+) -> list[AttemptLog]:
+    """Return a message's attempt logs in attempt order, or only those of `attempt`."""
+    if "\0" in message_id:
+        return []
+    if attempt is None:
+        rows = conn.execute(sql.SELECT_LOGS, (message_id, now)).fetchall()
+    else:
+        rows = conn.execute(sql.SELECT_ATTEMPT_LOG, (message_id, attempt, now)).fetchall()
+    return [
+        AttemptLog(row[0], row[1], row[2], bytes(row[3]).decode(), row[4], row[5])
+        for row in rows
+    ]
