@@ -171,7 +171,7 @@ def postgres_schema_name(url: str) -> str:
 
 def test_server_rejects_version_1(v1_url):
     result = run_conveyor("server", "--store", v1_url, "--port", "0")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert f"older than version {LATEST}" in result.stderr
     assert "conveyor migrate --store URL" in result.stderr
     assert version_rows(v1_url) == [(1, False)]
@@ -260,7 +260,7 @@ def test_newer_schema_rejected_by_server(postgres_url):
     Engine(postgres_url, sweep=False).close()
     add_version(postgres_url, 99)
     result = run_conveyor("server", "--store", postgres_url, "--port", "0")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert f"version 99, newer than version {LATEST}" in result.stderr
     assert "upgrade Conveyor" in result.stderr
 
@@ -388,6 +388,14 @@ def test_bad_url_parameter_rejected(postgres_url, params, expected):
     assert expected in str(caught.value)
     assert "secret-word" not in str(caught.value)
     assert table_names(postgres_url) == []
+
+
+def test_server_missing_database_fails_at_once():
+    url = "postgresql://postgres@127.0.0.1:5432/conveyor_no_such_database"
+    result = run_conveyor("server", "--store", url, "--port", "0")
+    assert result.returncode == 1
+    assert 'database "conveyor_no_such_database" does not exist' in result.stderr
+    assert "Usage:" not in result.stderr
 
 
 def test_server_rejects_bad_url_parameter(postgres_url):

@@ -11,7 +11,7 @@ import socket
 import click
 
 from ..engine import Engine
-from ..errors import ConveyorError
+from ..errors import ConveyorError, StoreUnavailable
 from ..settings import DEFAULT_MAX_REQUEST_BYTES
 from ..store.postgres_options import redact_store_url
 from . import main
@@ -122,6 +122,9 @@ def server(
     _check_port_free(host, port)
     try:
         engine = Engine(store_url)
+    except StoreUnavailable as exc:
+        # The URL may be right and the database down: not a usage error.
+        raise click.ClickException(exc.detail) from exc
     except ConveyorError as exc:
         raise click.BadParameter(exc.detail, param_hint="'--store'") from exc
 

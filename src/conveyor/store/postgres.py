@@ -136,6 +136,7 @@ class PostgresStore:
             kwargs=connection_arguments(self.options),
         )
         try:
+            _check_connection(conninfo, self.options)
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
             self.schema = self._prepare_schema()
         except (PoolTimeout, psycopg.Error) as exc:
@@ -644,6 +645,18 @@ def describe_target(conninfo: str) -> str:
     host = params.get("host") or "the default host"
     port = params.get("port") or "5432"
     return f"postgresql://{host}:{port}/{params.get('dbname') or ''}"
+
+
+def _check_connection(conninfo: str, options: StoreOptions) -> None:
+    """Connect once, so that a wrong URL fails at once with PostgreSQL's reason.
+
+    The pool would retry a failing connection until its timeout and then
+    report only that it timed out.
+    """
+    arguments = connection_arguments(options)
+    if "connect_timeout" not in conninfo_to_dict(conninfo):
+        arguments["connect_timeout"] = int(CONNECT_TIMEOUT_S)
+    psycopg.connect(conninfo, **arguments).close()
 
 
 def connection_arguments(options: StoreOptions) -> dict[str, Any]:
