@@ -51,7 +51,7 @@ def is_loopback(host: str) -> bool:
     show_envvar=True,
     help="Store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or "
     "postgresql://user@host:5432/dbname, which also takes Conveyor's pool_size, "
-    "listen, poll_interval and prepare parameters.",
+    "listen, poll_interval, prepare and maintenance parameters.",
 )
 @click.option(
     "--host",
