@@ -159,6 +159,22 @@ def test_max_tasks_recycles_child(setup: Setup) -> None:
     assert stop_worker(worker) == 0, worker.log()
 
 
+def test_max_tasks_counts_parallel_calls(setup: Setup) -> None:
+    handles = [process_tasks.pid.enqueue(i) for i in range(12)]
+    worker = setup.start_worker(
+        "--processes", "2", "--concurrency", "2", "--max-tasks-per-child", "3",
+        "--queues", "proc-pid",
+    )
+
+    pids = [h.result(timeout_s=DONE_TIMEOUT_S) for h in handles]
+    calls_per_child = collections.Counter(pids)
+
+    # A child with two threads must not take a fourth call while its third runs.
+    assert max(calls_per_child.values()) <= 3, calls_per_child
+    assert sum(calls_per_child.values()) == 12
+    assert stop_worker(worker) == 0, worker.log()
+
+
 def test_memory_limit_recycles_child(setup: Setup) -> None:
     handles = [process_tasks.leak.enqueue(40) for _ in range(8)]
     worker = setup.start_worker(
