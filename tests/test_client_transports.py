@@ -46,6 +46,10 @@ SHARED_METHODS = (
     "get_message",
     "get_result",
     "stats",
+    "complete",
+    "progress",
+    "cancel",
+    "get_logs",
     "close",
 )
 
@@ -455,3 +459,33 @@ def test_transport_error_hides_url_password() -> None:
         client.list_queues()
     assert "s3cret" not in str(raised.value)
     assert "s3cret" not in repr(client)
+
+
+# Task runs ----------------------------------------------------------------
+
+
+def test_run_records_same_on_both(client: Any, queue: str) -> None:
+    [message] = lease(client, queue, "job")
+
+    [completed] = client.complete(queue, [entry(message, result={"n": 1})])
+    client.cancel(message.id)
+    [updated] = client.progress(queue, [entry(message, progress=0.5, progress_text="half")])
+    client.nack(queue, [entry(message, cancelled=True, logs="captured\n", result_ttl_s=60)])
+    result = client.get_result(message.id)
+    [log] = client.get_logs(message.id, attempt=1)
+
+    assert completed.outcome == "completed"
+    assert updated.cancel_requested is True
+    assert result.status == "cancelled"
+    assert log.text == "captured\n"
+    assert log.attempt == 1
+
+
+def test_cancel_errors_same_on_both(client: Any, queue: str) -> None:
+    [message] = lease(client, queue, "job")
+    client.ack(queue, [entry(message, result=1)])
+
+    with pytest.raises(errors.MessageFinished):
+        client.cancel(message.id)
+    with pytest.raises(errors.MessageNotFound):
+        client.cancel("0" * 28)

@@ -14,12 +14,15 @@ EXPORTED = {
     "Reject",
     "ResultTimeout",
     "Task",
+    "TaskCancelled",
     "TaskError",
     "TaskHandle",
+    "TaskProgress",
     "TaskRun",
     "TaskTimeout",
     "Worker",
     "__version__",
+    "current_run",
 }
 
 

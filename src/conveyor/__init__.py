@@ -1,8 +1,15 @@
 """Conveyor: a persistent queue service and a Python task framework."""
 
-from .errors import ConveyorError, Reject, ResultTimeout, TaskError, TaskTimeout
+from .errors import (
+    ConveyorError,
+    Reject,
+    ResultTimeout,
+    TaskCancelled,
+    TaskError,
+    TaskTimeout,
+)
 from .models import Message, NewMessage
-from .tasks import Backoff, Conveyor, Task, TaskHandle, TaskRun
+from .tasks import Backoff, Conveyor, Task, TaskHandle, TaskProgress, TaskRun, current_run
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -16,10 +23,13 @@ __all__ = [
     "Reject",
     "ResultTimeout",
     "Task",
+    "TaskCancelled",
     "TaskError",
     "TaskHandle",
+    "TaskProgress",
     "TaskRun",
     "TaskTimeout",
     "Worker",
     "__version__",
+    "current_run",
 ]

@@ -320,7 +320,6 @@ class Engine:
         operation = getattr(self.store, action)
         return operation(queue, checked, self.clock())
 
-    # DLQ ---------------------------------------------------------------
     # Task runs ---------------------------------------------------------
 
     def complete(self, queue: str, entries: list[dict[str, Any]]) -> list[EntryResult]:
@@ -374,6 +373,7 @@ class Engine:
             check.check_int("attempt", attempt, 1, check.MAX_ATTEMPT_NUMBER)
         return self.store.get_logs(message_id, attempt, self.clock())
 
+    # DLQ ---------------------------------------------------------------
 
     def redrive(
         self, dlq: str, message_ids: list[str] | None = None, limit: int | None = None

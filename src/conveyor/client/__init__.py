@@ -4,9 +4,9 @@
 file; `connect("http://host:port")` returns an `HTTPClient` for a running
 `conveyor server`. Both have the same methods (create_queue, update_queue,
 pause_queue, resume_queue, get_queue, list_queues, delete_queue,
-purge_queue, post, reserve, ack, nack, touch, redrive, peek, get_message,
-get_result, stats, close) with the same arguments, return types and
-exceptions.
+purge_queue, post, reserve, ack, nack, touch, complete, progress, cancel,
+redrive, peek, get_message, get_result, get_logs, stats, close) with the
+same arguments, return types and exceptions.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The task framework: register functions as tasks, enqueue calls, read results."""
 
 from .app import Conveyor
-from .handle import TaskHandle
+from .current import current_run
+from .handle import TaskHandle, TaskProgress
 from .hooks import TaskRun
 from .options import Backoff, EnqueueOptions
 from .task import Task, TaskWithOptions
@@ -12,6 +13,8 @@ __all__ = [
     "EnqueueOptions",
     "Task",
     "TaskHandle",
+    "TaskProgress",
     "TaskRun",
     "TaskWithOptions",
+    "current_run",
 ]

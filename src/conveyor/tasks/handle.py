@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotFound, ResultTimeout, TaskError
-from ..models import DEAD, DELAYED, READY, RESERVED
+from ..errors import NotFound, ResultTimeout, TaskCancelled, TaskError
+from ..models import DEAD, DELAYED, READY, RESERVED, AttemptLog
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -15,13 +16,27 @@ if TYPE_CHECKING:
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 RUNNING = "running"
+CANCELLED = "cancelled"
 UNKNOWN = "unknown"
-STATUSES = (DELAYED, READY, RUNNING, SUCCEEDED, FAILED, UNKNOWN)
+STATUSES = (DELAYED, READY, RUNNING, SUCCEEDED, FAILED, CANCELLED, UNKNOWN)
 
 _STATUS_OF_STATE = {DELAYED: DELAYED, READY: READY, RESERVED: RUNNING, DEAD: FAILED}
 
 FIRST_POLL_INTERVAL_S = 0.01
 MAX_POLL_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """A task's last reported progress.
+
+    `fraction` is from 0 to 1. `updated_at` is when it was reported (Unix
+    seconds), or None once the task finished and only its result keeps it.
+    """
+
+    fraction: float
+    text: str | None
+    updated_at: float | None
 
 
 class TaskHandle:
@@ -49,22 +64,60 @@ class TaskHandle:
         return f"<TaskHandle {self.task_name or 'task'} {self.id}>"
 
     def status(self) -> str:
-        """Return delayed, ready, running, succeeded, failed or unknown.
+        """Return delayed, ready, running, succeeded, failed, cancelled or unknown.
 
         `failed` means the message is dead in a DLQ (or its dead result is
         still kept after the DLQ dropped it). `unknown` means neither the
         message nor its result is stored: the id is wrong, the result's
         time to live passed, or the task keeps no result (result_ttl_s=0).
+        A task whose cancel was requested stays `running` until its worker
+        stops it.
         """
         return self._poll()[0]
+
+    def cancel(self) -> str:
+        """Cancel the task and return `cancelled` or `cancel-requested`.
+
+        A task that has not started is removed at once (`cancelled`) and
+        never runs. A running one is flagged (`cancel-requested`): its
+        worker learns of it within about a second and stops it, and the
+        task ends with status `cancelled`. Raises MessageFinished if the
+        task finished already (succeeded, failed or cancelled) and NotFound
+        for an unknown id.
+        """
+        return self.app.client.cancel(self.id, self._result_ttl_s()).outcome
+
+    def progress(self) -> TaskProgress | None:
+        """Return the task's last reported progress, or None if it reported none."""
+        client = self.app.client
+        try:
+            message = client.get_message(self.id)
+        except NotFound:
+            message = None
+        if message is not None:
+            if message.progress is None:
+                return None
+            return TaskProgress(message.progress, message.progress_text, message.progress_at)
+        result = client.get_result(self.id)
+        if result is None or result.progress is None:
+            return None
+        return TaskProgress(result.progress, result.progress_text, None)
+
+    def logs(self, attempt: int | None = None) -> list[AttemptLog]:
+        """Return the logs the task's attempts captured, or those of one attempt.
+
+        Each AttemptLog has `attempt` (from 1) and `text`. They are kept as
+        long as the task's result; an empty list means none are stored.
+        """
+        return self.app.client.get_logs(self.id, attempt)
 
     def result(self, timeout_s: float | None = 30.0) -> Any:
         """Wait for the task to finish and return its return value.
 
         Raises TaskError with the task's last error if it ended in the DLQ,
-        ResultTimeout if it has not finished within timeout_s seconds (None
-        waits without limit), and NotFound if neither the message nor its
-        result is stored.
+        TaskCancelled (a TaskError) if it was cancelled, ResultTimeout if it
+        has not finished within timeout_s seconds (None waits without
+        limit), and NotFound if neither the message nor its result is stored.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         interval_s = FIRST_POLL_INTERVAL_S
@@ -74,6 +127,8 @@ class TaskHandle:
                 return value
             if status == FAILED:
                 raise TaskError(f"{self._label()} failed: {error}")
+            if status == CANCELLED:
+                raise TaskCancelled(f"{self._label()} was cancelled: {error}")
             if status == UNKNOWN:
                 raise NotFound(
                     f"no message or result with id {self.id!r} is stored: the id is "
@@ -93,6 +148,11 @@ class TaskHandle:
             interval_s = min(interval_s, remaining_s)
         time.sleep(interval_s)
         return min(interval_s * 2, MAX_POLL_INTERVAL_S)
+
+    def _result_ttl_s(self) -> float | None:
+        """Return how long the task keeps results, when this app defines the task."""
+        task = self.app.tasks.get(self.task_name) if self.task_name else None
+        return None if task is None else task.result_ttl_s
 
     def _label(self) -> str:
         if self.task_name:
@@ -118,4 +178,6 @@ class TaskHandle:
             return UNKNOWN, None, None
         if result.status == SUCCEEDED:
             return SUCCEEDED, result.value, None
+        if result.status == CANCELLED:
+            return CANCELLED, None, result.error
         return FAILED, None, result.error

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import ValidationError
+from ..reports import MAX_PROGRESS_TEXT, check_progress
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,13 @@ EVENTS = (
 
 @dataclass(slots=True)
 class TaskRun:
-    """One attempt of a task message, as hooks see it.
+    """One attempt of a task message, as hooks and `conveyor.current_run()` see it.
 
     `attempt` counts deliveries from 1, and `max_attempts` is the message's
     or its queue's limit. `args` and `kwargs` are the decoded call.
+    `control` is the worker's link to the running attempt (its cancel flag,
+    progress and log capture); it is None outside a worker and is not
+    pickled, so each process attaches its own.
     """
 
     task_name: str
@@ -52,6 +56,43 @@ class TaskRun:
     args: list[Any]
     kwargs: dict[str, Any]
     headers: dict[str, str]
+    control: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once someone asked to cancel this message while it runs.
+
+        The worker learns of a cancel at its next lease renewal, within
+        about a second. A task checks this between steps and returns or
+        raises to stop early. In child processes the worker kills the
+        child instead, so this stays False there.
+        """
+        return self.control is not None and self.control.cancelled
+
+    def progress(self, fraction: float, text: str | None = None) -> None:
+        """Report how far the attempt is: `fraction` from 0 to 1 and an optional text.
+
+        The worker sends the latest value at most once a second, and always
+        the last one with the outcome. Text longer than 1,024 characters is
+        cut. Raises ValidationError for a fraction outside 0 to 1. Outside a
+        worker it checks the values and does nothing else.
+        """
+        if text is not None and len(text) > MAX_PROGRESS_TEXT:
+            text = text[: MAX_PROGRESS_TEXT - 1] + "…"
+        fraction, text = check_progress(fraction, text, f"the progress of task {self.task_name}")
+        if self.control is not None:
+            self.control.report_progress(fraction, text)
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, name) for name in _PICKLED_FIELDS)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(_PICKLED_FIELDS, state):
+            setattr(self, name, value)
+        self.control = None
+
+
+_PICKLED_FIELDS = tuple(f.name for f in fields(TaskRun) if f.name != "control")
 
 
 class Hooks:

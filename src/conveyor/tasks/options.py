@@ -208,12 +208,14 @@ def check_option_names(where: str, options: dict[str, Any], known: tuple[str, ..
 class EnqueueOptions:
     """Per-call message options; None leaves the task's or queue's default.
 
-    `delay_s` and `not_before` (Unix seconds) exclude each other. `group` is
-    required on FIFO queues and rejected on standard ones.
+    `delay_s` and `not_before` (Unix seconds) exclude each other, and so do
+    `dedup_id` and `idempotency_key`. `group` is required on FIFO queues and
+    rejected on standard ones.
     """
 
     priority: int | None = None
     dedup_id: str | None = None
+    idempotency_key: str | None = None
     delay_s: float | None = None
     not_before: float | None = None
     group: str | None = None
@@ -225,6 +227,9 @@ class EnqueueOptions:
         if self.priority is not None:
             check_priority(self.priority)
         check.check_key("dedup_id", self.dedup_id)
+        check.check_key("idempotency_key", self.idempotency_key)
+        if self.dedup_id is not None and self.idempotency_key is not None:
+            raise ValidationError("set dedup_id or idempotency_key, not both")
         check.check_key("group", self.group)
         check.check_optional_duration("delay_s", self.delay_s, 0.0, MAX_DELAY_S)
         check.check_optional_duration("retention_s", self.retention_s, 60.0, MAX_RETENTION_S)

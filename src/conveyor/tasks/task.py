@@ -90,18 +90,27 @@ class Task:
     def options(self, **options: Any) -> TaskWithOptions:
         """Return an enqueuer with per-call message options.
 
-        Keys: priority, dedup_id, delay_s, not_before, group, headers,
-        max_attempts, retention_s; see EnqueueOptions.
+        Keys: priority, dedup_id, idempotency_key, delay_s, not_before,
+        group, headers, max_attempts, retention_s; see EnqueueOptions.
         """
         check_option_names("options()", options, ENQUEUE_OPTION_NAMES)
         return TaskWithOptions(self, EnqueueOptions(**options))
 
-    def enqueue(self, /, *args: Any, **kwargs: Any) -> TaskHandle:
+    def enqueue(
+        self, /, *args: Any, idempotency_key: str | None = None, **kwargs: Any
+    ) -> TaskHandle:
         """Post one call of this task and return its handle.
 
         Arguments must be JSON values; tuples arrive in the task as lists.
+        `idempotency_key` is a message option, never a function argument:
+        within the queue's dedup window a repeated key returns the first
+        call's handle, and a worker that finished the call records its
+        result before the ack, so a lost ack does not run it twice.
         """
-        return TaskWithOptions(self, _NO_OPTIONS).enqueue(*args, **kwargs)
+        options = _NO_OPTIONS
+        if idempotency_key is not None:
+            options = EnqueueOptions(idempotency_key=idempotency_key)
+        return TaskWithOptions(self, options).enqueue(*args, **kwargs)
 
     def enqueue_at(self, when: Any, /, *args: Any, **kwargs: Any) -> TaskHandle:
         """Post a call that becomes ready at `when` (aware datetime or Unix seconds)."""
@@ -136,6 +145,7 @@ class Task:
             dedup_id=options.dedup_id,
             retention_s=options.retention_s,
             max_attempts=max_attempts,
+            idempotency_key=options.idempotency_key,
         )
 
     def check_call(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
@@ -173,9 +183,14 @@ class TaskWithOptions:
         self.task = task
         self.call_options = options
 
-    def enqueue(self, /, *args: Any, **kwargs: Any) -> TaskHandle:
-        """Post one call and return its handle."""
-        return self._post([self.task.build_message(args, kwargs, self.call_options)])[0]
+    def enqueue(
+        self, /, *args: Any, idempotency_key: str | None = None, **kwargs: Any
+    ) -> TaskHandle:
+        """Post one call and return its handle; see Task.enqueue for idempotency_key."""
+        options = self.call_options
+        if idempotency_key is not None:
+            options = options.replace(idempotency_key=idempotency_key)
+        return self._post([self.task.build_message(args, kwargs, options)])[0]
 
     def enqueue_at(self, when: Any, /, *args: Any, **kwargs: Any) -> TaskHandle:
         """Post one call that becomes ready at `when` (aware datetime or Unix seconds).
@@ -199,11 +214,13 @@ class TaskWithOptions:
         batches of up to 1000 messages, and each batch is stored all or
         nothing. If a later batch fails, the earlier ones stay posted.
         """
-        if self.call_options.dedup_id is not None:
-            raise ValidationError(
-                f"dedup_id {self.call_options.dedup_id!r} would merge every call of "
-                "enqueue_many into one message; enqueue such calls one at a time"
-            )
+        for name in ("dedup_id", "idempotency_key"):
+            key = getattr(self.call_options, name)
+            if key is not None:
+                raise ValidationError(
+                    f"{name} {key!r} would merge every call of enqueue_many into "
+                    "one message; enqueue such calls one at a time"
+                )
         messages = [
             self.task.build_message(*_split_call(self.task.name, index, call), self.call_options)
             for index, call in enumerate(calls)

@@ -2,13 +2,17 @@
 
 A child imports the app, runs the task units its parent sends, and sends
 back one result per run. It leases, acks and extends nothing: the parent
-does all of that.
+does all of that. The one exception is a completion record (see
+completions.py), which the child stores itself with the receipt the parent
+sent, before the after_run hooks.
 
-Messages from the parent: ("run", unit_id, task_name, runs),
-("interrupt", unit_id) and ("stop",). Messages to the parent:
-("ready", pid) and ("done", unit_id, items, duration_ms, resident_bytes),
-where an item is ("ok", value) or ("error", description, permanent,
-traceback_text).
+Messages from the parent: ("run", unit_id, task_name, runs, receipts),
+where a receipt is None for a run without an idempotency key,
+("interrupt", unit_id) and ("stop",). Messages to the parent: ("ready",
+pid), ("progress", unit_id, index, fraction, text) and ("done", unit_id,
+items, duration_ms, resident_bytes, logs), where an item is ("ok", value)
+or ("error", description, permanent, traceback_text) and logs is the
+unit's captured log text or None.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -31,14 +37,20 @@ from ..errors import Reject, TaskTimeout
 from ..tasks.app import Conveyor
 from ..tasks.hooks import TaskRun
 from ..tasks.task import Task
+from .completions import make_recorder
 from .execution import ItemResult, run_async_unit, run_sync_unit
 from .interrupt import CallSlot
 from .jobs import describe_error, is_permanent
+from .run_control import LogCapture, install_capture_handler
 
 logger = logging.getLogger(__name__)
 
 # The format of the `conveyor` command's log records, with the child's pid.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [child %(process)d]: %(message)s"
+# A task's progress goes to the parent at most this often, and its last
+# value always before the unit's results. The parent sends it on at most
+# once a second.
+PIPE_PROGRESS_INTERVAL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ def child_main(config: ChildConfig, commands: Connection, results: Connection) -
     logging.basicConfig(level=config.log_level, format=LOG_FORMAT)
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    install_capture_handler()
 
     app = import_app(config.app_path)
     app.configure(url=config.url, token=config.token)
@@ -98,6 +111,40 @@ def resident_bytes() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
+class ChildRunControl:
+    """A run's control inside a child: its progress goes to the parent over the pipe.
+
+    The parent kills the child to cancel a run, so `cancelled` stays False.
+    """
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None], unit_id: int, index: int) -> None:
+        self._send = send
+        self._unit_id = unit_id
+        self._index = index
+        self._lock = threading.Lock()
+        self._pending: tuple[float, str | None] | None = None
+        self._sent_at = 0.0
+        self.cancelled = False
+        self.in_call = False
+        self.logs: LogCapture | None = None
+
+    def report_progress(self, fraction: float, text: str | None) -> None:
+        with self._lock:
+            self._pending = (fraction, text)
+            now = time.monotonic()
+            if now - self._sent_at < PIPE_PROGRESS_INTERVAL_S:
+                return
+            self._sent_at = now
+        self.flush()
+
+    def flush(self) -> None:
+        """Send the progress not sent yet, if any."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._send(("progress", self._unit_id, self._index, *pending))
+
+
 class ChildExecutor:
     """Threads for sync units and an event loop for async ones, inside a child."""
 
@@ -105,7 +152,9 @@ class ChildExecutor:
         self._app = app
         self._results = results
         self._send_lock = threading.Lock()
-        self._inbox: queue.SimpleQueue[tuple[int, Task, list[TaskRun]]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[int, Task, list[TaskRun], list[str | None]]] = (
+            queue.SimpleQueue()
+        )
         self._slots_lock = threading.Lock()
         self._slots: dict[int, CallSlot] = {}
         self._early_interrupts: set[int] = set()
@@ -149,15 +198,24 @@ class ChildExecutor:
             elif kind == "stop":
                 return
 
-    def _start_unit(self, unit_id: int, task_name: str, runs: list[TaskRun]) -> None:
+    def _start_unit(
+        self, unit_id: int, task_name: str, runs: list[TaskRun], receipts: list[str | None]
+    ) -> None:
         task = self._app.tasks.get(task_name)
         if task is None:
             error = LookupError(f"unknown task {task_name!r} in the worker child process")
-            self._send_done(unit_id, None, [ItemResult(error=error) for _ in runs], 0.0)
-        elif task.is_async and self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._run_async(unit_id, task, runs), self._loop)
+            self._send_done(unit_id, None, runs, [ItemResult(error=error) for _ in runs], 0.0)
+            return
+        for index, run in enumerate(runs):
+            run.control = ChildRunControl(self.send, unit_id, index)
+        if task.is_async and self._loop is not None:
+            coroutine = self._run_async(unit_id, task, runs, receipts)
+            asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         else:
-            self._inbox.put((unit_id, task, runs))
+            self._inbox.put((unit_id, task, runs, receipts))
+
+    def _recorder(self, receipts: list[str | None]) -> Callable[..., None] | None:
+        return make_recorder(self._app.client, receipts)
 
     def _interrupt(self, unit_id: int) -> None:
         with self._slots_lock:
@@ -170,7 +228,7 @@ class ChildExecutor:
     def _serve_sync(self) -> None:
         slot = CallSlot()
         while True:
-            unit_id, task, runs = self._inbox.get()
+            unit_id, task, runs, receipts = self._inbox.get()
             slot.prepare([unit_id])
             with self._slots_lock:
                 self._slots[unit_id] = slot
@@ -179,24 +237,39 @@ class ChildExecutor:
             if interrupted:
                 slot.interrupt(unit_id)
             try:
-                results, duration_ms = run_sync_unit(task, runs, slot)
+                results, duration_ms = run_sync_unit(task, runs, slot, self._recorder(receipts))
             except Exception as exc:  # the parent must hear back, or the slot stays taken
                 logger.exception("Running task %s failed in the worker child process", task.name)
                 results, duration_ms = [ItemResult(error=exc) for _ in runs], 0.0
             finally:
                 with self._slots_lock:
                     del self._slots[unit_id]
-            self._send_done(unit_id, task, results, duration_ms)
+            self._send_done(unit_id, task, runs, results, duration_ms)
 
-    async def _run_async(self, unit_id: int, task: Task, runs: list[TaskRun]) -> None:
-        results, duration_ms = await run_async_unit(task, runs)
-        self._send_done(unit_id, task, results, duration_ms)
+    async def _run_async(
+        self, unit_id: int, task: Task, runs: list[TaskRun], receipts: list[str | None]
+    ) -> None:
+        results, duration_ms = await run_async_unit(task, runs, self._recorder(receipts))
+        self._send_done(unit_id, task, runs, results, duration_ms)
 
     def _send_done(
-        self, unit_id: int, task: Task | None, results: list[ItemResult], duration_ms: float
+        self,
+        unit_id: int,
+        task: Task | None,
+        runs: list[TaskRun],
+        results: list[ItemResult],
+        duration_ms: float,
     ) -> None:
+        """Send each run's last progress, then the unit's results and log text."""
+        logs = None
+        for run in runs:
+            control = run.control
+            if isinstance(control, ChildRunControl):
+                control.flush()
+                if control.logs is not None:
+                    logs = control.logs.text()
         items = [_wire_item(task, result) for result in results]
-        self.send(("done", unit_id, items, duration_ms, resident_bytes()))
+        self.send(("done", unit_id, items, duration_ms, resident_bytes(), logs))
 
 
 def _wire_item(task: Task | None, result: ItemResult) -> tuple[Any, ...]:

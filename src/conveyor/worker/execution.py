@@ -4,20 +4,28 @@ result per run.
 A unit is one message of a plain task, or up to batch_size messages of a
 batch task, which the function gets as one list of items. The same code
 runs in the worker's threads, on its event loop and in child processes.
+
+Around the call, from before_run to after_run, the unit's log records are
+captured and, for a one-message unit, `conveyor.current_run()` returns its
+run. Between the call and after_run, `on_success` may store completion
+records (see completions.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..tasks.current import running
 from ..tasks.hooks import Hooks, TaskRun
 from ..tasks.serialization import check_result
 from ..tasks.task import Task
 from .interrupt import CallSlot
 from .jobs import ResultNotJSON, timeout_error
+from .run_control import LogCapture, capturing
 
 
 @dataclass(slots=True)
@@ -32,44 +40,87 @@ class BatchResultError(TypeError):
     """A batch task returned something other than one entry per item."""
 
 
-def run_sync_unit(task: Task, runs: list[TaskRun], slot: CallSlot) -> tuple[list[ItemResult], float]:
+OnSuccess = Callable[[list[TaskRun], list[ItemResult]], None]
+
+
+def run_sync_unit(
+    task: Task, runs: list[TaskRun], slot: CallSlot, on_success: OnSuccess | None = None
+) -> tuple[list[ItemResult], float]:
     """Call a sync task once for the runs in this thread; return their results and the ms taken.
 
     After an interrupt at the soft timeout every run fails with
     TaskTimeout, whatever the function did next.
     """
     hooks = task.app.hooks
-    _fire_before(hooks, runs)
-    started = time.perf_counter()
-    try:
-        if task.timeout_s is None:
-            # Nothing can interrupt this call, so it skips the slot's locks.
-            returned = call_function(task, runs)
-        else:
-            returned = slot.call(call_function, task, runs)
-        results = split_results(task, runs, returned)
-    except BaseException as exc:  # noqa: BLE001 - any failure of task code is reported
-        results = [ItemResult(error=exc) for _ in runs]
-    if slot.interrupted:
-        results = [ItemResult(error=timeout_error(task)) for _ in runs]
-    duration_ms = _elapsed_ms(started)
-    _fire_after(hooks, runs, results)
+    with capturing(attach_capture(runs)), running(current_of(task, runs)):
+        _fire_before(hooks, runs)
+        started = time.perf_counter()
+        try:
+            if task.timeout_s is None:
+                # Nothing can interrupt this call, so it skips the slot's locks.
+                returned = call_function(task, runs)
+            else:
+                returned = slot.call(call_function, task, runs)
+            results = split_results(task, runs, returned)
+        except BaseException as exc:  # noqa: BLE001 - any failure of task code is reported
+            results = [ItemResult(error=exc) for _ in runs]
+        if slot.interrupted:
+            results = [ItemResult(error=timeout_error(task)) for _ in runs]
+        duration_ms = _elapsed_ms(started)
+        if on_success is not None:
+            on_success(runs, results)
+        _fire_after(hooks, runs, results)
     return results, duration_ms
 
 
-async def run_async_unit(task: Task, runs: list[TaskRun]) -> tuple[list[ItemResult], float]:
-    """Await an async task once for the runs, cancelling it after timeout_s."""
+async def run_async_unit(
+    task: Task, runs: list[TaskRun], on_success: OnSuccess | None = None
+) -> tuple[list[ItemResult], float]:
+    """Await an async task once for the runs, cancelling it after timeout_s.
+
+    While the coroutine runs, each run's control has `in_call` set, so a
+    cancel request may cancel the asyncio task then and only then.
+    """
     hooks = task.app.hooks
-    _fire_before(hooks, runs)
-    started = time.perf_counter()
-    try:
-        returned = await _await_with_timeout(task, call_function(task, runs))
-        results = split_results(task, runs, returned)
-    except BaseException as exc:  # noqa: BLE001 - includes CancelledError, reported as a failure
-        results = [ItemResult(error=exc) for _ in runs]
-    duration_ms = _elapsed_ms(started)
-    _fire_after(hooks, runs, results)
+    with capturing(attach_capture(runs)), running(current_of(task, runs)):
+        _fire_before(hooks, runs)
+        started = time.perf_counter()
+        _set_in_call(runs, True)
+        try:
+            returned = await _await_with_timeout(task, call_function(task, runs))
+            results = split_results(task, runs, returned)
+        except BaseException as exc:  # noqa: BLE001 - includes CancelledError, reported as a failure
+            results = [ItemResult(error=exc) for _ in runs]
+        finally:
+            _set_in_call(runs, False)
+        duration_ms = _elapsed_ms(started)
+        if on_success is not None:
+            await asyncio.to_thread(on_success, runs, results)
+        _fire_after(hooks, runs, results)
     return results, duration_ms
+
+
+def attach_capture(runs: list[TaskRun]) -> LogCapture:
+    """Return a new log capture for a unit and give it to each run's control.
+
+    A batch call's records belong to every message of the batch.
+    """
+    capture = LogCapture()
+    for run in runs:
+        if run.control is not None:
+            run.control.logs = capture
+    return capture
+
+
+def current_of(task: Task, runs: list[TaskRun]) -> TaskRun | None:
+    """Return the run that `conveyor.current_run()` gives: None for a batch call."""
+    return None if task.is_batch else runs[0]
+
+
+def _set_in_call(runs: list[TaskRun], in_call: bool) -> None:
+    for run in runs:
+        if run.control is not None:
+            run.control.in_call = in_call
 
 
 def call_function(task: Task, runs: list[TaskRun]) -> Any:

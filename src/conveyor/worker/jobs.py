@@ -15,6 +15,7 @@ from ..settings import QueueSettings
 from ..tasks.hooks import TaskRun
 from ..tasks.serialization import TaskBody
 from ..tasks.task import Task
+from .run_control import RunControl
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -23,6 +24,8 @@ DONE = "done"
 ACK = "ack"
 NACK = "nack"
 RELEASE = "release"
+# A nack with `cancelled`: the message finishes as cancelled.
+CANCEL = "cancel"
 
 MAX_ERROR_CHARS = 2000
 
@@ -53,14 +56,21 @@ class Job:
     the reason when the body is not a task call at all. `run` describes the
     attempt for hooks and child processes. `executor` is where the job
     runs (a thread's call slot or a child process), which can interrupt it
-    at its timeout. Times are time.monotonic() seconds.
+    at its timeout. `control` carries its cancel flag, progress and logs.
+    `idempotent` is true for a message with an idempotency key, and
+    `completed` when it arrived with a completion record of an earlier
+    attempt. Times are time.monotonic() seconds.
     """
 
     __slots__ = (
         "attempt",
         "call",
+        "completed",
+        "completed_result",
+        "control",
         "deadline",
         "executor",
+        "idempotent",
         "invalid",
         "lease_until",
         "max_attempts",
@@ -100,11 +110,16 @@ class Job:
         self.started_at = 0.0
         self.deadline: float | None = None
         self.executor: Any = None
+        self.control = RunControl()
+        self.idempotent = message.idempotency_key is not None
+        self.completed = message.completed_at is not None
+        self.completed_result = message.completed_result
         self.run: TaskRun | None = None
         if call is not None:
             self.run = TaskRun(
                 call.task_name, message.id, message.queue, message.receive_count,
                 max_attempts, call.args, call.kwargs, message.headers or {},
+                control=self.control,
             )
 
 
@@ -155,7 +170,27 @@ def success(job: Job, value: Any, duration_ms: float) -> Outcome:
     # task that keeps no result sends neither.
     if ttl_s > 0:
         entry.update(result=value, result_ttl_s=ttl_s, status="succeeded")
+    entry.update(job.control.final_report())
     return Outcome(job, ACK, entry, duration_ms)
+
+
+def recorded_success(job: Job) -> Outcome:
+    """Build the ack of a message whose earlier attempt recorded its completion."""
+    return success(job, job.completed_result, 0.0)
+
+
+def cancelled(job: Job, duration_ms: float) -> Outcome:
+    """Build the nack that finishes a job as cancelled: no retry, no DLQ."""
+    entry: dict[str, Any] = {
+        "id": job.message_id,
+        "receipt": job.receipt,
+        "cancelled": True,
+        "error": "cancelled by request while it ran",
+        # 0 keeps no result, as the task asked; the store's default is a day.
+        "result_ttl_s": job.task.result_ttl_s if job.task is not None else 0.0,
+    }
+    entry.update(job.control.final_report())
+    return Outcome(job, CANCEL, entry, duration_ms)
 
 
 def failure(job: Job, exc: BaseException, duration_ms: float, settings: QueueSettings) -> Outcome:
@@ -165,6 +200,7 @@ def failure(job: Job, exc: BaseException, duration_ms: float, settings: QueueSet
     """
     error = describe_error(exc)
     entry: dict[str, Any] = {"id": job.message_id, "receipt": job.receipt, "error": error}
+    entry.update(job.control.final_report())
     task = job.task
     if task is not None and task.result_ttl_s > 0:
         # The store keeps this result only if the nack dead-letters the message.
@@ -185,7 +221,12 @@ def result_outcome(
     job: Job, value: Any, error: BaseException | None, duration_ms: float,
     settings: QueueSettings,
 ) -> Outcome:
-    """Build the ack for a run that returned value, or the nack when error is set."""
+    """Build the ack for a run that returned value, or the nack when error is set.
+
+    A job whose cancel arrived while it ran is cancelled, whatever it returned.
+    """
+    if job.control.cancelled:
+        return cancelled(job, duration_ms)
     if error is None:
         return success(job, value, duration_ms)
     return failure(job, error, duration_ms, settings)

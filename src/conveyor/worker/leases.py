@@ -1,9 +1,12 @@
 """The lease keeper: extends leases in batches, fails and interrupts sync
-tasks that run past their timeout, and refreshes queue settings.
+tasks that run past their timeout, sends running tasks' progress, and
+refreshes queue settings.
 
 A lease is extended when 40% of it has passed, so a touch has more than
-half the visibility timeout to arrive before the lease would end. Touches
-that come due within the next tick go in the same batch.
+half the visibility timeout to arrive before the lease would end, and at
+least every CANCEL_CHECK_INTERVAL_S, because each touch result tells
+whether someone asked to cancel the message. Touches that come due within
+the next tick go in the same batch.
 """
 
 from __future__ import annotations
@@ -27,11 +30,15 @@ TOUCH_AT_FRACTION = 0.4
 MIN_TICK_S = 0.02
 MAX_TICK_S = 0.5
 TIMEOUT_TICK_S = 0.1
+# A worker learns of a cancel request for a message it holds within about
+# this long (plus a tick and a round trip). Each message held longer costs
+# one touch entry, a store write, this often.
+CANCEL_CHECK_INTERVAL_S = 1.0
 
 
 def touch_at(lease_start: float, visibility_timeout_s: float) -> float:
     """Return when a lease that started at lease_start should be extended."""
-    return lease_start + visibility_timeout_s * TOUCH_AT_FRACTION
+    return lease_start + min(visibility_timeout_s * TOUCH_AT_FRACTION, CANCEL_CHECK_INTERVAL_S)
 
 
 class LeaseKeeper:
@@ -63,6 +70,7 @@ class LeaseKeeper:
                 for job in self._worker.jobs.expire_overdue():
                     self._worker.interrupt(job)
                 self._touch_due_leases()
+                self._send_progress()
                 self._worker.settings.refresh_if_due()
             except Exception:  # the keeper must outlive a bug
                 logger.exception("Lease keeper failed; it continues at the next tick")
@@ -102,6 +110,41 @@ class LeaseKeeper:
             if result.ok:
                 job.lease_until = sent_at + visibility_timeout_s
                 job.touch_at = touch_at(sent_at, visibility_timeout_s)
+                if result.cancel_requested:
+                    worker.cancel_job(job)
             else:
                 worker.jobs.lease_lost(job, f"{result.error}: {result.detail}")
         return True
+
+    def _send_progress(self) -> None:
+        """Send the new progress of running tasks, at most once a second per task.
+
+        A failure is only logged: the last progress goes with the outcome.
+        """
+        due = self._worker.jobs.progress_due(time.monotonic())
+        by_queue: dict[str, list[tuple[Job, tuple[float, str | None]]]] = defaultdict(list)
+        for job, progress in due:
+            by_queue[job.queue].append((job, progress))
+        for queue, items in by_queue.items():
+            for start in range(0, len(items), MAX_ENTRY_BATCH):
+                self._send_progress_batch(queue, items[start : start + MAX_ENTRY_BATCH])
+
+    def _send_progress_batch(
+        self, queue: str, items: list[tuple[Job, tuple[float, str | None]]]
+    ) -> None:
+        entries = [
+            {"id": job.message_id, "receipt": job.receipt, "progress": fraction,
+             "progress_text": text}
+            for job, (fraction, text) in items
+        ]
+        try:
+            results = self._worker.client.progress(queue, entries)
+        except Exception as exc:  # noqa: BLE001 - progress is best effort
+            logger.warning(
+                "Sending the progress of %d tasks on queue %s failed: %s: %s",
+                len(items), queue, type(exc).__name__, exc,
+            )
+            return
+        for (job, _progress), result in zip(items, results):
+            if result.ok and result.cancel_requested:
+                self._worker.cancel_job(job)

@@ -34,6 +34,7 @@ from . import jobs as outcomes
 from .child import ChildConfig, child_main
 from .execution import ItemResult
 from .jobs import Job, RemoteTaskError
+from .run_control import LogCapture
 from .runners import begin_unit, complete_unit
 from .transient import RetryState
 
@@ -75,13 +76,18 @@ def describe_exit(exitcode: int | None) -> str:
 
 @dataclass(eq=False)
 class RunningUnit:
-    """A unit a child runs; `hard_deadline` is time.monotonic() seconds."""
+    """A unit a child runs; `hard_deadline` is time.monotonic() seconds.
+
+    `cancelled` is set when the child was killed because every job of the
+    unit was cancelled.
+    """
 
     id: int
     task: Task
     jobs: list[Job]
     hard_deadline: float | None
     interrupted: bool = False
+    cancelled: bool = False
 
 
 class ChildProcess:
@@ -122,6 +128,10 @@ class ChildProcess:
     def interrupt(self, job: Job) -> None:
         """Ask the child to raise TaskTimeout in the call that runs job."""
         self._runner.request(("interrupt", self, job))
+
+    def cancel(self, job: Job) -> None:
+        """Ask the supervisor to kill the child if every job of job's unit was cancelled."""
+        self._runner.request(("cancel", self, job))
 
     def _send_loop(self, commands: Connection) -> None:
         while (message := self._outbox.get()) is not None:
@@ -246,6 +256,8 @@ class ProcessRunner:
                 self._pending.append(request[1])
             elif kind == "interrupt":
                 self._interrupt(request[1], request[2])
+            elif kind == "cancel":
+                self._cancel(request[1], request[2])
             elif kind == "close":
                 self._close()
 
@@ -374,13 +386,34 @@ class ProcessRunner:
             hard_deadline = time.monotonic() + task.hard_timeout_s
         child.calls_started += 1
         child.units[self._next_unit_id] = RunningUnit(self._next_unit_id, task, started, hard_deadline)
-        child.send(("run", self._next_unit_id, task.name, outcomes.runs_of(started)))
+        # The child stores completion records itself, with these receipts.
+        receipts = [job.receipt if job.idempotent else None for job in started]
+        child.send(("run", self._next_unit_id, task.name, outcomes.runs_of(started), receipts))
 
     def _interrupt(self, child: ChildProcess, job: Job) -> None:
         for unit in child.units.values():
             if job in unit.jobs and not unit.interrupted:
                 unit.interrupted = True
                 child.send(("interrupt", unit.id))
+                return
+
+    def _cancel(self, child: ChildProcess, job: Job) -> None:
+        """Kill the child that runs job, once every job of its unit was cancelled.
+
+        A batch unit with other jobs left runs on; the cancelled job's
+        result is discarded when the batch ends.
+        """
+        if child not in self._children or child.killed_unit is not None:
+            return
+        for unit in child.units.values():
+            if job in unit.jobs and all(j.control.cancelled for j in unit.jobs):
+                unit.cancelled = True
+                logger.info(
+                    "Task %s (message %s) was cancelled; killing worker child process %d "
+                    "that runs it and starting a new one",
+                    unit.task.name, job.message_id, child.pid,
+                )
+                self._kill_child(child, unit)
                 return
 
     def _read_results(self, child: ChildProcess) -> None:
@@ -395,14 +428,28 @@ class ProcessRunner:
         if message[0] == "ready":
             self._on_ready(child)
             return
-        _, unit_id, items, duration_ms, resident_bytes = message
+        if message[0] == "progress":
+            self._on_progress(child, *message[1:])
+            return
+        _, unit_id, items, duration_ms, resident_bytes, logs = message
         unit = child.units.pop(unit_id, None)
         if unit is None:
             return
+        if logs is not None:
+            capture = LogCapture(logs)
+            for job in unit.jobs:
+                job.control.logs = capture
         results = [_item_result(item) for item in items]
         complete_unit(self._worker, unit.jobs, results, duration_ms)
         child.calls_done += 1
         self._check_recycling(child, resident_bytes)
+
+    def _on_progress(
+        self, child: ChildProcess, unit_id: int, index: int, fraction: float, text: str | None
+    ) -> None:
+        unit = child.units.get(unit_id)
+        if unit is not None and index < len(unit.jobs):
+            unit.jobs[index].control.report_progress(fraction, text)
 
     def _on_ready(self, child: ChildProcess) -> None:
         child.ready = True
@@ -438,12 +485,16 @@ class ProcessRunner:
                     break
 
     def _kill_for_hard_timeout(self, child: ChildProcess, unit: RunningUnit) -> None:
-        child.killed_unit = unit.id
         logger.warning(
             "Task %s (message %s) ran longer than its hard_timeout_s of %g s; killing "
             "worker child process %d and starting a new one",
             unit.task.name, unit.jobs[0].message_id, unit.task.hard_timeout_s, child.pid,
         )
+        self._kill_child(child, unit)
+
+    def _kill_child(self, child: ChildProcess, unit: RunningUnit) -> None:
+        """Kill a child because of `unit` and start its replacement; other units are released."""
+        child.killed_unit = unit.id
         child.process.kill()
         if not child.retiring and not self._closing:
             child.retiring = True
@@ -477,6 +528,12 @@ class ProcessRunner:
         """Fail the jobs of a unit whose child died, or release them if another unit caused it."""
         task = unit.task
         error: BaseException | None = None
+        if unit.cancelled:
+            for job in unit.jobs:
+                elapsed_ms = (time.monotonic() - job.started_at) * 1000.0
+                self._worker.jobs.settle(job, outcomes.cancelled(job, elapsed_ms))
+                self._worker.capacity.finished()
+            return
         if child.killed_unit == unit.id:
             error = HardTimeout(
                 f"task {task.name} ran longer than its hard_timeout_s of "

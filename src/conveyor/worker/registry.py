@@ -43,14 +43,15 @@ class JobRegistry:
     def register(self, jobs: list[Job]) -> bool:
         """Add newly leased jobs; return True if the worker is stopping.
 
-        Jobs without a task, and every job once the worker is stopping, are
-        marked DONE at once, because they must not run.
+        Jobs without a task, jobs whose completion an earlier attempt
+        recorded, and every job once the worker is stopping, are marked
+        DONE at once, because they must not run.
         """
         with self._lock:
             stopping = self._stopping.is_set()
             for job in jobs:
                 self._jobs[job.receipt] = job
-                if stopping or job.task is None:
+                if stopping or job.task is None or job.completed:
                     job.state = DONE
         return stopping
 
@@ -142,6 +143,26 @@ class JobRegistry:
             error = outcomes.timeout_error(job.task)
             self._reporter.add(outcomes.failure(job, error, elapsed_ms, self._settings.get(job.queue)))
         return overdue
+
+    def cancel_queued(self, job: Job) -> bool:
+        """Finish a job that has not started as cancelled; return False if it started."""
+        with self._lock:
+            if job.state != QUEUED:
+                return False
+            job.state = DONE
+        self._reporter.add(outcomes.cancelled(job, 0.0))
+        return True
+
+    def progress_due(self, now: float) -> list[tuple[Job, tuple[float, str | None]]]:
+        """Return the running jobs whose new progress is due to be sent, with that progress."""
+        with self._lock:
+            running = [job for job in self._jobs.values() if job.state == RUNNING]
+        due = []
+        for job in running:
+            progress = job.control.take_progress(now)
+            if progress is not None:
+                due.append((job, progress))
+        return due
 
     def leases_due(self, horizon: float) -> list[Job]:
         """Return the held jobs whose lease should be extended by `horizon`."""

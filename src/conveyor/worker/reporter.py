@@ -203,6 +203,13 @@ class Reporter:
             logger.info(
                 "Task %s %s succeeded in %.1f ms", job.task_name, job.message_id, outcome.duration_ms
             )
+        elif result.outcome == "cancelled":
+            # A cancelled nack, or a retry the service turned into a cancel
+            # because the cancel request arrived before the worker saw it.
+            logger.info(
+                "Task %s %s cancelled after %.1f ms", job.task_name, job.message_id,
+                outcome.duration_ms,
+            )
         elif outcome.kind == RELEASE:
             self.released += 1
             logger.debug("Message %s on queue %s released", job.message_id, job.queue)

@@ -15,9 +15,11 @@ import threading
 from typing import TYPE_CHECKING
 
 from . import jobs as outcomes
+from .completions import make_recorder
 from .execution import ItemResult, run_async_unit, run_sync_unit
 from .interrupt import CallSlot
 from .jobs import Job
+from .run_control import RunControl
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -31,6 +33,12 @@ def begin_unit(worker: Worker, unit: list[Job]) -> list[Job]:
     for _ in range(len(unit) - len(started)):
         worker.capacity.finished()
     return started
+
+
+def unit_recorder(worker: Worker, unit: list[Job]):
+    """Return the completion recorder of a unit, or None if no job has an idempotency key."""
+    receipts = [job.receipt if job.idempotent else None for job in unit]
+    return make_recorder(worker.client, receipts)
 
 
 def complete_unit(
@@ -101,7 +109,8 @@ class ThreadRunner:
         assert task is not None
         self._set_busy(1)
         try:
-            results, duration_ms = run_sync_unit(task, outcomes.runs_of(unit), slot)
+            recorder = unit_recorder(self._worker, unit)
+            results, duration_ms = run_sync_unit(task, outcomes.runs_of(unit), slot, recorder)
         except Exception as exc:  # the thread must survive a worker bug
             logger.exception("Runner failed to run task %s", task.name)
             results, duration_ms = [ItemResult(error=exc) for _ in unit], 0.0
@@ -184,9 +193,27 @@ class AsyncRunner:
                 return
             task = started[0].task
             assert task is not None
-            results, duration_ms = await run_async_unit(task, outcomes.runs_of(started))
+            if not task.is_batch:
+                self._cancel_on_request(started[0].control)
+            recorder = unit_recorder(worker, started)
+            results, duration_ms = await run_async_unit(
+                task, outcomes.runs_of(started), recorder
+            )
             complete_unit(worker, started, results, duration_ms)
         except Exception:  # one unit's bug must not stop the loop
             logger.exception("Async runner failed to report a unit of %d messages", len(unit))
         finally:
+            for job in unit:
+                job.control.set_on_cancel(None)
             self._slots.release()
+
+    def _cancel_on_request(self, control: RunControl) -> None:
+        """Make a cancel request cancel this asyncio task while it is in the task's call."""
+        task = asyncio.current_task()
+        assert task is not None
+
+        def cancel_in_call() -> None:
+            if control.in_call and not task.done():
+                task.cancel()
+
+        control.set_on_cancel(lambda: self._loop.call_soon_threadsafe(cancel_in_call))

@@ -50,6 +50,7 @@ from .processes import ProcessRunner
 from .queue_settings import QueueSettingsCache
 from .registry import JobRegistry
 from .reporter import Reporter
+from .run_control import install_capture_handler
 from .runners import AsyncRunner, ThreadRunner
 from .transient import RetryState, is_transient
 
@@ -211,6 +212,7 @@ class Worker:
         return f"concurrency {self.concurrency}"
 
     def _start_threads(self) -> None:
+        install_capture_handler()
         self.reporter = Reporter(self.client, self._forget_job, self.app.hooks)
         self.jobs = JobRegistry(self.capacity, self.reporter, self.settings, self.stopping)
         self.lease_keeper = LeaseKeeper(self)
@@ -264,12 +266,13 @@ class Worker:
 
         Settles the `requested` capacity slots before any job can start.
         A message that cannot run (not a task call, unknown task) gets its
-        outcome at once. After a stop, every message is released.
+        outcome at once, and so does one whose completion an earlier
+        attempt recorded. After a stop, every message is released.
         """
         lease_until = lease_started_at + visibility_timeout_s
         first_touch_at = touch_at(lease_started_at, visibility_timeout_s)
         jobs = [self._make_job(m, lease_until, first_touch_at) for m in messages]
-        runnable = [job for job in jobs if job.task is not None]
+        runnable = [job for job in jobs if job.task is not None and not job.completed]
         if self.jobs.register(jobs):
             self.capacity.settle(requested, 0)
             for job in jobs:
@@ -279,6 +282,8 @@ class Worker:
         for job in jobs:
             if job.task is None:
                 self.reporter.add(self._unrunnable_outcome(job))
+            elif job.completed:
+                self._ack_recorded(job)
         self.capacity.settle(requested, len(runnable))
         batched = [job for job in runnable if job.task.is_batch]  # type: ignore[union-attr]
         single = [[job] for job in runnable if not job.task.is_batch]  # type: ignore[union-attr]
@@ -306,6 +311,34 @@ class Worker:
 
     def _forget_job(self, job: Job) -> None:
         self.jobs.forget(job)
+
+    def _ack_recorded(self, job: Job) -> None:
+        logger.info(
+            "Task %s %s finished in an earlier attempt that recorded its result "
+            "before the worker stopped; acking it without running it again",
+            job.task_name, job.message_id,
+        )
+        self.reporter.add(outcomes.recorded_success(job))
+
+    def cancel_job(self, job: Job) -> None:
+        """Stop a job whose message someone asked to cancel, as far as its mode allows.
+
+        A job that has not started finishes as cancelled at once. A running
+        one gets its cancel flag set: an async task is also cancelled at its
+        current await, and a task in a child process has its child killed.
+        The job's outcome is then `cancelled`, whatever the call returns.
+        """
+        if self.jobs.cancel_queued(job):
+            logger.info("Task %s %s cancelled before it started", job.task_name, job.message_id)
+            return
+        if job.state != RUNNING or not job.control.cancel():
+            return
+        logger.info(
+            "Cancel requested for running task %s %s; stopping it", job.task_name, job.message_id
+        )
+        cancel = getattr(job.executor, "cancel", None)
+        if cancel is not None:
+            cancel(job)
 
     def _make_job(self, message: Message, lease_until: float, first_touch_at: float) -> Job:
         settings = self.settings.get(message.queue)

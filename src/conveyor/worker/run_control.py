@@ -1,0 +1,174 @@
+"""The state a worker shares with one running attempt: its cancel flag,
+its progress and the log records it emits.
+
+Each job gets a RunControl, which its TaskRun carries as `control`.
+Threads of the worker read and write it (the runner, the lease keeper,
+the supervisor of child processes), so its changes happen under a lock.
+
+Log capture: one handler on the root logger appends each record to the
+LogCapture of the attempt that emitted it. A context variable names that
+capture, so records of the task's thread or asyncio task (and of asyncio
+tasks it starts) are captured, and records of other threads are not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+
+from ..reports import MAX_LOG_BYTES, NOTE_RESERVE_BYTES, cut_note
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The worker sends a task's progress at most this often; the last value
+# always goes with the outcome.
+PROGRESS_INTERVAL_S = 1.0
+
+_current_capture: ContextVar[LogCapture | None] = ContextVar(
+    "conveyor_log_capture", default=None
+)
+
+
+class LogCapture:
+    """The log text of one attempt, cut at MAX_LOG_BYTES with a note."""
+
+    def __init__(self, text: str = "") -> None:
+        self._lock = threading.Lock()
+        self._parts: list[str] = [text] if text else []
+        self._size = len(text.encode("utf-8", "replace"))
+        self._dropped_bytes = 0
+
+    def append(self, line: str) -> None:
+        size = len(line.encode("utf-8", "replace"))
+        with self._lock:
+            if self._dropped_bytes or self._size + size > MAX_LOG_BYTES - NOTE_RESERVE_BYTES:
+                self._dropped_bytes += size
+                return
+            self._parts.append(line)
+            self._size += size
+
+    def text(self) -> str | None:
+        """Return the captured text with its cut note, or None when nothing was logged."""
+        with self._lock:
+            if not self._parts and not self._dropped_bytes:
+                return None
+            text = "".join(self._parts)
+            if self._dropped_bytes:
+                text += cut_note(self._dropped_bytes)
+            return text
+
+
+class CaptureHandler(logging.Handler):
+    """A logging handler that appends each record to the capture of the attempt that emitted it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        capture = _current_capture.get()
+        if capture is None:
+            return
+        try:
+            capture.append(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 - logging must never break the task
+            self.handleError(record)
+
+
+_handler_lock = threading.Lock()
+_handler: CaptureHandler | None = None
+
+
+def install_capture_handler() -> None:
+    """Add the capture handler to the root logger, once per process.
+
+    It captures only records that reach the root logger's handlers, so a
+    record below its logger's level is not captured either.
+    """
+    global _handler
+    with _handler_lock:
+        if _handler is None:
+            _handler = CaptureHandler()
+            logging.getLogger().addHandler(_handler)
+
+
+@contextlib.contextmanager
+def capturing(capture: LogCapture) -> Iterator[None]:
+    """Capture the log records emitted inside the block."""
+    token = _current_capture.set(capture)
+    try:
+        yield
+    finally:
+        _current_capture.reset(token)
+
+
+class RunControl:
+    """One job's cancel flag, last progress and log capture.
+
+    `report_progress` keeps only the latest value; `take_progress` hands
+    it to the sender once it is due. `on_cancel`, when set, is called once
+    when the cancel arrives (an async runner cancels its asyncio task).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.cancelled = False
+        self.in_call = False
+        self.logs: LogCapture | None = None
+        self.progress: float | None = None
+        self.progress_text: str | None = None
+        self._progress_unsent = False
+        self._progress_sent_at = 0.0
+        self._on_cancel: Callable[[], None] | None = None
+
+    def cancel(self) -> bool:
+        """Set the cancel flag; return False if it was set already."""
+        with self._lock:
+            if self.cancelled:
+                return False
+            self.cancelled = True
+            on_cancel = self._on_cancel
+        if on_cancel is not None:
+            on_cancel()
+        return True
+
+    def set_on_cancel(self, callback: Callable[[], None] | None) -> None:
+        with self._lock:
+            self._on_cancel = callback
+            call_now = callback is not None and self.cancelled
+        if call_now:
+            callback()  # type: ignore[misc]
+
+    def report_progress(self, fraction: float, text: str | None) -> None:
+        with self._lock:
+            self.progress = fraction
+            self.progress_text = text
+            self._progress_unsent = True
+
+    def take_progress(self, now: float) -> tuple[float, str | None] | None:
+        """Return the latest progress if it is unsent and due, else None.
+
+        It is due once PROGRESS_INTERVAL_S passed since the last send.
+        """
+        with self._lock:
+            if not self._progress_unsent or now - self._progress_sent_at < PROGRESS_INTERVAL_S:
+                return None
+            self._progress_unsent = False
+            self._progress_sent_at = now
+            return self.progress, self.progress_text  # type: ignore[return-value]
+
+    def final_report(self) -> dict[str, object]:
+        """Return the entry keys an ack or nack adds: the attempt's logs and last progress."""
+        report: dict[str, object] = {}
+        logs = self.logs.text() if self.logs is not None else None
+        if logs is not None:
+            report["logs"] = logs
+        with self._lock:
+            if self.progress is not None:
+                report["progress"] = self.progress
+                if self.progress_text is not None:
+                    report["progress_text"] = self.progress_text
+        return report
+
