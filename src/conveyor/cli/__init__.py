@@ -13,7 +13,9 @@ import click
 
 from .. import __version__
 
-COMMAND_MODULES = ("server", "migrate", "queues", "messages", "dlq", "worker", "demo")
+COMMAND_MODULES = (
+    "server", "migrate", "queues", "messages", "message", "dlq", "worker", "demo",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
