@@ -43,8 +43,8 @@ class TaskRun:
 
     `attempt` counts deliveries from 1, and `max_attempts` is the message's
     or its queue's limit. `args` and `kwargs` are the decoded call.
-    `control` is the worker's link to the running attempt (its cancel flag,
-    progress and log capture); it is None outside a worker and is not
+    `control` is the worker's link to the running attempt: its cancel flag,
+    progress and log capture. It is None outside a worker. It is not
     pickled, so each process attaches its own.
     """
 

@@ -4,7 +4,7 @@ refreshes queue settings.
 
 A lease is extended when 40% of it has passed, so a touch has more than
 half the visibility timeout to arrive before the lease would end, and at
-least every CANCEL_CHECK_INTERVAL_S, because each touch result tells
+least every CANCEL_CHECK_INTERVAL_S, because each touch result reports
 whether someone asked to cancel the message. Touches that come due within
 the next tick go in the same batch.
 """
@@ -30,9 +30,9 @@ TOUCH_AT_FRACTION = 0.4
 MIN_TICK_S = 0.02
 MAX_TICK_S = 0.5
 TIMEOUT_TICK_S = 0.1
-# A worker learns of a cancel request for a message it holds within about
-# this long (plus a tick and a round trip). Each message held longer costs
-# one touch entry, a store write, this often.
+# A worker learns of a cancel request for a message it has leased within
+# about this long (plus a tick and a round trip). Each message leased for
+# longer costs one touch entry, a store write, this often.
 CANCEL_CHECK_INTERVAL_S = 1.0
 
 
