@@ -667,3 +667,69 @@ def test_breaker_defaults(engine):
         "redrive_on_close": False,
         "redrive_rate_per_s": None,
     }
+
+
+# RetryAfter (nack with retry_after_s) ----------------------------------------------
+
+
+def test_retry_after_gives_attempt_back(engine, clock):
+    engine.create_queue("api", {"max_attempts": 1})
+    post(engine, "api", "a")
+    for _ in range(3):
+        [message] = engine.reserve("api")
+        assert message.receive_count == 1
+        [result] = engine.nack("api", [lease(message, retry_after_s=30, error="HTTP 429")])
+        assert result.ok
+        assert result.outcome == "retried"
+        assert engine.reserve("api") == []
+        clock.advance(30)
+
+    [message] = engine.reserve("api")
+    assert message.last_error == "HTTP 429"
+    assert engine.stats("api").dead == 0
+
+
+def test_retry_after_counts_breaker_failure(engine):
+    engine.create_queue("api", {"breaker": {"min_attempts": 2, "cooldown_s": 60}})
+    post(engine, "api", 1, 2)
+    messages = engine.reserve("api", 2)
+    engine.nack("api", [lease(m, retry_after_s=1) for m in messages])
+    status = engine.stats("api").breaker
+    assert status["failures"] == 2
+    assert status["state"] == "open"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"retry_after_s": 0},
+        {"retry_after_s": -1},
+        {"retry_after_s": 86_401},
+        {"retry_after_s": float("inf")},
+        {"retry_after_s": "5"},
+        {"retry_after_s": True},
+        {"retry_after_s": 5, "delay_s": 1},
+        {"retry_after_s": 5, "delay_s": 0},
+        {"retry_after_s": 5, "dead": True},
+        {"retry_after_s": 5, "release": True},
+    ],
+)
+def test_retry_after_invalid(engine, extra):
+    engine.create_queue("api")
+    post(engine, "api", "a")
+    [message] = engine.reserve("api")
+    with pytest.raises(ValidationError) as caught:
+        engine.nack("api", [lease(message, **extra)])
+    assert "retry_after_s" in str(caught.value)
+    assert engine.stats("api").reserved == 1
+    [result] = engine.ack("api", [lease(message)])
+    assert result.ok
+
+
+def test_retry_after_stale_receipt(engine, clock):
+    engine.create_queue("api", {"visibility_timeout_s": 5})
+    post(engine, "api", "a")
+    [message] = engine.reserve("api")
+    clock.advance(6)
+    [result] = engine.nack("api", [lease(message, retry_after_s=10)])
+    assert result.error == "stale-receipt"

@@ -226,3 +226,32 @@ def test_invalid_breaker_setting(api: httpx.Client) -> None:
     problem = assert_problem(response, 422, "invalid-request")
     assert "breaker.failure_ratio" in problem["detail"]
     assert settings_of(api, queue)["breaker"] is None
+
+
+# RetryAfter ------------------------------------------------------------------
+
+
+def test_nack_retry_after_over_http(api: httpx.Client) -> None:
+    queue = new_queue(api, max_attempts=1)
+    post(api, queue, "a")
+    [message] = reserve(api, queue)
+    entry = {"id": message["id"], "receipt": message["receipt"], "retry_after_s": 60}
+    response = api.post(f"/queues/{queue}/nack", json={"entries": [entry]})
+    [result] = valid(schemas.EntryResults, response)["results"]
+    assert result["ok"] is True
+    assert result["outcome"] == "retried"
+    counts = stats(api, queue)
+    assert counts["delayed"] == 1
+    assert counts["dead"] == 0
+
+
+@pytest.mark.parametrize("value", [0, -5, 86_401, "60", True])
+def test_nack_retry_after_invalid(api: httpx.Client, value: Any) -> None:
+    queue = new_queue(api)
+    post(api, queue, "a")
+    [message] = reserve(api, queue)
+    entry = {"id": message["id"], "receipt": message["receipt"], "retry_after_s": value}
+    response = api.post(f"/queues/{queue}/nack", json={"entries": [entry]})
+    problem = assert_problem(response, 422, "invalid-request")
+    assert "retry_after_s" in problem["detail"]
+    assert stats(api, queue)["reserved"] == 1

@@ -13,6 +13,7 @@ EXPORTED = {
     "NewMessage",
     "Reject",
     "ResultTimeout",
+    "RetryAfter",
     "Task",
     "TaskCancelled",
     "TaskError",

@@ -297,7 +297,9 @@ class Engine:
 
         Entry keys: `delay_s` overrides the backoff, `error` is kept as the
         last error, `dead` dead-letters now, `release` returns the message at
-        once without using up an attempt.
+        once without using up an attempt. `retry_after_s` returns it after
+        that delay without using up an attempt, and counts as a failure for
+        the queue's circuit breaker.
         """
         return self._submit_entries("nack", queue, entries).result()
 

@@ -212,8 +212,10 @@ def _check_retry_after(entry: dict[str, Any], index: int) -> float | None:
             f"and at most {MAX_RETRY_AFTER_S:g} seconds (one day)",
             index=index,
         )
+    # `is`, because 0 == False: an explicit delay_s of 0 clashes too.
     clashing = [
-        key for key in ("delay_s", "dead", "release") if entry.get(key) not in (None, False)
+        key for key in ("delay_s", "dead", "release")
+        if entry.get(key) is not None and entry.get(key) is not False
     ]
     if clashing:
         raise ValidationError(

@@ -336,6 +336,11 @@ class NackEntry(ReceiptEntry):
     delay_s: float | None = Field(
         None, description="Retry delay instead of the backoff"
     )
+    retry_after_s: float | None = Field(
+        None,
+        description="Back after this delay (above 0, up to a day) without using "
+        "an attempt; the circuit breaker counts a failure",
+    )
     error: str | None = Field(None, description="Kept as the message's last error")
     dead: bool = Field(False, description="Move to the DLQ now")
     release: bool = Field(False, description="Return now without using an attempt")

@@ -8,15 +8,18 @@ decisions come from `flow.py`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
 from ..errors import ValidationError
-from ..models import BreakerEvent, BreakerReport, BreakerStatus, QueueStats
+from ..models import BreakerEvent, BreakerReport, BreakerStatus, EntryResult, QueueStats
 from ..settings import QueueSettings
 from . import flow
 from .flow import BreakerChange, FlowState
+
+logger = logging.getLogger(__name__)
 
 Execute = Callable[[str, Any], Any]
 
@@ -126,6 +129,16 @@ def finish_reserve(
 
 def _count_in_flight(execute: Execute, sql: ModuleType, queue: str, now: float) -> int:
     return execute(sql.COUNT_IN_FLIGHT, (queue, now)).fetchone()[0]
+
+
+def deferred_result(message_id: str, queue: str, delay_s: float) -> EntryResult:
+    """Build the result of a nack with retry_after_s, and log the deferral."""
+    logger.info(
+        "Message %s on queue %s deferred by its task for %.3f s; the attempt is not counted",
+        message_id, queue, delay_s,
+    )
+    detail = f"retry in {delay_s:.3f}s; retry_after_s gave the attempt back"
+    return EntryResult(message_id, True, outcome="retried", detail=detail)
 
 
 # Breaker -------------------------------------------------------------------

@@ -77,6 +77,13 @@ COUNT_IN_FLIGHT = (
     "AND reserved_until > %s"
 )
 
+# A nack with retry_after_s: back after the delay, with the attempt given back.
+DEFER_MESSAGE = (
+    "UPDATE messages SET state = 'delayed', due_at = %s, receipt = NULL, "
+    "reserved_until = NULL, receive_count = greatest(receive_count - 1, 0), "
+    "last_error = coalesce(%s, last_error) WHERE seq = %s"
+)
+
 # Breaker outcomes and events.
 ADD_OUTCOMES = (
     "INSERT INTO breaker_outcomes AS o (queue, bucket, successes, failures) "

@@ -81,6 +81,13 @@ COUNT_IN_FLIGHT = (
 )
 SELECT_FLOW_WAKE = "SELECT wake_at FROM queue_flow WHERE queue = ?"
 
+# A nack with retry_after_s: back after the delay, with the attempt given back.
+DEFER_MESSAGE = (
+    "UPDATE messages SET state = 'delayed', due_at = ?, receipt = NULL, "
+    "reserved_until = NULL, receive_count = max(receive_count - 1, 0), "
+    "last_error = coalesce(?, last_error) WHERE seq = ?"
+)
+
 # Breaker outcomes and events.
 ADD_OUTCOMES = (
     "INSERT INTO breaker_outcomes (queue, bucket, successes, failures) "

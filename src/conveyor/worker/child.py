@@ -11,8 +11,9 @@ where a receipt is None for a run without an idempotency key,
 ("interrupt", unit_id) and ("stop",). Messages to the parent: ("ready",
 pid), ("progress", unit_id, index, fraction, text) and ("done", unit_id,
 items, duration_ms, resident_bytes, logs), where an item is ("ok", value)
-or ("error", description, permanent, traceback_text) and logs is the
-unit's captured log text or None.
+or ("error", description, permanent, traceback_text, retry_after_s),
+retry_after_s being None unless the task raised RetryAfter, and logs is
+the unit's captured log text or None.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ..errors import Reject, TaskTimeout
+from ..errors import Reject, RetryAfter, TaskTimeout
 from ..tasks.app import Conveyor
 from ..tasks.hooks import TaskRun
 from ..tasks.task import Task
 from .completions import make_recorder
 from .execution import ItemResult, run_async_unit, run_sync_unit
 from .interrupt import CallSlot
-from .jobs import describe_error, is_permanent
+from .jobs import describe_error, is_permanent, requested_retry_after_s
 from .run_control import LogCapture, install_capture_handler
 
 logger = logging.getLogger(__name__)
@@ -278,6 +279,7 @@ def _wire_item(task: Task | None, result: ItemResult) -> tuple[Any, ...]:
     if exc is None:
         return ("ok", result.value)
     text = ""
-    if not isinstance(exc, (Reject, TaskTimeout)):
+    if not isinstance(exc, (Reject, RetryAfter, TaskTimeout)):
         text = "".join(traceback.format_exception(exc))
-    return ("error", describe_error(exc), is_permanent(task, exc), text)
+    retry_after_s = requested_retry_after_s(exc)
+    return ("error", describe_error(exc), is_permanent(task, exc), text, retry_after_s)

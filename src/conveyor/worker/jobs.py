@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Reject, TaskTimeout
+from ..errors import Reject, RetryAfter, TaskTimeout
 from ..models import Message
 from ..policy import retry_delay_s
 from ..settings import QueueSettings
@@ -39,14 +39,22 @@ class RemoteTaskError(Exception):
 
     `description` is the original `Type: message` text, and `permanent` is
     true when the failure skips retries. `traceback_text` is the child's
-    formatted traceback, or "" when none is worth logging.
+    formatted traceback, or "" when none is worth logging. `retry_after_s`
+    is the delay of a RetryAfter, or None for any other exception.
     """
 
-    def __init__(self, description: str, permanent: bool, traceback_text: str) -> None:
+    def __init__(
+        self,
+        description: str,
+        permanent: bool,
+        traceback_text: str,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(description)
         self.description = description
         self.permanent = permanent
         self.traceback_text = traceback_text
+        self.retry_after_s = retry_after_s
 
 
 class Job:
@@ -205,6 +213,11 @@ def failure(job: Job, exc: BaseException, duration_ms: float, settings: QueueSet
     if task is not None and task.result_ttl_s > 0:
         # The store keeps this result only if the nack dead-letters the message.
         entry["result_ttl_s"] = task.result_ttl_s
+    retry_after_s = requested_retry_after_s(exc)
+    if retry_after_s is not None:
+        # The store gives the attempt back, so no backoff applies.
+        entry["retry_after_s"] = retry_after_s
+        return Outcome(job, NACK, entry, duration_ms, error, delay_s=retry_after_s, exc=exc)
     if is_permanent(task, exc):
         entry["dead"] = True
         return Outcome(job, NACK, entry, duration_ms, error, permanent=True, exc=exc)
@@ -242,6 +255,15 @@ def invalid_message(job: Job) -> Outcome:
 def release(job: Job) -> Outcome:
     entry = {"id": job.message_id, "receipt": job.receipt, "release": True}
     return Outcome(job, RELEASE, entry)
+
+
+def requested_retry_after_s(exc: BaseException) -> float | None:
+    """Return the delay a task asked for by raising RetryAfter, else None."""
+    if isinstance(exc, RemoteTaskError):
+        return exc.retry_after_s
+    if isinstance(exc, RetryAfter):
+        return exc.seconds
+    return None
 
 
 def is_permanent(task: Task | None, exc: BaseException) -> bool:

@@ -572,5 +572,6 @@ class ProcessRunner:
 def _item_result(item: tuple[Any, ...]) -> ItemResult:
     if item[0] == "ok":
         return ItemResult(value=item[1])
-    _, description, permanent, traceback_text = item
-    return ItemResult(error=RemoteTaskError(description, permanent, traceback_text))
+    _, description, permanent, traceback_text, retry_after_s = item
+    error = RemoteTaskError(description, permanent, traceback_text, retry_after_s)
+    return ItemResult(error=error)
