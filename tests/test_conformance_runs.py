@@ -239,6 +239,23 @@ def test_lease_expiry_after_cancel_request_cancels(engine, queue, clock):
     assert engine.reserve(queue) == []
 
 
+def test_completion_record_wins_over_cancel(engine, queue, clock):
+    post_one(engine, queue)
+    message = reserve_one(engine, queue)
+    engine.complete(queue, [lease(message, result="charged")])
+    engine.cancel(message.id)
+    clock.advance(31)
+    engine.sweep()
+
+    redelivered = reserve_one(engine, queue)
+    [result] = engine.ack(queue, [lease(redelivered, result=redelivered.completed_result)])
+
+    assert redelivered.completed_result == "charged"
+    assert result.outcome == "acked"
+    assert engine.get_result(message.id).status == "succeeded"
+    assert engine.get_result(message.id).value == "charged"
+
+
 def test_cancel_expired_lease_removes_at_once(engine, queue, clock):
     post_one(engine, queue)
     message = reserve_one(engine, queue)

@@ -51,13 +51,15 @@ def expiry_action(
 ) -> tuple[str, float]:
     """Adjust the usual decision for an expired lease.
 
-    A cancel request finishes the message as cancelled. A completion record
-    sends it back at once, even after its last attempt, so a consumer acks it.
+    A completion record sends it back at once, even after its last attempt,
+    so a consumer acks it. It wins over a cancel request, because the task
+    already ran: calling it cancelled would hide a side effect that happened.
+    Otherwise a cancel request finishes the message as cancelled.
     """
-    if cancel_requested:
-        return CANCELLED, 0.0
     if completed:
         return outcomes.RETRIED, 0.0
+    if cancel_requested:
+        return CANCELLED, 0.0
     return action, delay_s
 
 
