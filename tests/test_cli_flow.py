@@ -171,3 +171,51 @@ def test_breaker_command_without_breaker(cli: Cli) -> None:
     done = cli("queue", "breaker", "plain", "--open")
     assert done.returncode == 1
     assert "has no circuit breaker" in done.stderr
+
+
+# Redrive jobs --------------------------------------------------------------------
+
+
+def dead_jobs(cli: Cli, count: int) -> None:
+    cli.ok("queue", "create", "jobs")
+    with connect(cli.url) as client:
+        client.post("jobs", [NewMessage(i) for i in range(count)])
+        messages = client.reserve("jobs", max_messages=count)
+        client.nack("jobs", [{"id": m.id, "receipt": m.receipt, "dead": True} for m in messages])
+
+
+def test_background_redrive_creates_job(cli: Cli) -> None:
+    dead_jobs(cli, 3)
+    out = cli.ok("dlq", "redrive", "jobs", "--background", "--rate", "5")
+    assert out.startswith("Started redrive job ")
+    assert "of DLQ jobs.dlq (5 messages per second)" in out
+    [job] = cli.json("dlq", "jobs")["jobs"]
+    assert (job["dlq"], job["state"], job["rate_per_s"]) == ("jobs.dlq", "active", 5)
+    listed = cli.ok("dlq", "jobs", "jobs")
+    assert header_line(listed, job["id"]).split()[1:5] == ["jobs.dlq", "active", "0", "5/s"]
+
+    assert cli.ok("dlq", "cancel", job["id"]).strip() == (
+        f"Cancelled redrive job {job['id']} after 0 messages moved."
+    )
+    assert cli.ok("dlq", "cancel", job["id"]).strip() == (
+        f"Redrive job {job['id']} had already finished (cancelled); nothing changed."
+    )
+    assert cli.json("dlq", "jobs", "--state", "active")["jobs"] == []
+
+
+def test_rate_needs_background(cli: Cli) -> None:
+    dead_jobs(cli, 1)
+    done = cli("dlq", "redrive", "jobs", "--rate", "5")
+    assert done.returncode == 2
+    assert "--rate and --source-queue need --background" in done.stderr
+    assert cli.json("queue", "show", "jobs.dlq")["stats"]["dead"] == 1
+
+
+def test_jobs_empty(cli: Cli) -> None:
+    assert cli.ok("dlq", "jobs").strip() == "No redrive jobs."
+
+
+def test_cancel_unknown_job(cli: Cli) -> None:
+    done = cli("dlq", "cancel", "nope")
+    assert done.returncode == 1
+    assert "no redrive job with id 'nope'" in done.stderr

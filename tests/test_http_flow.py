@@ -6,6 +6,7 @@ settings did not change.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, Iterator
 
@@ -255,3 +256,83 @@ def test_nack_retry_after_invalid(api: httpx.Client, value: Any) -> None:
     problem = assert_problem(response, 422, "invalid-request")
     assert "retry_after_s" in problem["detail"]
     assert stats(api, queue)["reserved"] == 1
+
+
+# Redrive jobs ----------------------------------------------------------------
+
+
+def dead_queue(api: httpx.Client, count: int) -> str:
+    queue = new_queue(api)
+    post(api, queue, *range(count))
+    messages = reserve(api, queue)
+    entries = [{"id": m["id"], "receipt": m["receipt"], "dead": True} for m in messages]
+    response = api.post(f"/queues/{queue}/nack", json={"entries": entries})
+    assert response.status_code == 200, response.text
+    return queue
+
+
+def wait_for_job(api: httpx.Client, job_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        response = api.get(f"/redrive-jobs/{job_id}")
+        job = valid(schemas.RedriveJobModel, response)
+        if job["state"] != "active":
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+
+
+def test_background_redrive_runs_on_server(api: httpx.Client) -> None:
+    queue = dead_queue(api, 6)
+    body = {"background": True, "rate_per_s": 50, "source_queue": queue}
+    response = api.post(f"/queues/{queue}.dlq/redrive", json=body)
+    assert response.status_code == 202, response.text
+    job = valid(schemas.RedriveJobModel, response)
+    assert job["state"] == "active"
+    assert job["rate_per_s"] == 50
+
+    finished = wait_for_job(api, job["id"])
+    assert (finished["state"], finished["moved"]) == ("done", 6)
+    assert stats(api, queue)["ready"] == 6
+    listed = valid(schemas.RedriveJobList, api.get("/redrive-jobs", params={"dlq": f"{queue}.dlq"}))
+    assert [j["id"] for j in listed["jobs"]] == [job["id"]]
+
+
+def test_cancel_job_over_http(api: httpx.Client) -> None:
+    queue = dead_queue(api, 3)
+    body = {"background": True, "rate_per_s": 0.01}
+    job = api.post(f"/queues/{queue}.dlq/redrive", json=body).json()
+    response = api.post(f"/redrive-jobs/{job['id']}/cancel")
+    cancelled = valid(schemas.RedriveJobModel, response)
+    assert cancelled["state"] == "cancelled"
+    assert cancelled["moved"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"background": True, "rate_per_s": 0}, "rate_per_s"),
+        ({"background": True, "message_ids": ["x"]}, "message_ids"),
+        ({"rate_per_s": 5}, "rate_per_s"),
+        ({"source_queue": "a"}, "source_queue"),
+        ({"background": True, "source_queue": "bad name"}, "source_queue"),
+    ],
+)
+def test_background_redrive_invalid(api: httpx.Client, body: dict[str, Any], field: str) -> None:
+    queue = dead_queue(api, 1)
+    response = api.post(f"/queues/{queue}.dlq/redrive", json=body)
+    problem = assert_problem(response, 422, "invalid-request")
+    assert field in problem["detail"]
+    assert stats(api, f"{queue}.dlq")["dead"] == 1
+    jobs = api.get("/redrive-jobs", params={"dlq": f"{queue}.dlq"}).json()["jobs"]
+    assert jobs == []
+
+
+def test_unknown_job(api: httpx.Client) -> None:
+    assert_problem(api.get("/redrive-jobs/no-such-job"), 404, "redrive-job-not-found")
+    assert_problem(api.post("/redrive-jobs/no-such-job/cancel"), 404, "redrive-job-not-found")
+
+
+def test_list_jobs_invalid_state(api: httpx.Client) -> None:
+    response = api.get("/redrive-jobs", params={"state": "running"})
+    assert_problem(response, 422, "invalid-request")

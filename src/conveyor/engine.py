@@ -24,6 +24,7 @@ from .errors import StoreUnavailable, ValidationError
 from .models import (
     STATES,
     BreakerReport,
+    RedriveJob,
     EntryResult,
     Message,
     NewMessage,
@@ -35,10 +36,13 @@ from .models import (
 from .settings import (
     MAX_VISIBILITY_TIMEOUT_S,
     build_settings,
+    check_rate,
     check_changes,
     validate_queue_name,
 )
+from .redrive_runner import RedriveRunner
 from .store.flow import MODES as BREAKER_MODES
+from .store.redrive_jobs import JOB_STATES
 from .store.sqlite import SQLiteStore
 from .wakeup import AsyncWaiter, Notifier, ThreadWaiter
 
@@ -57,6 +61,16 @@ MAX_IDLE_CHECK_S = 1.0
 MAX_PEEK = 1000
 DEFAULT_BREAKER_EVENTS = 20
 MAX_BREAKER_EVENTS = 1000
+
+
+def _check_source_queue(name: Any) -> str | None:
+    """Return a redrive job's source queue filter, or raise naming the field."""
+    if name is None:
+        return None
+    try:
+        return validate_queue_name(name)
+    except ValidationError as exc:
+        raise ValidationError(f"invalid source_queue: {exc.detail}") from exc
 
 
 def open_store(
@@ -98,7 +112,13 @@ class Engine:
         url: str,
         clock: Callable[[], float] = time.time,
         sweep: bool = True,
+        redrive_jobs: bool = False,
     ) -> None:
+        """Open the store at `url`.
+
+        `sweep` runs the background sweeper; `redrive_jobs` runs the store's
+        background redrive jobs in this process, as `conveyor server` does.
+        """
         self.url = url
         self.clock = clock
         self._notifier = Notifier()
@@ -111,9 +131,15 @@ class Engine:
                 target=self._sweep_forever, name="conveyor-sweeper", daemon=True
             )
             self._sweeper.start()
+        self._redrive_runner: RedriveRunner | None = None
+        if redrive_jobs:
+            self._redrive_runner = RedriveRunner(self)
+            self._redrive_runner.start()
 
     def close(self) -> None:
-        """Stop the sweeper and close the store; queued writes finish first."""
+        """Stop the background threads and close the store; queued writes finish first."""
+        if self._redrive_runner is not None:
+            self._redrive_runner.close()
         self._stopping.set()
         if self._sweeper is not None:
             self._sweeper.join(timeout=10)
@@ -398,6 +424,69 @@ class Engine:
         moved = self.store.redrive(dlq, message_ids, limit, self.clock())
         logger.info("Redrove %d messages from DLQ %s", moved, dlq)
         return moved
+
+    # Redrive jobs ------------------------------------------------------
+
+    def start_redrive_job(
+        self,
+        dlq: str,
+        rate_per_s: float | None = None,
+        limit: int | None = None,
+        source_queue: str | None = None,
+        dead_after: float | None = None,
+    ) -> RedriveJob:
+        """Store a redrive job of a DLQ, which a `conveyor server` runs in the background.
+
+        It moves the DLQ's dead messages back to their source queues, oldest
+        first, in chunks of one transaction each, at most `rate_per_s`
+        messages per second (None: no rate of its own). `limit`,
+        `source_queue` and `dead_after` (dead-lettered at or after this
+        Unix time) narrow what it moves.
+        """
+        validate_queue_name(dlq)
+        options = {
+            "rate_per_s": None if rate_per_s is None else check_rate("rate_per_s", rate_per_s),
+            "limit": None if limit is None else check.check_int("limit", limit, 1, 10**9),
+            "source_queue": _check_source_queue(source_queue),
+            "dead_after": check.check_timestamp("dead_after", dead_after),
+        }
+        return self.store.create_redrive_job(dlq, self.clock(), **options).result()
+
+    def list_redrive_jobs(
+        self, dlq: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[RedriveJob]:
+        """Return redrive jobs, newest first, optionally of one DLQ or in one state."""
+        if dlq is not None:
+            validate_queue_name(dlq)
+        if state is not None and state not in JOB_STATES:
+            raise ValidationError(
+                f"invalid job state {state!r}: use one of {', '.join(JOB_STATES)}"
+            )
+        check.check_int("limit", limit, 1, MAX_PEEK)
+        return self.store.list_redrive_jobs(dlq, state, limit)
+
+    def get_redrive_job(self, job_id: str) -> RedriveJob:
+        return self.store.get_redrive_job(self._check_id(job_id))
+
+    def cancel_redrive_job(self, job_id: str) -> RedriveJob:
+        """Stop an active job after its current chunk; a finished job stays as it is."""
+        return self.store.cancel_redrive_job(self._check_id(job_id), self.clock()).result()
+
+    def claim_redrive_jobs(self, owner: str, limit: int, lease_s: float) -> list[RedriveJob]:
+        """Take leases on up to `limit` active jobs that no process holds; for runners."""
+        return self.store.claim_redrive_jobs(owner, limit, lease_s, self.clock()).result()
+
+    def run_redrive_chunk(
+        self, job_id: str, owner: str, max_messages: int, lease_s: float
+    ) -> RedriveJob:
+        """Move up to `max_messages` of a claimed job's messages and renew its lease."""
+        return self.store.run_redrive_chunk(
+            job_id, owner, max_messages, lease_s, self.clock()
+        ).result()
+
+    def release_redrive_jobs(self, owner: str) -> int:
+        """Give up the leases `owner` holds, so any process may run those jobs."""
+        return self.store.release_redrive_jobs(owner).result()
 
     # Circuit breaker ---------------------------------------------------
 

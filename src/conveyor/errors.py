@@ -85,6 +85,13 @@ class MessageNotFound(NotFound):
     title = "Message not found"
 
 
+class RedriveJobNotFound(NotFound):
+    """No redrive job with this id is stored."""
+
+    code = "redrive-job-not-found"
+    title = "Redrive job not found"
+
+
 class QueueAlreadyExists(ConveyorError):
     """A queue with this name exists already."""
 
@@ -207,6 +214,7 @@ ERROR_CLASSES: dict[str, type[ConveyorError]] = {
         NotFound,
         QueueNotFound,
         MessageNotFound,
+        RedriveJobNotFound,
         QueueAlreadyExists,
         StaleReceipt,
         MessageFinished,

@@ -253,6 +253,37 @@ class BreakerReport:
         }
 
 
+@dataclass
+class RedriveJob:
+    """A redrive of a DLQ that a server runs in the background, in chunks.
+
+    `source_queue`, `dead_after` (only messages dead-lettered at or after
+    this time) and `limit` narrow what it moves; `rate_per_s` paces it
+    (None: as fast as chunks go). `state` is active, done, cancelled or
+    failed (`error` says why). `moved` counts the messages moved so far and
+    `cursor_seq` is the post position it has reached: each chunk moves its
+    messages and advances both in one transaction. `claimed_until` is when
+    the lease of the server running it ends (None: no server holds it).
+    """
+
+    id: str
+    dlq: str
+    source_queue: str | None
+    dead_after: float | None
+    limit: int | None
+    rate_per_s: float | None
+    state: str
+    moved: int
+    cursor_seq: int
+    error: str | None
+    created_at: float
+    updated_at: float
+    claimed_until: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def encode_body(body: Any) -> dict[str, Any]:
     """Return the wire form of a body: `body`, or `body_base64` for bytes."""
     if isinstance(body, (bytes, bytearray, memoryview)):

@@ -190,7 +190,7 @@ def _check_field(key: str, value: Any) -> Any:
     if key == "max_message_size":
         return _check_int(key, value, 1, MAX_MESSAGE_SIZE_LIMIT)
     if key == "rate_limit_per_s":
-        return None if value is None else _check_rate(key, value)
+        return None if value is None else check_rate(key, value)
     if key in ("rate_burst", "max_in_flight"):
         return None if value is None else _check_int(key, value, 1, MAX_FLOW_COUNT)
     if key == "group_max_in_flight":
@@ -282,7 +282,7 @@ def _check_breaker_field(key: str, value: Any) -> Any:
     if key == "redrive_on_close":
         return _check_bool(name, value)
     if key == "redrive_rate_per_s":
-        return None if value is None else _check_rate(name, value)
+        return None if value is None else check_rate(name, value)
     return _check_number(name, value, *_BREAKER_DURATION_RANGES[key])
 
 
@@ -310,7 +310,7 @@ def _check_bool(key: str, value: Any) -> bool:
     return value
 
 
-def _check_rate(key: str, value: Any) -> float:
+def check_rate(key: str, value: Any) -> float:
     """Return a rate in deliveries per second: above 0, up to MAX_RATE_PER_S."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(

@@ -274,6 +274,11 @@ def check_optional_duration(name: str, value: Any, low: float, high: float) -> f
     return float(value)
 
 
+def check_timestamp(name: str, value: Any) -> float | None:
+    """Return a Unix time in seconds, or None, or raise ValidationError naming it."""
+    return _check_timestamp(name, value)
+
+
 def _check_timestamp(name: str, value: Any) -> float | None:
     if value is None:
         return None

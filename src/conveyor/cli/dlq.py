@@ -8,6 +8,7 @@ import click
 
 from ..engine import MAX_PEEK
 from ..models import DEAD
+from ..store.redrive_jobs import JOB_STATES
 from ..validation import MAX_ENTRY_BATCH
 from . import main
 from .common import (
@@ -15,6 +16,7 @@ from .common import (
     age_s,
     client_options,
     format_duration_s,
+    format_time,
     open_client,
     option,
     preview_body,
@@ -124,16 +126,48 @@ def list_dead(
     show_default="no limit",
     help="Redrive at most this many dead messages, oldest first; not with --id.",
 )
+@option(
+    "--background",
+    envvar="CONVEYOR_REDRIVE_BACKGROUND",
+    is_flag=True,
+    default=False,
+    help="Start a redrive job that the server runs in chunks, and return at once; "
+    "not with --id. Follow it with 'conveyor dlq jobs'.",
+)
+@option(
+    "--rate",
+    "rate_per_s",
+    envvar="CONVEYOR_REDRIVE_RATE",
+    type=click.FLOAT,
+    default=None,
+    show_default="no rate of its own",
+    help="Messages per second a background job moves; needs --background.",
+)
+@option(
+    "--source-queue",
+    envvar="CONVEYOR_REDRIVE_SOURCE_QUEUE",
+    default=None,
+    show_default="every source queue",
+    help="Move only the messages that came from this queue; needs --background.",
+)
 @client_options
 def redrive(
     options: ClientOptions,
     queue_or_dlq: str,
     message_ids: tuple[str, ...],
     limit: int | None,
+    background: bool,
+    rate_per_s: float | None,
+    source_queue: str | None,
 ) -> None:
     """Move dead messages back to the queues they came from, ready at once."""
     if message_ids and limit is not None:
         raise click.UsageError("give either --id or --limit, not both")
+    if background:
+        _start_job(options, queue_or_dlq, message_ids, limit, rate_per_s, source_queue)
+        return
+    if rate_per_s is not None or source_queue is not None:
+        raise click.UsageError("--rate and --source-queue need --background")
     with open_client(options) as client:
         dlq = resolve_dlq(client, queue_or_dlq)
         moved = client.redrive(dlq, message_ids=list(message_ids) or None, limit=limit)
@@ -148,3 +182,99 @@ def redrive(
             f"{plural(stayed, 'message')} stayed in {dlq} because their source queue no "
             "longer exists; recreate it and redrive again."
         )
+
+
+def _start_job(
+    options: ClientOptions,
+    queue_or_dlq: str,
+    message_ids: tuple[str, ...],
+    limit: int | None,
+    rate_per_s: float | None,
+    source_queue: str | None,
+) -> None:
+    if message_ids:
+        raise click.UsageError("--id cannot be combined with --background")
+    with open_client(options) as client:
+        dlq = resolve_dlq(client, queue_or_dlq)
+        job = client.start_redrive_job(
+            dlq, rate_per_s=rate_per_s, limit=limit, source_queue=source_queue
+        )
+
+    if options.json_output:
+        print_json(job.to_wire())
+        return
+    rate = "no rate limit" if job.rate_per_s is None else f"{job.rate_per_s:g} messages per second"
+    print_line(
+        f"Started redrive job {job.id} of DLQ {dlq} ({rate}). A running "
+        "'conveyor server' moves the messages; follow it with 'conveyor dlq jobs'."
+    )
+
+
+@dlq_group.command("jobs")
+@click.argument("queue_or_dlq", required=False)
+@option(
+    "--state",
+    envvar="CONVEYOR_JOBS_STATE",
+    type=click.Choice(JOB_STATES),
+    default=None,
+    show_default="every state",
+    help="List only the jobs in this state.",
+)
+@option(
+    "--limit",
+    envvar="CONVEYOR_JOBS_LIMIT",
+    type=click.IntRange(1, MAX_PEEK),
+    default=20,
+    help=f"Number of jobs to list, newest first, at most {MAX_PEEK}.",
+)
+@client_options
+def list_jobs(
+    options: ClientOptions, queue_or_dlq: str | None, state: str | None, limit: int
+) -> None:
+    """List redrive jobs, newest first; give a DLQ or its queue for its jobs only."""
+    with open_client(options) as client:
+        dlq = None if queue_or_dlq is None else resolve_dlq(client, queue_or_dlq)
+        jobs = client.list_redrive_jobs(dlq=dlq, state=state, limit=limit)
+
+    if options.json_output:
+        print_json({"jobs": [job.to_wire() for job in jobs]})
+        return
+    if not jobs:
+        print_line("No redrive jobs.")
+        return
+    print_table(
+        "Redrive jobs",
+        ["ID", "DLQ", "State", "Moved", "Rate", "Source", "Created", "Error"],
+        [
+            (
+                job.id,
+                job.dlq,
+                job.state,
+                job.moved,
+                "-" if job.rate_per_s is None else f"{job.rate_per_s:g}/s",
+                job.source_queue or "any",
+                format_time(job.created_at),
+                job.error,
+            )
+            for job in jobs
+        ],
+        wrapped=("Error",),
+    )
+
+
+@dlq_group.command("cancel")
+@click.argument("job_id")
+@client_options
+def cancel_job(options: ClientOptions, job_id: str) -> None:
+    """Cancel redrive job JOB_ID; messages it moved already stay moved."""
+    with open_client(options) as client:
+        was_active = client.get_redrive_job(job_id).state == "active"
+        job = client.cancel_redrive_job(job_id)
+
+    if options.json_output:
+        print_json(job.to_wire())
+        return
+    if was_active:
+        print_line(f"Cancelled redrive job {job.id} after {plural(job.moved, 'message')} moved.")
+    else:
+        print_line(f"Redrive job {job.id} had already finished ({job.state}); nothing changed.")

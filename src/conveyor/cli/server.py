@@ -121,7 +121,8 @@ def server(
         )
     _check_port_free(host, port)
     try:
-        engine = Engine(store_url)
+        # A server runs the store's background redrive jobs; other clients do not.
+        engine = Engine(store_url, redrive_jobs=True)
     except StoreUnavailable as exc:
         # The URL may be right and the database down: not a usage error.
         raise click.ClickException(exc.detail) from exc

@@ -5,8 +5,11 @@ file; `connect("http://host:port")` returns an `HTTPClient` for a running
 `conveyor server`. Both have the same methods (create_queue, update_queue,
 pause_queue, resume_queue, get_queue, list_queues, delete_queue,
 purge_queue, post, reserve, ack, nack, touch, complete, progress, cancel,
-redrive, peek, get_message, get_result, get_logs, stats, close) with the
-same arguments, return types and exceptions.
+redrive, start_redrive_job, list_redrive_jobs, get_redrive_job,
+cancel_redrive_job, breaker, force_breaker, peek, get_message, get_result,
+get_logs, stats, close) with the same arguments, return types and
+exceptions. An in-process Engine stores redrive jobs but runs them only
+when opened with redrive_jobs=True, as `conveyor server` does.
 """
 
 from __future__ import annotations

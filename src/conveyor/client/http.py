@@ -39,6 +39,7 @@ from ..models import (
     PostResult,
     QueueInfo,
     QueueStats,
+    RedriveJob,
     TaskResult,
     decode_body,
     encode_body,
@@ -227,6 +228,45 @@ class HTTPClient:
         body = {"message_ids": message_ids, "limit": limit}
         return self._request("POST", _queue_path(dlq, "redrive"), body)["redriven"]
 
+    # Redrive jobs ------------------------------------------------------
+
+    def start_redrive_job(
+        self,
+        dlq: str,
+        rate_per_s: float | None = None,
+        limit: int | None = None,
+        source_queue: str | None = None,
+        dead_after: float | None = None,
+    ) -> RedriveJob:
+        """Start a redrive job of a DLQ, which the server runs in the background."""
+        body = {
+            "background": True,
+            "rate_per_s": rate_per_s,
+            "limit": limit,
+            "source_queue": source_queue,
+            "dead_after": dead_after,
+        }
+        return RedriveJob(**self._request("POST", _queue_path(dlq, "redrive"), body))
+
+    def list_redrive_jobs(
+        self, dlq: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[RedriveJob]:
+        """Return redrive jobs, newest first, optionally of one DLQ or in one state."""
+        params: dict[str, Any] = {"limit": limit}
+        if dlq is not None:
+            params["dlq"] = dlq
+        if state is not None:
+            params["state"] = state
+        data = self._request("GET", "/redrive-jobs", params=params)
+        return [RedriveJob(**job) for job in data["jobs"]]
+
+    def get_redrive_job(self, job_id: str) -> RedriveJob:
+        return RedriveJob(**self._request("GET", _job_path(job_id)))
+
+    def cancel_redrive_job(self, job_id: str) -> RedriveJob:
+        """Stop an active job after its current chunk; a finished job stays as it is."""
+        return RedriveJob(**self._request("POST", _job_path(job_id, "cancel")))
+
     # Reads -------------------------------------------------------------
 
     def peek(
@@ -378,6 +418,11 @@ def _entry_result(data: dict[str, Any]) -> EntryResult:
 
 def _queue_path(name: str, action: str | None = None) -> str:
     path = "/queues/" + quote(str(name), safe="")
+    return f"{path}/{action}" if action else path
+
+
+def _job_path(job_id: str, action: str | None = None) -> str:
+    path = "/redrive-jobs/" + quote(str(job_id), safe="")
     return f"{path}/{action}" if action else path
 
 

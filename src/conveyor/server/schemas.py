@@ -455,10 +455,48 @@ class RedriveRequest(StrictModel):
     limit: int | None = Field(
         None, ge=1, description="Move at most this many, oldest first"
     )
+    background: bool = Field(
+        False,
+        description="Start a redrive job that the server runs in chunks and return "
+        "it with 202, instead of moving the messages before responding",
+    )
+    rate_per_s: float | None = Field(
+        None, description="Background only: messages per second; null: no rate of its own"
+    )
+    source_queue: str | None = Field(
+        None, description="Background only: move only messages from this queue"
+    )
+    dead_after: float | None = Field(
+        None, description="Background only: move only messages dead-lettered at or after this time"
+    )
 
 
 class RedriveResponse(BaseModel):
     redriven: int
+
+
+class RedriveJobModel(BaseModel):
+    """A background redrive; `cursor_seq` is the post position it has reached."""
+
+    id: str
+    dlq: str
+    source_queue: str | None
+    dead_after: float | None
+    limit: int | None
+    rate_per_s: float | None
+    state: Literal["active", "done", "cancelled", "failed"]
+    moved: int
+    cursor_seq: int
+    error: str | None
+    created_at: float
+    updated_at: float
+    claimed_until: float | None = Field(
+        None, description="When the lease of the server running it ends"
+    )
+
+
+class RedriveJobList(BaseModel):
+    jobs: list[RedriveJobModel] = Field(description="Newest first")
 
 
 # Service -----------------------------------------------------------------

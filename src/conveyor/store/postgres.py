@@ -47,12 +47,13 @@ from ..models import (
     QueueStats,
     TaskResult,
 )
-from ..models import BreakerReport
+from ..models import BreakerReport, RedriveJob
 from ..policy import PreparedMessage
 from ..settings import QueueSettings, build_settings, dlq_name_for
 from . import flow_rows, outcomes, postgres_runs, run_records
 from . import postgres_schema as schema_versions
 from . import postgres_flow_sql as flow_sql
+from . import redrive_jobs
 from . import postgres_sql as sql
 from .postgres_listener import NotificationListener
 from .postgres_maintenance import TableMaintenance
@@ -530,6 +531,7 @@ class PostgresStore:
             expired = _expire_leases(tx, sql.SELECT_ALL_EXPIRED_LEASES, (now,), now)
             _record_outcomes(tx, now, {})
             flow_rows.delete_old_rows(tx.execute, flow_sql, now)
+            redrive_jobs.delete_old_jobs(tx.execute, flow_sql, now)
             removed = tx.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
             tx.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
             tx.execute(sql.DELETE_EXPIRED_RESULTS, (now,))
@@ -537,6 +539,54 @@ class PostgresStore:
             return {"expired_leases": expired, "removed": removed}
 
         return self._submit(operation)
+
+    # Redrive jobs ------------------------------------------------------
+
+    def create_redrive_job(self, dlq: str, now: float, **options: Any) -> Future:
+        """Store an active redrive job of a DLQ; see redrive_jobs.create_job."""
+
+        def operation(tx: Transaction) -> RedriveJob:
+            _require_queue(tx, dlq, lock=" FOR KEY SHARE")
+            return redrive_jobs.create_job(tx.execute, flow_sql, dlq, now, **options)
+
+        return self._submit(operation)
+
+    def list_redrive_jobs(
+        self, dlq: str | None, state: str | None, limit: int
+    ) -> list[RedriveJob]:
+        return self._read(
+            lambda conn: redrive_jobs.list_jobs(conn.execute, flow_sql, dlq, state, limit)
+        )
+
+    def get_redrive_job(self, job_id: str) -> RedriveJob:
+        return self._read(lambda conn: redrive_jobs.get_job(conn.execute, flow_sql, job_id))
+
+    def cancel_redrive_job(self, job_id: str, now: float) -> Future:
+        return self._submit(
+            lambda tx: redrive_jobs.cancel_job(tx.execute, flow_sql, job_id, now)
+        )
+
+    def claim_redrive_jobs(self, owner: str, limit: int, lease_s: float, now: float) -> Future:
+        return self._submit(
+            lambda tx: redrive_jobs.claim_jobs(tx.execute, flow_sql, owner, limit, lease_s, now)
+        )
+
+    def run_redrive_chunk(
+        self, job_id: str, owner: str, max_messages: int, lease_s: float, now: float
+    ) -> Future:
+        """Run one chunk of a job in one transaction; see redrive_jobs.run_chunk."""
+
+        def operation(tx: Transaction) -> RedriveJob:
+            return redrive_jobs.run_chunk(
+                tx.execute, flow_sql, job_id, owner, max_messages, lease_s, now,
+                dlq_exists=lambda name: _select_queue(tx, name) is not None,
+                move_rows=lambda rows: _redrive_rows(tx, rows, now),
+            )
+
+        return self._submit(operation)
+
+    def release_redrive_jobs(self, owner: str) -> Future:
+        return self._submit(lambda tx: redrive_jobs.release_jobs(tx.execute, flow_sql, owner))
 
     # Circuit breaker ---------------------------------------------------
 
@@ -926,7 +976,7 @@ def _dead_letter(
         _insert_queue(tx, dlq, dlq_settings, now)
         dlq_info = _require_queue(tx, dlq, lock=" FOR KEY SHARE")
     expiry = now + dlq_info.settings["retention_s"]
-    tx.execute(sql.DEAD_LETTER_MESSAGE, (dlq, queue, _encode_text(error), expiry, seq))
+    tx.execute(sql.DEAD_LETTER_MESSAGE, (dlq, queue, _encode_text(error), expiry, now, seq))
     postgres_runs.extend_logs(tx, seq, expiry)
     # The group's next message may now be deliverable.
     tx.wake(queue)

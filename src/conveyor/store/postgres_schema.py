@@ -95,6 +95,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "to results, and the attempt_logs table",
         tuple(sql.CREATE_RUN_TABLES),
     ),
+    Migration(
+        5,
+        "add the redrive_jobs table and messages.dead_at for background redrives",
+        tuple(flow_sql.CREATE_JOB_TABLES),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -32,7 +32,8 @@ Tables and indexes:
   0xFF first byte (see `idempotency.py`), which no UTF-8 dedup id has.
 - `results`: the outcome of finished messages, until their time to live ends,
   with the last `progress` and `progress_text` from version 4.
-- The flow-control tables (version 3) are in `postgres_flow_sql.py`.
+- The flow-control tables (versions 3 and 5) are in `postgres_flow_sql.py`,
+  and so is `messages.dead_at` (version 5), when a message was dead-lettered.
 - `attempt_logs` (version 4): the captured logs of each attempt (bytea), by
   message id and attempt number, until they expire with the message's
   result.
@@ -41,7 +42,7 @@ Tables and indexes:
 Placeholders are psycopg's `%s`. Times are Unix seconds (double precision).
 """
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Taken (as a transaction-level advisory lock) while the schema is checked
 # or created, so two servers that start together do not both create it.
@@ -287,7 +288,7 @@ EXTEND_LEASE = (
 DEAD_LETTER_MESSAGE = (
     "UPDATE messages SET queue = %s, state = 'dead', source_queue = %s, "
     "last_error = COALESCE(%s, last_error), receipt = NULL, "
-    "reserved_until = NULL, expires_at = %s WHERE seq = %s"
+    "reserved_until = NULL, expires_at = %s, dead_at = %s WHERE seq = %s"
 )
 
 # Redrive.
@@ -303,7 +304,7 @@ SELECT_DEAD_BY_ID = (
 )
 REDRIVE_MESSAGE = (
     "UPDATE messages SET queue = %s, state = 'ready', source_queue = NULL, "
-    "receive_count = 0, due_at = %s, expires_at = %s WHERE seq = %s"
+    "receive_count = 0, due_at = %s, expires_at = %s, dead_at = NULL WHERE seq = %s"
 )
 
 # Retention.

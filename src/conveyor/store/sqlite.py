@@ -35,11 +35,11 @@ from ..models import (
     QueueStats,
     TaskResult,
 )
-from ..models import BreakerReport
+from ..models import BreakerReport, RedriveJob
 from ..policy import PreparedMessage
 from ..settings import DAY_S, QueueSettings, build_settings, dlq_name_for
 from . import flow_rows, outcomes, run_records, sqlite_runs
-from . import sqlite_flow, sqlite_flow_sql as flow_sql
+from . import redrive_jobs, sqlite_flow, sqlite_flow_sql as flow_sql
 from . import sqlite_sql as sql
 from .writer import GroupCommitWriter, Transaction
 
@@ -306,6 +306,7 @@ class SQLiteStore:
             expired = _expire_leases(tx, sql.SELECT_ALL_EXPIRED_LEASES, (now,), now)
             _record_outcomes(tx, now, {})
             flow_rows.delete_old_rows(tx.conn.execute, flow_sql, now)
+            redrive_jobs.delete_old_jobs(tx.conn.execute, flow_sql, now)
             removed = tx.conn.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
             tx.conn.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
             tx.conn.execute(sql.DELETE_EXPIRED_RESULTS, (now,))
@@ -313,6 +314,56 @@ class SQLiteStore:
             return {"expired_leases": expired, "removed": removed}
 
         return self._writer.submit(operation)
+
+    # Redrive jobs ------------------------------------------------------
+
+    def create_redrive_job(self, dlq: str, now: float, **options: Any) -> Future:
+        """Store an active redrive job of a DLQ; see redrive_jobs.create_job."""
+
+        def operation(tx: Transaction) -> RedriveJob:
+            _require_queue(tx.conn, dlq)
+            return redrive_jobs.create_job(tx.conn.execute, flow_sql, dlq, now, **options)
+
+        return self._writer.submit(operation)
+
+    def list_redrive_jobs(
+        self, dlq: str | None, state: str | None, limit: int
+    ) -> list[RedriveJob]:
+        return redrive_jobs.list_jobs(self._reader().execute, flow_sql, dlq, state, limit)
+
+    def get_redrive_job(self, job_id: str) -> RedriveJob:
+        return redrive_jobs.get_job(self._reader().execute, flow_sql, job_id)
+
+    def cancel_redrive_job(self, job_id: str, now: float) -> Future:
+        return self._writer.submit(
+            lambda tx: redrive_jobs.cancel_job(tx.conn.execute, flow_sql, job_id, now)
+        )
+
+    def claim_redrive_jobs(self, owner: str, limit: int, lease_s: float, now: float) -> Future:
+        return self._writer.submit(
+            lambda tx: redrive_jobs.claim_jobs(
+                tx.conn.execute, flow_sql, owner, limit, lease_s, now
+            )
+        )
+
+    def run_redrive_chunk(
+        self, job_id: str, owner: str, max_messages: int, lease_s: float, now: float
+    ) -> Future:
+        """Run one chunk of a job in one transaction; see redrive_jobs.run_chunk."""
+
+        def operation(tx: Transaction) -> RedriveJob:
+            return redrive_jobs.run_chunk(
+                tx.conn.execute, flow_sql, job_id, owner, max_messages, lease_s, now,
+                dlq_exists=lambda name: _select_queue(tx.conn, name) is not None,
+                move_rows=lambda rows: _redrive_rows(tx, rows, now),
+            )
+
+        return self._writer.submit(operation)
+
+    def release_redrive_jobs(self, owner: str) -> Future:
+        return self._writer.submit(
+            lambda tx: redrive_jobs.release_jobs(tx.conn.execute, flow_sql, owner)
+        )
 
     # Circuit breaker ---------------------------------------------------
 
@@ -653,7 +704,7 @@ def _dead_letter(
             tx.conn, dlq, QueueSettings(dead_letter_queue=dlq, retention_s=DLQ_RETENTION_S), now
         )
     expiry = now + dlq_info.settings["retention_s"]
-    tx.conn.execute(sql.DEAD_LETTER_MESSAGE, (dlq, queue, error, expiry, seq))
+    tx.conn.execute(sql.DEAD_LETTER_MESSAGE, (dlq, queue, error, expiry, now, seq))
     sqlite_runs.extend_logs(tx.conn, seq, expiry)
     # The group's next message may now be deliverable.
     tx.wake(queue)

@@ -56,6 +56,25 @@ CREATE TABLE IF NOT EXISTS breaker_events (
     reason      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS breaker_events_queue ON breaker_events (queue, id);
+
+CREATE TABLE IF NOT EXISTS redrive_jobs (
+    id            TEXT PRIMARY KEY,
+    dlq           TEXT NOT NULL,
+    source_queue  TEXT,
+    dead_after    REAL,
+    max_messages  INTEGER,
+    rate_per_s    REAL,
+    state         TEXT NOT NULL,
+    moved         INTEGER NOT NULL DEFAULT 0,
+    cursor_seq    INTEGER NOT NULL DEFAULT 0,
+    error         TEXT,
+    owner         TEXT,
+    lease_until   REAL,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS redrive_jobs_active
+    ON redrive_jobs (created_at) WHERE state = 'active';
 """
 
 # Columns added to tables that older Conveyor versions created:
@@ -112,3 +131,51 @@ SELECT_EVENTS = (
 DELETE_QUEUE_EVENTS = "DELETE FROM breaker_events WHERE queue = ?"
 DELETE_OLD_EVENTS = "DELETE FROM breaker_events WHERE at < ?"
 DELETE_QUEUE_FLOW = "DELETE FROM queue_flow WHERE queue = ?"
+
+# Redrive jobs. A server claims an active job by setting `owner` and
+# `lease_until`, and renews the lease with every chunk, so after a crash
+# another server takes the job over once the lease ends.
+JOB_COLUMNS = (
+    "id, dlq, source_queue, dead_after, max_messages, rate_per_s, state, moved, "
+    "cursor_seq, error, created_at, updated_at, lease_until, owner"
+)
+INSERT_JOB = (
+    "INSERT INTO redrive_jobs (id, dlq, source_queue, dead_after, max_messages, "
+    "rate_per_s, state, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)"
+)
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM redrive_jobs WHERE id = ?"
+SELECT_JOB_LOCKED = SELECT_JOB
+SELECT_JOBS = (
+    f"SELECT {JOB_COLUMNS} FROM redrive_jobs WHERE (:dlq IS NULL OR dlq = :dlq) "
+    "AND (:state IS NULL OR state = :state) "
+    "ORDER BY created_at DESC, id DESC LIMIT :limit"
+)
+CANCEL_JOB = (
+    "UPDATE redrive_jobs SET state = 'cancelled', owner = NULL, lease_until = NULL, "
+    "updated_at = ? WHERE id = ? AND state = 'active'"
+)
+CLAIM_JOBS = (
+    "UPDATE redrive_jobs SET owner = :owner, lease_until = :lease_until, "
+    "updated_at = :now WHERE id IN (SELECT id FROM redrive_jobs "
+    "WHERE state = 'active' AND (lease_until IS NULL OR lease_until <= :now) "
+    f"ORDER BY created_at LIMIT :limit) RETURNING {JOB_COLUMNS}"
+)
+UPDATE_JOB = (
+    "UPDATE redrive_jobs SET state = ?, moved = ?, cursor_seq = ?, error = ?, "
+    "owner = ?, lease_until = ?, updated_at = ? WHERE id = ?"
+)
+RELEASE_JOBS = (
+    "UPDATE redrive_jobs SET owner = NULL, lease_until = NULL "
+    "WHERE owner = ? AND state = 'active'"
+)
+DELETE_OLD_JOBS = (
+    "DELETE FROM redrive_jobs WHERE state != 'active' AND updated_at < ?"
+)
+# The next dead messages of a job, in post order from its cursor.
+SELECT_JOB_MESSAGES = (
+    "SELECT seq, id, source_queue FROM messages WHERE queue = :dlq "
+    "AND state = 'dead' AND seq > :cursor "
+    "AND (:source IS NULL OR source_queue = :source) "
+    "AND (:after IS NULL OR dead_at >= :after) ORDER BY seq LIMIT :limit"
+)

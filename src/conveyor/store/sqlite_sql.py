@@ -219,7 +219,7 @@ EXTEND_LEASE = (
 DEAD_LETTER_MESSAGE = (
     "UPDATE messages SET queue = ?, state = 'dead', source_queue = ?, "
     "last_error = COALESCE(?, last_error), receipt = NULL, "
-    "reserved_until = NULL, expires_at = ? WHERE seq = ?"
+    "reserved_until = NULL, expires_at = ?, dead_at = ? WHERE seq = ?"
 )
 
 # Redrive.
@@ -235,7 +235,7 @@ SELECT_DEAD_BY_ID = (
 )
 REDRIVE_MESSAGE = (
     "UPDATE messages SET queue = ?, state = 'ready', source_queue = NULL, "
-    "receive_count = 0, due_at = ?, expires_at = ? WHERE seq = ?"
+    "receive_count = 0, due_at = ?, expires_at = ?, dead_at = NULL WHERE seq = ?"
 )
 
 # Retention.
