@@ -290,3 +290,53 @@ def test_runner_gives_leases_back_on_close(make_engine):
     other = make_engine()
     [taken] = other.claim_redrive_jobs("server-b", 10, LEASE_S)
     assert taken.id == job.id
+
+
+# Recovery: a redrive job when a breaker closes ----------------------------------
+
+RECOVERING = {"min_attempts": 2, "cooldown_s": 10, "probes": 1,
+              "redrive_on_close": True, "redrive_rate_per_s": 5}
+
+
+def test_breaker_close_redrives_incident(engine, clock):
+    engine.create_queue("api", {"max_attempts": 1, "breaker": RECOVERING})
+    post(engine, "api", "before", "during-1", "during-2", "probe")
+    kill(engine, "api", 1)
+    clock.advance(120)
+    kill(engine, "api", 2)
+    assert engine.stats("api").breaker["state"] == "open"
+    assert engine.list_redrive_jobs() == []
+
+    clock.advance(10)
+    [probe] = engine.reserve("api")
+    engine.ack("api", [lease(probe)])
+    assert engine.stats("api").breaker["state"] == "closed"
+
+    [job] = engine.list_redrive_jobs()
+    assert (job.dlq, job.source_queue, job.rate_per_s) == ("api.dlq", "api", 5.0)
+    assert job.dead_after == clock.now - 10
+    claim(engine)
+    assert chunk(engine, job.id, 500).state == "done"
+    assert [m.body for m in engine.peek("api")] == ["during-1", "during-2"]
+    assert [m.body for m in engine.peek("api.dlq", state="dead")] == ["before"]
+
+
+def test_forced_close_redrives_incident(engine, clock):
+    engine.create_queue("api", {"max_attempts": 1, "breaker": RECOVERING})
+    post(engine, "api", "a", "b")
+    kill(engine, "api", 2)
+    engine.force_breaker("api", "closed")
+    [job] = engine.list_redrive_jobs()
+    assert job.source_queue == "api"
+
+
+def test_no_recovery_without_option(engine, clock):
+    breaker = {**RECOVERING, "redrive_on_close": False}
+    engine.create_queue("api", {"max_attempts": 1, "breaker": breaker})
+    post(engine, "api", "a", "b", "probe")
+    kill(engine, "api", 2)
+    clock.advance(10)
+    [probe] = engine.reserve("api")
+    engine.ack("api", [lease(probe)])
+    assert engine.stats("api").breaker["state"] == "closed"
+    assert engine.list_redrive_jobs() == []

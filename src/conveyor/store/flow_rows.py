@@ -16,7 +16,7 @@ from typing import Any, Callable
 from ..errors import ValidationError
 from ..models import BreakerEvent, BreakerReport, BreakerStatus, EntryResult, QueueStats
 from ..settings import QueueSettings
-from . import flow
+from . import flow, redrive_jobs
 from .flow import BreakerChange, FlowState
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def finish_reserve(
         in_flight = _count_in_flight(execute, sql, queue, now)
     changes = ticket.changes
     changes += flow.after_reserve(settings, state, leased, found_nothing, in_flight, now)
-    apply_changes(execute, sql, queue, changes)
+    apply_changes(execute, sql, queue, settings, changes)
     save_state(execute, sql, queue, state)
 
 
@@ -170,7 +170,7 @@ def record_outcomes(
     )
     if changes:
         state.wake_at = flow.wake_at(settings, state, now)
-        apply_changes(execute, sql, queue, changes)
+        apply_changes(execute, sql, queue, settings, changes)
     save_state(execute, sql, queue, state)
     return changes
 
@@ -199,7 +199,7 @@ def force_breaker(
     window_failures, window_attempts = window_counts(execute, sql, queue, settings, now)
     changes = flow.force(settings.breaker, state, mode, window_failures, window_attempts, now)
     state.wake_at = flow.wake_at(settings, state, now)
-    apply_changes(execute, sql, queue, changes)
+    apply_changes(execute, sql, queue, settings, changes)
     save_state(execute, sql, queue, state)
     return changes
 
@@ -216,9 +216,17 @@ def reset_breaker(execute: Execute, sql: ModuleType, queue: str) -> None:
 
 
 def apply_changes(
-    execute: Execute, sql: ModuleType, queue: str, changes: list[BreakerChange]
+    execute: Execute,
+    sql: ModuleType,
+    queue: str,
+    settings: QueueSettings,
+    changes: list[BreakerChange],
 ) -> None:
-    """Store and log each breaker change; a close also resets the window."""
+    """Store and log each breaker change.
+
+    A close also resets the window and, with redrive_on_close, starts the
+    redrive job of the incident's dead messages in the same transaction.
+    """
     for change in changes:
         execute(
             sql.INSERT_EVENT,
@@ -230,6 +238,34 @@ def apply_changes(
         flow.log_change(queue, change)
         if change.window_reset:
             execute(sql.DELETE_QUEUE_OUTCOMES, (queue,))
+        if change.redrive_since is not None:
+            _start_recovery(execute, sql, queue, settings, change.redrive_since, change.at)
+
+
+def _start_recovery(
+    execute: Execute,
+    sql: ModuleType,
+    queue: str,
+    settings: QueueSettings,
+    since: float,
+    now: float,
+) -> None:
+    """Start a redrive job of the messages dead-lettered since the breaker opened."""
+    assert settings.breaker is not None
+    dlq = settings.dead_letter_queue
+    if dlq is None:
+        return
+    job = redrive_jobs.create_job(
+        execute, sql, dlq, now,
+        rate_per_s=settings.breaker.redrive_rate_per_s,
+        source_queue=queue,
+        dead_after=since,
+    )
+    logger.warning(
+        "Circuit breaker of queue %s closed; redrive job %s moves the messages "
+        "dead-lettered into %s since the breaker opened",
+        queue, job.id, dlq,
+    )
 
 
 def check_has_breaker(queue: str, settings: QueueSettings) -> None:
