@@ -733,3 +733,14 @@ def test_retry_after_stale_receipt(engine, clock):
     clock.advance(6)
     [result] = engine.nack("api", [lease(message, retry_after_s=10)])
     assert result.error == "stale-receipt"
+
+
+def test_retry_after_of_cancelled_message_cancels(engine):
+    engine.create_queue("api")
+    post(engine, "api", "a")
+    [message] = engine.reserve("api")
+    assert engine.cancel(message.id).outcome == "cancel-requested"
+    [result] = engine.nack("api", [lease(message, retry_after_s=30)])
+    assert result.outcome == "cancelled"
+    stats = engine.stats("api")
+    assert stats.delayed + stats.ready + stats.reserved == 0

@@ -216,7 +216,7 @@ class SQLiteStore:
             results = []
             for entry in entries:
                 if entry.get("retry_after_s"):
-                    results.append(_defer_one(tx, queue, entry, now))
+                    results.append(_defer_one(tx, queue, settings, entry, now))
                 else:
                     results.append(_nack_one(tx, queue, settings, entry, now))
             _record_outcomes(tx, now, {queue: settings})
@@ -661,15 +661,26 @@ def _record_outcomes(
             tx.wake(queue)
 
 
-def _defer_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> EntryResult:
+def _defer_one(
+    tx: Transaction,
+    queue: str,
+    settings: QueueSettings,
+    entry: dict[str, Any],
+    now: float,
+) -> EntryResult:
     """Bring a message back after the entry's retry_after_s and give its attempt back.
 
     The task asked for the delay (RetryAfter), so the attempt is not
     counted against max_attempts, but the circuit breaker counts a failure.
+    A message whose cancel was requested while it ran is finished as
+    cancelled instead, as any nack of it is.
     """
     row, error = _find_lease(tx.conn, queue, entry, now)
     if row is None:
         return error  # type: ignore[return-value]
+    if row[3]:
+        plain = {key: value for key, value in entry.items() if key != "retry_after_s"}
+        return _nack_one(tx, queue, settings, plain, now)
     delay_s = entry["retry_after_s"]
     tx.count_failure(queue)
     tx.conn.execute(flow_sql.DEFER_MESSAGE, (now + delay_s, entry.get("error"), row[0]))
