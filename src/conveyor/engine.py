@@ -502,7 +502,7 @@ class Engine:
     def force_breaker(self, queue: str, state: str) -> BreakerReport:
         """Force a queue's breaker "open" or "closed", or hand it back with "auto".
 
-        A forced state holds until the next call. Raises ValidationError for
+        A forced state stays until the next call. Raises ValidationError for
         another state or a queue without a breaker.
         """
         validate_queue_name(queue)

@@ -13,7 +13,7 @@ from typing import Any
 # Problem types are URNs: names, not addresses, so nothing suggests a page to
 # fetch. The suffix is the class's `code`.
 PROBLEM_BASE = "urn:conveyor:problem:"
-# The longest delay a RetryAfter or a nack's retry_after_s may ask for.
+# The maximum delay of a RetryAfter or of a nack's retry_after_s.
 MAX_RETRY_AFTER_S = 86_400.0
 
 

@@ -260,10 +260,11 @@ class RedriveJob:
     `source_queue`, `dead_after` (only messages dead-lettered at or after
     this time) and `limit` narrow what it moves; `rate_per_s` paces it
     (None: as fast as chunks go). `state` is active, done, cancelled or
-    failed (`error` says why). `moved` counts the messages moved so far and
-    `cursor_seq` is the post position it has reached: each chunk moves its
-    messages and advances both in one transaction. `claimed_until` is when
-    the lease of the server running it ends (None: no server holds it).
+    failed (`error` gives the reason). `moved` counts the messages moved so
+    far and `cursor_seq` is the post position it has reached, and each
+    chunk advances both in the transaction that moves its messages.
+    `claimed_until` is when the lease of the server running it ends (None:
+    no server has it).
     """
 
     id: str

@@ -7,7 +7,7 @@ stops. A server that crashes keeps its leases until they end, after
 LEASE_S, and then any server of the store takes the jobs over from their
 stored cursors.
 
-The pacing lives in this process's memory: a job's rate holds while one
+The pacing lives in this process's memory: a job's rate applies while one
 server runs it, and after a takeover the new server starts its bucket
 afresh, so the rate may be exceeded by up to one second's worth of
 messages at that moment.

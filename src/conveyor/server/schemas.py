@@ -43,7 +43,7 @@ class BreakerSettingsChanges(StrictModel):
         None, description="First wait before probing; default 30"
     )
     max_cooldown_s: float | None = Field(
-        None, description="Longest wait after doubling; default 600"
+        None, description="Maximum wait after doubling; default 600"
     )
     probes: int | None = Field(None, description="Messages let through to probe; default 3")
     redrive_on_close: bool | None = Field(
@@ -216,7 +216,7 @@ class BreakerReportModel(BaseModel):
 
 class ForceBreakerRequest(StrictModel):
     state: Literal["open", "closed", "auto"] = Field(
-        description="open or closed holds that state; auto hands control back"
+        description="open or closed keeps that state; auto hands control back"
     )
 
 

@@ -146,22 +146,22 @@ def run_chunk(
     if not dlq_exists(job.dlq):
         return _finish(execute, sql, job, FAILED, now, f"DLQ {job.dlq!r} no longer exists")
 
-    wanted = max_messages
+    requested = max_messages
     if job.limit is not None:
-        wanted = min(wanted, job.limit - job.moved)
+        requested = min(requested, job.limit - job.moved)
     moved = 0
     cursor = job.cursor_seq
     finished = job.limit is not None and job.moved >= job.limit
-    if wanted > 0:
+    if requested > 0:
         params = {
             "dlq": job.dlq, "cursor": cursor, "source": job.source_queue,
-            "after": job.dead_after, "limit": wanted,
+            "after": job.dead_after, "limit": requested,
         }
         rows = execute(sql.SELECT_JOB_MESSAGES, params).fetchall()
         moved = move_rows(rows)
         cursor = rows[-1][0] if rows else cursor
         reached_limit = job.limit is not None and job.moved + moved >= job.limit
-        finished = len(rows) < wanted or reached_limit
+        finished = len(rows) < requested or reached_limit
 
     job.moved += moved
     job.cursor_seq = cursor

@@ -80,9 +80,9 @@ def _start_job(engine: Engine, dlq: str, request: RedriveRequest) -> RedriveJob:
 
 def _check_foreground(request: RedriveRequest) -> None:
     background_only = ("rate_per_s", "source_queue", "dead_after")
-    given = [name for name in background_only if getattr(request, name) is not None]
-    if given:
+    set_fields = [name for name in background_only if getattr(request, name) is not None]
+    if set_fields:
         raise ValidationError(
-            f"{given[0]} needs background: true, because only a redrive job "
+            f"{set_fields[0]} needs background: true, because only a redrive job "
             "paces or filters what it moves"
         )

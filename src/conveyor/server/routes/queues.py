@@ -130,7 +130,7 @@ def queue_routes(engine: Engine) -> APIRouter:
         "/{name}/breaker",
         response_model=BreakerReportModel,
         summary="Force a queue's circuit breaker open or closed, or back to auto",
-        description="A forced state holds until `auto` hands control back; a "
+        description="A forced state stays until `auto` hands control back; a "
         "breaker forced open then probes after its cool-down. 422 when the queue "
         "has no breaker.",
         openapi_extra=request_body(ForceBreakerRequest),
