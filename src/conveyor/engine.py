@@ -23,14 +23,15 @@ from . import validation as check
 from .errors import StoreUnavailable, ValidationError
 from .models import (
     STATES,
+    AttemptLog,
     BreakerReport,
-    RedriveJob,
     EntryResult,
     Message,
     NewMessage,
     PostResult,
     QueueInfo,
     QueueStats,
+    RedriveJob,
     TaskResult,
 )
 from .settings import (
