@@ -114,6 +114,16 @@ def test_patch_invalid_flow_setting(api: httpx.Client, changes: dict[str, Any]) 
     assert settings_of(api, queue) == before
 
 
+def test_unknown_breaker_key_lists_breaker_settings(api: httpx.Client) -> None:
+    queue = new_queue(api)
+    response = api.patch(f"/queues/{queue}", json={"settings": {"breaker": {"bogus": 1}}})
+    problem = assert_problem(response, 422, "invalid-request")
+    assert "known breaker settings are" in problem["detail"]
+    assert "window_s" in problem["detail"]
+    assert "visibility_timeout_s" not in problem["detail"]
+    assert settings_of(api, queue)["breaker"] is None
+
+
 def test_rate_limit_over_http(api: httpx.Client) -> None:
     queue = new_queue(api, rate_limit_per_s=0.5, rate_burst=2)
     post(api, queue, *range(5))

@@ -24,6 +24,7 @@ from ..errors import (
     Unauthorized,
     ValidationError,
 )
+from ..settings import BREAKER_FIELDS
 from ..settings import FIELDS as SETTING_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -173,9 +174,11 @@ def validation_problem(errors: Sequence[Any]) -> ValidationError:
 
 
 def _unknown_field_detail(field: str) -> str:
-    """Name an unknown field; for queue settings, list the known ones."""
+    """Name an unknown field; for queue and breaker settings, list the known ones."""
     detail = f"unknown field {field}"
-    if field.startswith("settings."):
+    if field.startswith("settings.breaker."):
+        detail += f"; known breaker settings are: {', '.join(BREAKER_FIELDS)}"
+    elif field.startswith("settings."):
         detail += f"; known queue settings are: {', '.join(SETTING_FIELDS)}"
     return detail
 
