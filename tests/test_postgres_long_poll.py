@@ -43,6 +43,7 @@ def test_poll_interval_sets_recheck(tmp_path, postgres_url):
         posting.stop()
     response.raise_for_status()
     # The poll's only re-check after its first reserve is at its 4 s deadline,
-    # which finds the message; a re-check every second would find it sooner.
+    # and that re-check finds the message. A re-check every second would find
+    # it sooner.
     assert len(response.json()["messages"]) == 1
     assert waited_s >= 3.5

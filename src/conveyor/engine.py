@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
-# A waiting long poll asks its caller this often whether to go on waiting.
+# A waiting long poll calls its caller's keep_waiting check this often.
 STOP_CHECK_S = 1.0
 # A long poll re-checks a SQLite store this often, so it also finds
 # messages that another process committed to the same file. A PostgreSQL
@@ -561,7 +561,7 @@ class Engine:
 async def _wait_or_stop(
     waiter: AsyncWaiter, pause_s: float, keep_waiting: Callable[[], Awaitable[bool]] | None
 ) -> bool:
-    """Wait up to pause_s for a wake-up; return False if keep_waiting says to stop."""
+    """Wait up to pause_s for a wake-up; return False when keep_waiting returns False."""
     if keep_waiting is None:
         await waiter.wait(pause_s)
         return True
