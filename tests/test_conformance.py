@@ -784,3 +784,10 @@ def test_redrive_ids_and_limit_rejected(engine, queue):
     with pytest.raises(ValidationError):
         engine.redrive("jobs.dlq", [message_id], limit=1)
     assert engine.get_message(message_id).state == "dead"
+
+
+@pytest.mark.parametrize("message_id", ["", "x" * 129, 42])
+def test_invalid_message_id_names_limit(engine, message_id):
+    with pytest.raises(ValidationError) as caught:
+        engine.get_message(message_id)
+    assert "expected a string of 1 to 128 characters" in str(caught.value)

@@ -107,6 +107,7 @@ def test_rate_change_applies_to_next_reserve(engine, clock):
 
     engine.update_queue("api", {"rate_limit_per_s": None})
     assert len(engine.reserve("api", 10)) == 9
+    assert engine.get_queue("api").settings["rate_burst"] is None
 
 
 def test_rate_next_change_is_next_token(engine, clock):
@@ -263,6 +264,22 @@ def test_group_max_in_flight_needs_fifo_message(engine):
     with pytest.raises(ValidationError) as caught:
         engine.create_queue("plain", {"group_max_in_flight": 3})
     assert "needs a fifo queue" in str(caught.value)
+
+
+def test_rate_burst_needs_rate(engine):
+    with pytest.raises(ValidationError) as caught:
+        engine.create_queue("api", {"rate_burst": 5})
+    assert "rate_burst=5 needs rate_limit_per_s" in str(caught.value)
+    assert engine.list_queues() == []
+
+
+def test_burst_without_rate_changes_nothing(engine):
+    engine.create_queue("api", {"rate_limit_per_s": 5, "rate_burst": 10})
+    before = engine.get_queue("api").settings
+    with pytest.raises(ValidationError) as caught:
+        engine.update_queue("api", {"rate_limit_per_s": None, "rate_burst": 20})
+    assert "leave rate_burst unset" in str(caught.value)
+    assert engine.get_queue("api").settings == before
 
 
 def test_flow_settings_defaults(engine):

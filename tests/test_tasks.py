@@ -451,6 +451,14 @@ def test_handle_status_unknown_id(app: Conveyor) -> None:
         handle.result(timeout_s=1)
 
 
+@pytest.mark.parametrize("message_id", ["", "x" * 129, "a/b", None])
+def test_handle_invalid_id(app: Conveyor, message_id: object) -> None:
+    with pytest.raises(ValidationError) as caught:
+        app.handle(message_id)  # type: ignore[arg-type]
+
+    assert "invalid message id" in str(caught.value)
+
+
 def test_handle_result_timeout(app: Conveyor, queue: str) -> None:
     @app.task(queue=queue)
     def never_run() -> None:

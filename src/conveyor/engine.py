@@ -467,11 +467,13 @@ class Engine:
         return self.store.list_redrive_jobs(dlq, state, limit)
 
     def get_redrive_job(self, job_id: str) -> RedriveJob:
-        return self.store.get_redrive_job(self._check_id(job_id))
+        return self.store.get_redrive_job(self._check_id(job_id, "redrive job id"))
 
     def cancel_redrive_job(self, job_id: str) -> RedriveJob:
         """Stop an active job after its current chunk; a finished job stays as it is."""
-        return self.store.cancel_redrive_job(self._check_id(job_id), self.clock()).result()
+        return self.store.cancel_redrive_job(
+            self._check_id(job_id, "redrive job id"), self.clock()
+        ).result()
 
     def claim_redrive_jobs(self, owner: str, limit: int, lease_s: float) -> list[RedriveJob]:
         """Take leases on up to `limit` active jobs that no process holds; for runners."""
@@ -543,10 +545,13 @@ class Engine:
         return self.store.sweep(self.clock()).result()
 
     @staticmethod
-    def _check_id(message_id: Any) -> str:
-        if not isinstance(message_id, str) or not 1 <= len(message_id) <= 128:
-            raise ValidationError(f"invalid message id {message_id!r}")
-        return message_id
+    def _check_id(value: Any, kind: str = "message id") -> str:
+        if not isinstance(value, str) or not 1 <= len(value) <= check.MAX_MESSAGE_ID_LENGTH:
+            raise ValidationError(
+                f"invalid {kind} {value!r}: expected a string of 1 to "
+                f"{check.MAX_MESSAGE_ID_LENGTH} characters"
+            )
+        return value
 
     def _sweep_forever(self) -> None:
         while not self._stopping.wait(SWEEP_INTERVAL_S):

@@ -33,10 +33,14 @@ MAX_GROUP_IN_FLIGHT = 1000
 def format_seconds(value: float) -> str:
     """Return a duration for messages: `30 seconds`, `4 days`, `365 days`."""
     if value >= DAY_S and value % 3600 == 0:
-        return f"{value / DAY_S:g} days"
+        return _plural(value / DAY_S, "day")
     if value >= 3600 and value % 60 == 0:
-        return f"{value / 3600:g} hours"
-    return f"{value:g} seconds"
+        return _plural(value / 3600, "hour")
+    return _plural(value, "second")
+
+
+def _plural(count: float, unit: str) -> str:
+    return f"{count:g} {unit}" if count == 1 else f"{count:g} {unit}s"
 
 
 def validate_queue_name(name: Any) -> str:
@@ -175,7 +179,28 @@ def build_settings(values: dict[str, Any] | None) -> QueueSettings:
             "queue, because only fifo queues have groups; leave it at 1 or "
             "use max_in_flight to limit the whole queue"
         )
+    if settings.rate_burst is not None and settings.rate_limit_per_s is None:
+        raise ValidationError(
+            f"rate_burst={settings.rate_burst} needs rate_limit_per_s, because "
+            "the burst is the size of the rate's token bucket; set "
+            "rate_limit_per_s too, or leave rate_burst unset"
+        )
     return settings
+
+
+def merge_settings(current: dict[str, Any], changes: dict[str, Any]) -> QueueSettings:
+    """Apply validated changes to a queue's stored settings.
+
+    A change that clears rate_limit_per_s also clears rate_burst unless it
+    sets one, because the burst is the size of the rate's token bucket. A
+    DLQ name set to null keeps the current one.
+    """
+    merged = {**current, **changes}
+    if changes.get("rate_limit_per_s", 0) is None and "rate_burst" not in changes:
+        merged["rate_burst"] = None
+    if merged.get("dead_letter_queue") is None:
+        merged["dead_letter_queue"] = current.get("dead_letter_queue")
+    return build_settings(merged)
 
 
 def _check_field(key: str, value: Any) -> Any:
@@ -227,7 +252,7 @@ def _check_int(key: str, value: Any, low: int, high: int) -> int:
         raise ValidationError(f"invalid {key} {value!r}: expected an integer")
     if not low <= value <= high:
         raise ValidationError(
-            f"invalid {key} {value!r}: use a value from {low} to {high}"
+            f"invalid {key} {value!r}: use a value from {low:,} to {high:,}"
         )
     return value
 

@@ -49,7 +49,7 @@ from ..models import (
 )
 from ..models import BreakerReport, RedriveJob
 from ..policy import PreparedMessage
-from ..settings import QueueSettings, build_settings, dlq_name_for
+from ..settings import QueueSettings, dlq_name_for, merge_settings
 from . import flow_rows, outcomes, postgres_runs, run_records
 from . import postgres_schema as schema_versions
 from . import postgres_flow_sql as flow_sql
@@ -298,11 +298,7 @@ class PostgresStore:
         def operation(tx: Transaction) -> QueueInfo:
             current = _require_queue(tx, name, lock=" FOR UPDATE")
             _check_type_unchanged(name, current, changes)
-            settings = build_settings({**current.settings, **changes})
-            if settings.dead_letter_queue is None:
-                settings = build_settings(
-                    {**settings.to_dict(), "dead_letter_queue": current.settings["dead_letter_queue"]}
-                )
+            settings = merge_settings(current.settings, changes)
             tx.execute(sql.UPDATE_QUEUE, (_dump(settings.to_dict()), now, name))
             if current.settings.get("breaker") and settings.breaker is None:
                 flow_rows.reset_breaker(tx.execute, flow_sql, name)

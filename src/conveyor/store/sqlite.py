@@ -37,7 +37,7 @@ from ..models import (
 )
 from ..models import BreakerReport, RedriveJob
 from ..policy import PreparedMessage
-from ..settings import DAY_S, QueueSettings, build_settings, dlq_name_for
+from ..settings import DAY_S, QueueSettings, dlq_name_for, merge_settings
 from . import flow_rows, outcomes, run_records, sqlite_runs
 from . import redrive_jobs, sqlite_flow, sqlite_flow_sql as flow_sql
 from . import sqlite_sql as sql
@@ -119,11 +119,7 @@ class SQLiteStore:
         def operation(tx: Transaction) -> QueueInfo:
             current = _require_queue(tx.conn, name)
             _check_type_unchanged(name, current, changes)
-            settings = build_settings({**current.settings, **changes})
-            if settings.dead_letter_queue is None:
-                settings = build_settings(
-                    {**settings.to_dict(), "dead_letter_queue": current.settings["dead_letter_queue"]}
-                )
+            settings = merge_settings(current.settings, changes)
             tx.conn.execute(sql.UPDATE_QUEUE, (_dump(settings.to_dict()), now, name))
             if current.settings.get("breaker") and settings.breaker is None:
                 flow_rows.reset_breaker(tx.conn.execute, flow_sql, name)

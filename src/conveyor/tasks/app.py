@@ -12,6 +12,7 @@ from typing import Any, overload
 from ..client import connect
 from ..errors import ValidationError
 from ..settings import validate_queue_name
+from ..validation import MAX_MESSAGE_ID_LENGTH
 from .handle import TaskHandle
 from .hooks import Hooks
 from .options import (
@@ -92,7 +93,20 @@ class Conveyor:
         self._known_queues.add(queue)
 
     def handle(self, message_id: str) -> TaskHandle:
-        """Return a handle for a task message id stored elsewhere."""
+        """Return a handle for a task message id stored elsewhere.
+
+        Raises ValidationError at once for a value that cannot be a
+        message id, instead of at the handle's first call.
+        """
+        if not isinstance(message_id, str) or not 1 <= len(message_id) <= MAX_MESSAGE_ID_LENGTH:
+            raise ValidationError(
+                f"invalid message id {message_id!r}: expected a string of 1 to "
+                f"{MAX_MESSAGE_ID_LENGTH} characters, such as a TaskHandle's id"
+            )
+        if "/" in message_id:
+            raise ValidationError(
+                f"invalid message id {message_id!r}: a message id never contains '/'"
+            )
         return TaskHandle(self, message_id)
 
     def queues(self) -> list[str]:
