@@ -203,6 +203,17 @@ def test_background_redrive_creates_job(cli: Cli) -> None:
     assert cli.json("dlq", "jobs", "--state", "active")["jobs"] == []
 
 
+def test_jobs_table_shows_limit_and_cursor(cli: Cli) -> None:
+    dead_jobs(cli, 3)
+    cli.ok("dlq", "redrive", "jobs", "--background", "--rate", "5", "--limit", "2")
+    [job] = cli.json("dlq", "jobs")["jobs"]
+    listed = cli.ok("dlq", "jobs", "jobs")
+    cells = header_line(listed, job["id"]).split()
+    assert cells[3] == "0/2"
+    assert "Cursor" in listed
+    assert "Dead after" in listed
+
+
 def test_rate_needs_background(cli: Cli) -> None:
     dead_jobs(cli, 1)
     done = cli("dlq", "redrive", "jobs", "--rate", "5")

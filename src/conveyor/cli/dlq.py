@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..engine import MAX_PEEK
-from ..models import DEAD
+from ..models import DEAD, RedriveJob
 from ..store.redrive_jobs import JOB_STATES
 from ..validation import MAX_ENTRY_BATCH
 from . import main
@@ -244,21 +244,30 @@ def list_jobs(
         return
     print_table(
         "Redrive jobs",
-        ["ID", "DLQ", "State", "Moved", "Rate", "Source", "Created", "Error"],
         [
-            (
-                job.id,
-                job.dlq,
-                job.state,
-                job.moved,
-                "-" if job.rate_per_s is None else f"{job.rate_per_s:g}/s",
-                job.source_queue or "any",
-                format_time(job.created_at),
-                job.error,
-            )
-            for job in jobs
+            "ID", "DLQ", "State", "Moved", "Rate", "Source", "Dead after",
+            "Cursor", "Created", "Updated", "Error",
         ],
+        [_job_row(job) for job in jobs],
         wrapped=("Error",),
+    )
+
+
+def _job_row(job: RedriveJob) -> tuple:
+    """Return a job's table cells; Moved shows the limit as `moved/limit`."""
+    moved = str(job.moved) if job.limit is None else f"{job.moved}/{job.limit}"
+    return (
+        job.id,
+        job.dlq,
+        job.state,
+        moved,
+        "-" if job.rate_per_s is None else f"{job.rate_per_s:g}/s",
+        job.source_queue or "any",
+        "-" if job.dead_after is None else format_time(job.dead_after),
+        job.cursor_seq,
+        format_time(job.created_at),
+        format_time(job.updated_at),
+        job.error,
     )
 
 
