@@ -578,6 +578,21 @@ def test_auto_after_forced_open_probes_after_cooldown(engine, clock):
     assert len(engine.reserve(queue, 10)) == 2
 
 
+def test_force_open_when_open_records_event(engine):
+    queue = breaker_queue(engine, min_attempts=2)
+    fail(engine, queue, 2)
+    assert breaker_state(engine, queue) == "open"
+    before = len(engine.breaker(queue).events)
+
+    engine.force_breaker(queue, "open")
+    engine.force_breaker(queue, "open")
+
+    events = engine.breaker(queue).events
+    assert len(events) == before + 1
+    assert events[0].reason == "forced open by an operator while already open"
+    assert (events[0].from_state, events[0].to_state) == ("open", "open")
+
+
 @pytest.mark.parametrize("state", ["half_open", "OPEN", "", None])
 def test_force_invalid_state(engine, state):
     queue = breaker_queue(engine)

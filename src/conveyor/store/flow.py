@@ -329,8 +329,12 @@ def force(
     if mode == CLOSED and state.state != CLOSED:
         reason = "forced closed by an operator"
         return [_close(state, now, reason, breaker, window_failures, window_attempts)]
-    if mode == AUTO and previous_mode != AUTO:
-        reason = f"automatic control resumed by an operator (was forced {previous_mode})"
+    if mode != previous_mode:
+        # The state stays, but the event list still records who took control.
+        if mode == AUTO:
+            reason = f"automatic control resumed by an operator (was forced {previous_mode})"
+        else:
+            reason = f"forced {mode} by an operator while already {state.state}"
         return [
             BreakerChange(
                 now, state.state, state.state, window_failures, window_attempts,
