@@ -204,6 +204,16 @@ def test_current_run_none_outside_worker(app: Conveyor, queue: str) -> None:
 # Logs ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("attempt", [0, -1, "1"])
+def test_logs_invalid_attempt(app: Conveyor, attempt: object) -> None:
+    handle = app.handle("0" * 28)
+
+    with pytest.raises(ValidationError) as caught:
+        handle.logs(attempt=attempt)  # type: ignore[arg-type]
+
+    assert f"invalid attempt {attempt!r}" in str(caught.value)
+
+
 def test_logs_of_task_run(app: Conveyor, queue: str, caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger(f"tasks.{queue}")
 

@@ -254,7 +254,7 @@ def check_int(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(f"invalid {name} {value!r}: expected an integer")
     if not low <= value <= high:
-        raise ValidationError(f"invalid {name} {value!r}: use {low} to {high}")
+        raise ValidationError(f"invalid {name} {value!r}: use {low:,} to {high:,}")
     return value
 
 

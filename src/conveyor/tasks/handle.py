@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound, ResultTimeout, TaskCancelled, TaskError
 from ..models import DEAD, DELAYED, READY, RESERVED, AttemptLog
+from ..validation import MAX_ATTEMPT_NUMBER, check_int
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -108,7 +109,10 @@ class TaskHandle:
 
         Each AttemptLog has `attempt` (from 1) and `text`. They are kept as
         long as the task's result; an empty list means none are stored.
+        Raises ValidationError for an attempt below 1, on either transport.
         """
+        if attempt is not None:
+            check_int("attempt", attempt, 1, MAX_ATTEMPT_NUMBER)
         return self.app.client.get_logs(self.id, attempt)
 
     def result(self, timeout_s: float | None = 30.0) -> Any:
