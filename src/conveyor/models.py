@@ -324,7 +324,8 @@ class Schedule:
     `next_fire_times` lists the next few ticks, the first being
     `next_fire_at`. `source` is "code" for schedules declared with
     `@app.periodic` and "api" for the others. `last_error` is why the last
-    tick posted nothing, None after a tick that posted.
+    tick posted nothing, None after a tick that posted. `updated_at` is
+    the last change of the definition or pause state; firing leaves it.
     """
 
     name: str

@@ -82,7 +82,7 @@ UPDATE_DEFINITION = (
 UPDATE_PAUSED = "UPDATE schedules SET paused = %s, updated_at = %s WHERE name = %s"
 UPDATE_FIRED = (
     "UPDATE schedules SET run_count = %s, last_fire_at = %s, next_fire_at = %s, "
-    "last_error = %s, updated_at = %s WHERE name = %s"
+    "last_error = %s WHERE name = %s"
 )
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE name = %s"
 DELETE_SCHEDULE_TICKS = "DELETE FROM schedule_ticks WHERE schedule = %s"

@@ -263,7 +263,7 @@ def fire_schedule(
 
     last_fire_at = plan.fire[-1].at if plan.fire else schedule.last_fire_at
     execute(sql.UPDATE_FIRED, (
-        schedule.run_count + posted, last_fire_at, plan.next_fire_at, last_error, now, name,
+        schedule.run_count + posted, last_fire_at, plan.next_fire_at, last_error, name,
     ))
     if plan.next_fire_at is None:
         logger.info(

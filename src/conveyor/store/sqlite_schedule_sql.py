@@ -78,7 +78,7 @@ UPDATE_DEFINITION = (
 UPDATE_PAUSED = "UPDATE schedules SET paused = ?, updated_at = ? WHERE name = ?"
 UPDATE_FIRED = (
     "UPDATE schedules SET run_count = ?, last_fire_at = ?, next_fire_at = ?, "
-    "last_error = ?, updated_at = ? WHERE name = ?"
+    "last_error = ? WHERE name = ?"
 )
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE name = ?"
 DELETE_SCHEDULE_TICKS = "DELETE FROM schedule_ticks WHERE schedule = ?"
