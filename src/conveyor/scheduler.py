@@ -65,12 +65,12 @@ class Scheduler:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        logger.info("Scheduler started")
+        logger.debug("Scheduler started")
         while not self._stopping.is_set():
             wait_s = self._step()
             self._wake.wait(wait_s)
             self._wake.clear()
-        logger.info("Scheduler stopped")
+        logger.debug("Scheduler stopped")
 
     def _step(self) -> float:
         try:
