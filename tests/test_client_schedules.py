@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 import uuid
 from typing import Any, Iterator
 
@@ -150,3 +151,24 @@ def test_http_rejects_unknown_field(http_server: ServerProcess, tmp_path) -> Non
     )
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_enqueue_in_ignores_client_clock(http_server: ServerProcess, monkeypatch) -> None:
+    from conveyor import Conveyor
+
+    app = Conveyor(http_server.url)
+
+    @app.task(queue="clock-" + uuid.uuid4().hex[:8], name="clock.noop")
+    def noop() -> None:
+        return None
+
+    app.ensure_queue(noop.queue)
+    real_now = time.time()
+    # This client's clock is three days behind the server's.
+    monkeypatch.setattr(time, "time", lambda: real_now - 3 * 86_400)
+    handle = noop.enqueue_in(60)
+    monkeypatch.undo()
+    message = app.client.get_message(handle.id)
+    app.close()
+    assert message.due_at - message.posted_at == pytest.approx(60)
+    assert abs(message.posted_at - time.time()) < 30

@@ -20,6 +20,7 @@ from conveyor.errors import (
 )
 from conveyor.models import NewMessage
 from conveyor.schedule_times import GRACE_S, to_iso
+from conveyor.scheduler import RECHECK_S, Scheduler
 
 DAY_S = 86_400.0
 
@@ -384,3 +385,54 @@ def test_background_loop_fires(make_engine):
     while time.monotonic() < deadline and len(engine.peek("jobs", limit=10)) < 2:
         time.sleep(0.1)
     assert len(engine.peek("jobs", limit=10)) >= 2
+
+
+def test_concurrent_puts_store_one(make_engine, clock):
+    engines = [make_engine(clock=clock) for _ in range(2)]
+    engines[0].create_queue("jobs")
+    results: list[object] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(engines))
+
+    def put(engine: Engine) -> None:
+        try:
+            for round_number in range(10):
+                barrier.wait()
+                results.append(engine.put_schedule(
+                    f"code-{round_number}", "jobs", source="code", interval_s=60
+                ))
+        except BaseException as exc:  # reported by the assert below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=put, args=(e,)) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(results) == 20
+    assert len(engines[0].list_schedules()) == 10
+
+
+def test_loop_sleeps_until_next_tick(engine, queue, clock):
+    loop = Scheduler(engine)
+    assert loop.run_once() == RECHECK_S
+    every(engine, start_at=clock.now + 2)
+    assert loop.run_once() == pytest.approx(2.0)
+    clock.advance(2)
+    assert loop.run_once() == RECHECK_S
+    assert len(messages(engine)) == 1
+
+
+def test_loop_wakes_on_create(make_engine):
+    engine = make_engine(schedules=True)
+    engine.create_queue("jobs")
+    # Let the loop find nothing and go to sleep for RECHECK_S.
+    time.sleep(0.5)
+    started = time.monotonic()
+    engine.create_schedule("soon", "jobs", interval_s=3600, body=None)
+    while time.monotonic() - started < RECHECK_S and not engine.peek("jobs"):
+        time.sleep(0.02)
+    assert engine.peek("jobs")
+    assert time.monotonic() - started < RECHECK_S / 2

@@ -51,9 +51,12 @@ SCHEDULE_COLUMNS = (
     "catch_up_limit, message, source, paused, run_count, last_fire_at, next_fire_at, "
     "last_error, created_at, updated_at"
 )
+# Inserts nothing when the name is taken, also by a transaction that
+# commits meanwhile; the caller checks the row count.
 INSERT_SCHEDULE = (
     f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (name) DO NOTHING"
 )
 SELECT_SCHEDULE = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = %s"
 SELECT_SCHEDULE_LOCKED = SELECT_SCHEDULE + " FOR UPDATE"

@@ -67,18 +67,18 @@ def create_schedule(
     check_queue: CheckQueue,
 ) -> Schedule:
     """Store a new schedule, or raise ScheduleAlreadyExists."""
-    if execute(sql.SELECT_SCHEDULE, (name,)).fetchone() is not None:
-        raise ScheduleAlreadyExists(
-            f"schedule {name!r} exists already; change it with PATCH /v1/schedules/"
-            f"{name}, delete it first, or pick another name"
-        )
     check_queue(spec.queue, build_message(spec.template, {}))
     next_fire_at = spec.timing.next_after(now - 0.001)
-    execute(sql.INSERT_SCHEDULE, (
+    inserted = execute(sql.INSERT_SCHEDULE, (
         name, spec.queue, spec.cron, spec.timezone, spec.interval_s, spec.start_at,
         spec.end_at, spec.max_runs, spec.catch_up, spec.catch_up_limit,
         _dump(spec.template), source, paused, 0, None, next_fire_at, None, now, now,
     ))
+    if not inserted.rowcount:
+        raise ScheduleAlreadyExists(
+            f"schedule {name!r} exists already; change it with PATCH /v1/schedules/"
+            f"{name}, delete it first, or pick another name"
+        )
     logger.info(
         "Schedule %s created (%s) posting to queue %s; next tick at %s",
         name, _describe(spec), spec.queue, _format(next_fire_at),
@@ -105,8 +105,15 @@ def put_schedule(
     row = execute(sql.SELECT_SCHEDULE_LOCKED, (name,)).fetchone()
     if row is None:
         spec = check_definition(fields, now)
-        created = create_schedule(execute, sql, name, spec, source, False, now, check_queue)
-        return created, "created"
+        try:
+            created = create_schedule(
+                execute, sql, name, spec, source, False, now, check_queue
+            )
+            return created, "created"
+        except ScheduleAlreadyExists:
+            # Another transaction created it since the select, e.g. a second
+            # worker of the same app starting at the same moment.
+            row = execute(sql.SELECT_SCHEDULE_LOCKED, (name,)).fetchone()
     current = schedule_from_row(row)
     if fields.get("start_at") is None:
         fields = {**fields, "start_at": current.start_at}

@@ -47,8 +47,9 @@ SCHEDULE_COLUMNS = (
     "catch_up_limit, message, source, paused, run_count, last_fire_at, next_fire_at, "
     "last_error, created_at, updated_at"
 )
+# Inserts nothing when the name is taken; the caller checks the row count.
 INSERT_SCHEDULE = (
-    f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) "
+    f"INSERT OR IGNORE INTO schedules ({SCHEDULE_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SELECT_SCHEDULE = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?"
