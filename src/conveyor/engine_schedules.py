@@ -43,12 +43,12 @@ class ScheduleMethods:
     ) -> Schedule:
         """Store a new schedule that posts to `queue`; ScheduleAlreadyExists if the name is taken.
 
-        `fields` are the definition keys of schedule_input.DEFINITION_FIELDS:
-        `cron` (five fields) with `timezone` (IANA name, default UTC), or
-        `interval_s`; `start_at`, `end_at` (Unix seconds), `max_runs`,
-        `catch_up` (skip, once or all) and `catch_up_limit`; and the
-        message template: `body`, `headers`, `priority`, `group`,
-        `delay_s`, `retention_s`, `max_attempts`.
+        `fields` are the keys of schedule_input.DEFINITION_FIELDS. The
+        timing is `cron` (five fields) with `timezone` (IANA name, default
+        UTC), or `interval_s`. Its limits are `start_at` and `end_at` (Unix
+        seconds), `max_runs`, `catch_up` (skip, once or all) and
+        `catch_up_limit`. The message template is `body`, `headers`,
+        `priority`, `group`, `delay_s`, `retention_s` and `max_attempts`.
         """
         validate_schedule_name(name)
         _check_flag("paused", paused)
@@ -63,10 +63,11 @@ class ScheduleMethods:
     ) -> Schedule:
         """Create a schedule or replace its whole definition; idempotent.
 
-        An unchanged definition keeps its next tick and run count; a
-        changed one keeps its run count and pause state and gets its next
-        tick from now. `source` is "code" for schedules that code declares
-        (`@app.periodic`) and "api" otherwise. Fields as in create_schedule.
+        An unchanged definition keeps its next tick and run count. A changed
+        one keeps its run count and pause state, and its next tick is
+        computed from now. `source` is "code" for schedules declared with
+        `@app.periodic` and "api" otherwise. The fields are those of
+        create_schedule.
         """
         validate_schedule_name(name)
         check_source(source)

@@ -57,7 +57,7 @@ DEFINITION_FIELDS = ("queue", *TIMING_FIELDS, *TEMPLATE_FIELDS)
 class ScheduleSpec:
     """A checked definition, ready to store.
 
-    `template` holds the TEMPLATE_FIELDS that are set, with JSON values.
+    `template` contains the TEMPLATE_FIELDS that are set, with JSON values.
     """
 
     queue: str

@@ -36,17 +36,17 @@ from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
 
-# A tick fired at most this long after its time is on time; an older one
-# was missed (every server was down or the schedule was paused), and the
-# schedule's catch-up policy decides whether it fires.
+# A tick fired at most this long after its time is on time. An older one
+# was missed, because every server was down or the schedule was paused, and
+# the schedule's catch-up policy decides whether it fires.
 GRACE_S = 60.0
 # Catch-up looks back at most this far; older missed ticks never fire.
 MAX_CATCH_UP_SCAN_S = 30 * 86_400.0
 CATCH_UP_POLICIES = ("skip", "once", "all")
 
-# Longer than any daylight saving shift in the tz database (one hour today),
-# so a search started this far back begins before any repeated hour that
-# contains the instant searched from.
+# Longer than any daylight saving shift in the tz database (the largest in
+# use is Antarctica/Troll's two hours), so a search started this far back
+# begins before any repeated hour that contains the instant searched from.
 LOOKBACK_S = 3 * 3600.0
 
 
@@ -119,7 +119,7 @@ class PlannedTick:
 
 @dataclass
 class FirePlan:
-    """What one scheduler step does to a schedule.
+    """The plan of one scheduler step for one schedule.
 
     `fire` lists the ticks to fire, oldest first. `skipped` counts the
     missed ticks that do not fire. `next_fire_at` is the schedule's next

@@ -4,7 +4,7 @@ Every `conveyor server` runs one. Each step fires every due schedule, one
 transaction per schedule (store/schedules.py), then sleeps until the
 earliest next tick of any schedule. It also wakes when this process
 creates, changes or resumes a schedule, and at least every RECHECK_S, so
-it sees schedules that other servers of the store changed. Servers that
+it finds schedules that other servers of the store changed. Servers that
 share a store all run the loop; the store makes each tick fire once.
 
 Only the engine's clock decides when a tick is due: clients never send
@@ -25,11 +25,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The longest sleep between steps; bounds how late a schedule that another
-# server created or resumed fires here.
+# The maximum sleep between steps. It bounds how late this loop fires a
+# schedule that another server created or resumed.
 RECHECK_S = 5.0
-# The shortest sleep, so a schedule that another server holds while it
-# fires it does not make this loop spin.
+# The minimum sleep, so a due schedule whose row another server has locked
+# while it fires it does not make this loop spin.
 MIN_WAIT_S = 0.05
 # After a failed step (the store is down), the loop waits this long.
 RETRY_S = 1.0

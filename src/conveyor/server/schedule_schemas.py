@@ -1,7 +1,7 @@
 """Pydantic models of the schedule endpoints' requests and responses.
 
 They describe the endpoints in the OpenAPI document and check the JSON
-types of request bodies; the engine checks values (cron syntax, time
+types of request bodies. The engine checks the values (cron syntax, time
 zones, ranges) and names the fix.
 """
 

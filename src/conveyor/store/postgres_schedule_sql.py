@@ -2,9 +2,9 @@
 
 `schedule_ticks` records each tick a schedule fired, keyed by (schedule,
 tick_ms): tick_ms is the tick's Unix time in whole milliseconds, so the
-key compares exactly. Servers that share a store fire each tick once: a
-server locks a due schedule's row (FOR UPDATE SKIP LOCKED, so the others
-pass it by) and re-reads it before firing, and the key rejects a second
+key compares exactly. Servers that share a store fire each tick once. A
+server locks a due schedule's row with FOR UPDATE SKIP LOCKED, so the
+others pass it by, and re-reads it before firing. The key rejects a second
 row for the same tick should two transactions ever get that far.
 """
 
@@ -60,8 +60,9 @@ INSERT_SCHEDULE = (
 )
 SELECT_SCHEDULE = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = %s"
 SELECT_SCHEDULE_LOCKED = SELECT_SCHEDULE + " FOR UPDATE"
-# The schedule if it is still due and no other transaction holds it: another
-# server may be firing it, or may have fired it since the caller listed it.
+# The schedule if it is still due and no other transaction has locked it.
+# Another server may be firing it, or may have fired it since the caller
+# listed it.
 SELECT_DUE_SCHEDULE = (
     f"SELECT {SCHEDULE_COLUMNS} FROM schedules "
     "WHERE name = %s AND NOT paused AND next_fire_at <= %s FOR UPDATE SKIP LOCKED"

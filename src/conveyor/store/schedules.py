@@ -1,9 +1,9 @@
 """Schedules, stored and fired the same way by both stores.
 
-A scheduler step fires one due schedule in one transaction: it re-reads
-the schedule (on PostgreSQL with a row lock that other servers skip),
-decides which ticks fire (schedule_times.plan_ticks), records each tick in
-`schedule_ticks`, posts its message through the store's post path, and
+A scheduler step fires one due schedule in one transaction. It re-reads
+the schedule, on PostgreSQL with a row lock that other servers skip, and
+decides which ticks fire (schedule_times.plan_ticks). It records each tick
+in `schedule_ticks`, posts its message through the store's post path, and
 advances `next_fire_at`, `last_fire_at` and `run_count`. The primary key
 (schedule, tick_ms) of `schedule_ticks` lets a tick fire once even if two
 transactions planned it: the second insert does nothing and posts nothing.
@@ -38,9 +38,9 @@ from ..validation import prepare
 logger = logging.getLogger(__name__)
 
 Execute = Callable[[str, Any], Any]
-# Posts messages to a queue at a time, in the caller's transaction, through the
-# store's normal post path; raises QueueNotFound or ValidationError before
-# it writes anything.
+# Posts messages to a queue at a time in the caller's transaction, through
+# the store's normal post path. It raises QueueNotFound or ValidationError
+# before it writes anything.
 PostMessages = Callable[[str, list[NewMessage], float], list[PostResult]]
 # Checks, without writing, that the queue exists and accepts the message.
 CheckQueue = Callable[[str, NewMessage], None]
@@ -405,7 +405,7 @@ def _dump(value: Any) -> str:
 
 
 class ScheduleTransaction:
-    """What schedule operations use of a store's write transaction."""
+    """The parts of a store's write transaction that schedule operations use."""
 
     __slots__ = ("execute", "post", "check_queue")
 

@@ -3,8 +3,8 @@
 `schedule_ticks` records each tick a schedule fired, keyed by (schedule,
 tick_ms): tick_ms is the tick's Unix time in whole milliseconds, so the
 key compares exactly. The single writer serializes every write, so a tick
-is fired once even by two processes that share the file: each re-reads the
-schedule in its own transaction before firing, and the key rejects a
+is fired once even by two processes that share the file. Each re-reads
+the schedule in its own transaction before firing, and the key rejects a
 second row for the same tick.
 """
 

@@ -8,10 +8,10 @@ keeps its next tick and run count, a changed one is updated. `conveyor
 worker` syncs the schedules of the queues it serves when it starts.
 
 A schedule removed from code stays stored, and keeps firing, until it is
-deleted (`conveyor schedules delete NAME`): sync logs a WARNING naming
+deleted (`conveyor schedules delete NAME`). Sync logs a WARNING naming
 each stored code schedule of the app's queues that the app no longer
-declares, because deleting on sight would also delete the schedules of
-another app or of an older worker version that shares the queue.
+declares. It deletes none, because another app or an older worker version
+that shares the queue may still declare them.
 """
 
 from __future__ import annotations
