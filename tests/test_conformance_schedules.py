@@ -436,3 +436,14 @@ def test_loop_wakes_on_create(make_engine):
         time.sleep(0.02)
     assert engine.peek("jobs")
     assert time.monotonic() - started < RECHECK_S / 2
+
+
+def test_raising_max_runs_reactivates(engine, queue, clock):
+    every(engine, max_runs=1)
+    engine.run_schedules()
+    assert engine.get_schedule("tick").state == "finished"
+    clock.advance(30)
+    changed = engine.update_schedule("tick", max_runs=3)
+    assert changed.state == "active"
+    assert changed.run_count == 1
+    assert changed.next_fire_at == changed.start_at + 60

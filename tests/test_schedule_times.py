@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -243,3 +244,20 @@ def test_plan_cron_outage_days_once():
 
 def test_to_iso_is_utc_with_z():
     assert to_iso(utc("2026-03-29 01:00")) == "2026-03-29T01:00:00.000Z"
+
+
+def test_interval_catch_up_counts_match_stepping():
+    # The arithmetic count of missed interval ticks equals stepping through them.
+    rng = random.Random(7)
+    for _ in range(300):
+        interval = rng.choice([1.0, 0.7 * 3, 60.0, 86_400.0 / 7])
+        start = rng.uniform(0, 1e9)
+        timing = Timing(None, "UTC", interval, start_at=start)
+        next_fire_at = timing.next_after(start + rng.uniform(-100, 5000))
+        now = next_fire_at + rng.uniform(0, 3 * 3600)
+        plan = plan_ticks(timing, next_fire_at, now, "all", 5, None)
+        stepped = [next_fire_at, *timing.ticks_between(next_fire_at, now)]
+        missed = [t for t in stepped if t < now - GRACE_S]
+        on_time = [t for t in stepped if t >= now - GRACE_S]
+        assert [t.at for t in plan.fire] == missed[-5:] + on_time
+        assert plan.skipped == max(len(missed) - 5, 0)

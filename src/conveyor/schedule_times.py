@@ -149,15 +149,14 @@ def plan_ticks(
     if next_fire_at is None or next_fire_at > now:
         return FirePlan(next_fire_at=next_fire_at)
 
-    missed: deque[float] = deque(maxlen=max(catch_up_limit, 1))
-    missed_count = 0
-    on_time: list[float] = []
-    for tick in _due_ticks(timing, next_fire_at, now):
-        if tick < now - GRACE_S:
-            missed.append(tick)
-            missed_count += 1
-        else:
-            on_time.append(tick)
+    cutoff = now - GRACE_S
+    scan_from = max(next_fire_at, now - MAX_CATCH_UP_SCAN_S)
+    keep = max(catch_up_limit, 1)
+    if timing.interval_s:
+        missed, missed_count = _interval_ticks_before(timing, scan_from, cutoff, keep)
+    else:
+        missed, missed_count = _cron_ticks_before(timing, scan_from, cutoff, keep)
+    on_time = list(_ticks_from(timing, max(next_fire_at, cutoff), now))
 
     plan = FirePlan()
     if catch_up == "once" and missed_count:
@@ -174,13 +173,54 @@ def plan_ticks(
     return plan
 
 
-def _due_ticks(timing: Timing, next_fire_at: float, now: float) -> Iterator[float]:
-    """Yield the ticks from `next_fire_at` to `now`, at most MAX_CATCH_UP_SCAN_S back."""
-    scan_from = now - MAX_CATCH_UP_SCAN_S
-    if next_fire_at >= scan_from:
-        yield next_fire_at
-        scan_from = next_fire_at
-    yield from timing.ticks_between(scan_from, now)
+def _ticks_from(timing: Timing, first: float, until: float) -> Iterator[float]:
+    """Yield the ticks at or after `first` and at or before `until`."""
+    return timing.ticks_between(math.nextafter(first, -math.inf), until)
+
+
+def _cron_ticks_before(
+    timing: Timing, first: float, before: float, keep: int
+) -> tuple[list[float], int]:
+    """Return the last `keep` ticks in [first, before) and how many there are."""
+    kept: deque[float] = deque(maxlen=keep)
+    count = 0
+    for tick in _ticks_from(timing, first, before):
+        if tick >= before:
+            break
+        kept.append(tick)
+        count += 1
+    return list(kept), count
+
+
+def _interval_ticks_before(
+    timing: Timing, first: float, before: float, keep: int
+) -> tuple[list[float], int]:
+    """Return the last `keep` interval ticks in [first, before) and how many there are.
+
+    Counts with arithmetic instead of stepping through each tick, so a
+    1-second schedule after a 30-day outage costs no more than after a
+    minute. The loops only correct floating-point rounding of the estimates.
+    """
+    interval = timing.interval_s
+    assert interval is not None
+    start = timing.start_at
+    if timing.end_at is not None:
+        before = min(before, math.nextafter(timing.end_at, math.inf))
+
+    low = max(0, math.ceil((first - start) / interval))
+    while low > 0 and start + (low - 1) * interval >= first:
+        low -= 1
+    while start + low * interval < first:
+        low += 1
+    high = math.ceil((before - start) / interval) - 1
+    while start + (high + 1) * interval < before:
+        high += 1
+    while high >= low and start + high * interval >= before:
+        high -= 1
+
+    count = max(0, high - low + 1)
+    kept = [start + k * interval for k in range(max(low, high - keep + 1), high + 1)]
+    return kept, count
 
 
 def to_iso(timestamp: float) -> str:

@@ -309,6 +309,10 @@ def _fire_tick(
         )
         return f"tick {to_iso(tick.at)} posted nothing: {exc}"
     execute(sql.SET_TICK_MESSAGE, (result.id, schedule.name, tick_ms))
+    logger.debug(
+        "Schedule %s fired tick %s: message %s in queue %s",
+        schedule.name, to_iso(tick.at), result.id, schedule.queue,
+    )
     return None
 
 
