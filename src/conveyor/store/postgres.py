@@ -42,7 +42,6 @@ from ..models import (
     AttemptLog,
     EntryResult,
     Message,
-    NewMessage,
     PostResult,
     QueueInfo,
     QueueStats,
@@ -163,7 +162,9 @@ class PostgresStore:
         self._closed = False
         self._close_lock = threading.Lock()
         self.schedules = ScheduleStore(
-            schedule_sql, self._write_schedule, lambda read: self._read(lambda conn: read(conn.execute))
+            schedule_sql,
+            self._write_schedule,
+            lambda read: self._read(lambda conn: read(conn.execute)),
         )
         self._listener: NotificationListener | None = None
         if self.options.listen:
