@@ -7,6 +7,7 @@ Test modules import the fixtures they use from here:
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,10 +40,16 @@ def conveyor_command() -> list[str]:
 
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """Return a random TCP port in 20000-40000 on 127.0.0.1 that was free a moment ago."""
+    for _attempt in range(100):
+        port = random.randint(20000, 40000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("found no free port in 20000-40000 on 127.0.0.1")
 
 
 @dataclass

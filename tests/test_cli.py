@@ -775,6 +775,12 @@ def test_command_tree_has_management_commands() -> None:
         "peek",
         "dlq list",
         "dlq redrive",
+        "schedules list",
+        "schedules show",
+        "schedules create",
+        "schedules pause",
+        "schedules resume",
+        "schedules delete",
     }
     assert expected <= names
 

@@ -150,6 +150,15 @@ def test_openapi_lists_every_endpoint(http_server: ServerProcess) -> None:
         ("/v1/queues/{name}/progress", "post"),
         ("/v1/messages/{message_id}/cancel", "post"),
         ("/v1/messages/{message_id}/logs", "get"),
+        ("/v1/schedules", "get"),
+        ("/v1/schedules", "post"),
+        ("/v1/schedules/{name}", "get"),
+        ("/v1/schedules/{name}", "put"),
+        ("/v1/schedules/{name}", "patch"),
+        ("/v1/schedules/{name}", "delete"),
+        ("/v1/schedules/{name}/pause", "post"),
+        ("/v1/schedules/{name}/resume", "post"),
+        ("/v1/schedules/{name}/ticks", "get"),
     }
     listed = {
         (path, method) for path, item in document["paths"].items() for method in item

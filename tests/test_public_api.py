@@ -14,6 +14,7 @@ EXPORTED = {
     "Reject",
     "ResultTimeout",
     "RetryAfter",
+    "Schedule",
     "Task",
     "TaskCancelled",
     "TaskError",

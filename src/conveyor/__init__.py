@@ -9,7 +9,7 @@ from .errors import (
     TaskError,
     TaskTimeout,
 )
-from .models import Message, NewMessage
+from .models import Message, NewMessage, Schedule
 from .tasks import Backoff, Conveyor, Task, TaskHandle, TaskProgress, TaskRun, current_run
 from .worker import Worker
 
@@ -24,6 +24,7 @@ __all__ = [
     "Reject",
     "ResultTimeout",
     "RetryAfter",
+    "Schedule",
     "Task",
     "TaskCancelled",
     "TaskError",

@@ -41,7 +41,9 @@ from .settings import (
     check_changes,
     validate_queue_name,
 )
+from .engine_schedules import ScheduleMethods
 from .redrive_runner import RedriveRunner
+from .scheduler import Scheduler
 from .store.flow import MODES as BREAKER_MODES
 from .store.redrive_jobs import JOB_STATES
 from .store.sqlite import SQLiteStore
@@ -105,7 +107,7 @@ def open_store(
     )
 
 
-class Engine:
+class Engine(ScheduleMethods):
     """Queue operations over one store, shared by every caller in a process."""
 
     def __init__(
@@ -114,11 +116,13 @@ class Engine:
         clock: Callable[[], float] = time.time,
         sweep: bool = True,
         redrive_jobs: bool = False,
+        schedules: bool = False,
     ) -> None:
         """Open the store at `url`.
 
         `sweep` runs the background sweeper; `redrive_jobs` runs the store's
-        background redrive jobs in this process, as `conveyor server` does.
+        background redrive jobs in this process, and `schedules` fires its
+        due schedules (scheduler.py), as `conveyor server` does.
         """
         self.url = url
         self.clock = clock
@@ -136,11 +140,17 @@ class Engine:
         if redrive_jobs:
             self._redrive_runner = RedriveRunner(self)
             self._redrive_runner.start()
+        self._scheduler: Scheduler | None = None
+        if schedules:
+            self._scheduler = Scheduler(self)
+            self._scheduler.start()
 
     def close(self) -> None:
         """Stop the background threads and close the store; queued writes finish first."""
         if self._redrive_runner is not None:
             self._redrive_runner.close()
+        if self._scheduler is not None:
+            self._scheduler.close()
         self._stopping.set()
         if self._sweeper is not None:
             self._sweeper.join(timeout=10)

@@ -92,6 +92,21 @@ class RedriveJobNotFound(NotFound):
     title = "Redrive job not found"
 
 
+class ScheduleNotFound(NotFound):
+    """No schedule with this name is stored."""
+
+    code = "schedule-not-found"
+    title = "Schedule not found"
+
+
+class ScheduleAlreadyExists(ConveyorError):
+    """A schedule with this name exists already."""
+
+    status = 409
+    code = "schedule-exists"
+    title = "Schedule already exists"
+
+
 class QueueAlreadyExists(ConveyorError):
     """A queue with this name exists already."""
 
@@ -218,6 +233,8 @@ ERROR_CLASSES: dict[str, type[ConveyorError]] = {
         QueueAlreadyExists,
         StaleReceipt,
         MessageFinished,
+        ScheduleNotFound,
+        ScheduleAlreadyExists,
         Unauthorized,
         StoreUnavailable,
         TransportError,

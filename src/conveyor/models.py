@@ -311,3 +311,44 @@ def decode_body(data: dict[str, Any]) -> Any:
         return base64.b64decode(encoded, validate=True)
     except ValueError as exc:
         raise ValidationError(f"'body_base64' is not valid base64: {exc}") from exc
+
+
+@dataclass
+class Schedule:
+    """A stored schedule: when it fires and the message each tick posts.
+
+    Exactly one of `cron` (read in `timezone`) and `interval_s` is set.
+    `message` is the template: body, headers, priority, group, delay_s,
+    retention_s and max_attempts, where set. `state` is active, paused or
+    finished (no more ticks: past `end_at` or `max_runs` reached).
+    `next_fire_times` lists the next few ticks, the first being
+    `next_fire_at`. `source` is "code" for schedules declared with
+    `@app.periodic` and "api" for the others. `last_error` is why the last
+    tick posted nothing, None after a tick that posted. `updated_at` is
+    the last change of the definition or pause state; firing leaves it.
+    """
+
+    name: str
+    queue: str
+    cron: str | None
+    timezone: str
+    interval_s: float | None
+    start_at: float
+    end_at: float | None
+    max_runs: int | None
+    catch_up: str
+    catch_up_limit: int
+    message: dict[str, Any]
+    source: str
+    paused: bool
+    state: str
+    run_count: int
+    last_fire_at: float | None
+    next_fire_at: float | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    next_fire_times: list[float] = field(default_factory=list)
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -122,7 +122,7 @@ def server(
     _check_port_free(host, port)
     try:
         # A server runs the store's background redrive jobs; other clients do not.
-        engine = Engine(store_url, redrive_jobs=True)
+        engine = Engine(store_url, redrive_jobs=True, schedules=True)
     except StoreUnavailable as exc:
         # The URL may be right and the database down: not a usage error.
         raise click.ClickException(exc.detail) from exc

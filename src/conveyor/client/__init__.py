@@ -7,9 +7,12 @@ pause_queue, resume_queue, get_queue, list_queues, delete_queue,
 purge_queue, post, reserve, ack, nack, touch, complete, progress, cancel,
 redrive, start_redrive_job, list_redrive_jobs, get_redrive_job,
 cancel_redrive_job, breaker, force_breaker, peek, get_message, get_result,
-get_logs, stats, close) with the same arguments, return types and
-exceptions. An in-process Engine stores redrive jobs but runs them only
-when opened with redrive_jobs=True, as `conveyor server` does.
+get_logs, stats, create_schedule, put_schedule, update_schedule,
+get_schedule, list_schedules, pause_schedule, resume_schedule,
+delete_schedule, list_schedule_ticks, close) with the same arguments,
+return types and exceptions. An in-process Engine stores redrive jobs and
+schedules but runs them only when opened with redrive_jobs=True and
+schedules=True, as `conveyor server` does.
 """
 
 from __future__ import annotations

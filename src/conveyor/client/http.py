@@ -28,6 +28,7 @@ from ..errors import (
     ValidationError,
     error_from_problem,
 )
+from .http_schedules import HTTPScheduleMethods
 from ..models import (
     BreakerEvent,
     BreakerReport,
@@ -64,7 +65,7 @@ _STATUS_CLASSES: dict[int, type[ConveyorError]] = {
 }
 
 
-class HTTPClient:
+class HTTPClient(HTTPScheduleMethods):
     """A Conveyor server's queues, with the Engine's interface.
 
     One instance may be shared by many threads: it keeps a pool of

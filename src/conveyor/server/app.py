@@ -19,6 +19,7 @@ from .routes.messages import message_routes
 from .routes.queues import queue_routes
 from .routes.redrive_jobs import redrive_job_routes
 from .routes.runs import run_routes
+from .routes.schedules import schedule_routes
 
 API_PREFIX = "/v1"
 
@@ -26,7 +27,8 @@ DESCRIPTION = """\
 Persistent queues over HTTP: batches, long polls, leases with receipts,
 acks and nacks, delays, priorities, FIFO groups, dedup, retention and
 dead-letter queues with redrive; for task runs, completion records,
-progress, cancellation and logs per attempt.
+progress, cancellation and logs per attempt; schedules that post
+messages on cron ticks in a time zone or at fixed intervals.
 
 Every error is an RFC 9457 problem document (`application/problem+json`).
 With a token configured, every path but `/v1/health` needs the header
@@ -64,6 +66,7 @@ def create_app(
     app.include_router(dlq_routes(engine), prefix=API_PREFIX)
     app.include_router(redrive_job_routes(engine), prefix=API_PREFIX)
     app.include_router(run_routes(engine), prefix=API_PREFIX)
+    app.include_router(schedule_routes(engine), prefix=API_PREFIX)
 
     install_problem_handlers(app)
     install_openapi(app)

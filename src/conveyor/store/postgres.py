@@ -54,7 +54,9 @@ from . import flow_rows, outcomes, postgres_runs, run_records
 from . import postgres_schema as schema_versions
 from . import postgres_flow_sql as flow_sql
 from . import redrive_jobs
+from . import postgres_schedule_sql as schedule_sql
 from . import postgres_sql as sql
+from .schedules import ScheduleStore, ScheduleTransaction, prepare_all
 from .postgres_listener import NotificationListener
 from .postgres_maintenance import TableMaintenance
 from .postgres_options import StoreOptions, parse_store_url
@@ -159,6 +161,11 @@ class PostgresStore:
         )
         self._closed = False
         self._close_lock = threading.Lock()
+        self.schedules = ScheduleStore(
+            schedule_sql,
+            self._write_schedule,
+            lambda read: self._read(lambda conn: read(conn.execute)),
+        )
         self._listener: NotificationListener | None = None
         if self.options.listen:
             self._listener = NotificationListener(
@@ -338,20 +345,23 @@ class PostgresStore:
     # Messages ----------------------------------------------------------
 
     def post(self, queue: str, messages: list[PreparedMessage], now: float) -> Future:
-        def operation(tx: Transaction) -> list[PostResult]:
-            settings = _require_settings(tx, queue)
-            policy.check_for_queue(queue, settings, messages)
-            if settings.is_fifo:
-                groups = {_encode_text(m.group) for m in messages}
-                keys = sorted({self._group_lock_key(queue, g) for g in groups if g is not None})
-                tx.execute(sql.LOCK_GROUPS, (keys,))
-            results, rows = _prepare_rows(tx, queue, settings, messages, now)
-            if rows:
-                tx.execute(sql.INSERT_MESSAGES, (queue, now, *map(list, zip(*rows))))
-            tx.wake(queue)
-            return results
+        return self._submit(lambda tx: self._post(tx, queue, messages, now))
 
-        return self._submit(operation)
+    def _post(
+        self, tx: Transaction, queue: str, messages: list[PreparedMessage], now: float
+    ) -> list[PostResult]:
+        """Post messages to a queue in the caller's transaction, all or nothing."""
+        settings = _require_settings(tx, queue)
+        policy.check_for_queue(queue, settings, messages)
+        if settings.is_fifo:
+            groups = {_encode_text(m.group) for m in messages}
+            keys = sorted({self._group_lock_key(queue, g) for g in groups if g is not None})
+            tx.execute(sql.LOCK_GROUPS, (keys,))
+        results, rows = _prepare_rows(tx, queue, settings, messages, now)
+        if rows:
+            tx.execute(sql.INSERT_MESSAGES, (queue, now, *map(list, zip(*rows))))
+        tx.wake(queue)
+        return results
 
     def reserve(
         self, queue: str, max_messages: int, visibility_timeout_s: float | None, now: float
@@ -583,6 +593,22 @@ class PostgresStore:
 
     def release_redrive_jobs(self, owner: str) -> Future:
         return self._submit(lambda tx: redrive_jobs.release_jobs(tx.execute, flow_sql, owner))
+
+    # Schedules ---------------------------------------------------------
+
+    def _write_schedule(self, operation: Callable[[ScheduleTransaction], T]) -> Future:
+        """Run a schedule operation in a write transaction that posts like `post`."""
+
+        def run(tx: Transaction) -> T:
+            return operation(ScheduleTransaction(
+                tx.execute,
+                lambda queue, messages, now: self._post(tx, queue, prepare_all(messages), now),
+                lambda queue, message: policy.check_for_queue(
+                    queue, _require_settings(tx, queue), prepare_all([message])
+                ),
+            ))
+
+        return self._submit(run)
 
     # Circuit breaker ---------------------------------------------------
 

@@ -42,7 +42,7 @@ Tables and indexes:
 Placeholders are psycopg's `%s`. Times are Unix seconds (double precision).
 """
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Taken (as a transaction-level advisory lock) while the schema is checked
 # or created, so two servers that start together do not both create it.

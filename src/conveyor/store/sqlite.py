@@ -30,6 +30,7 @@ from ..models import (
     AttemptLog,
     EntryResult,
     Message,
+    NewMessage,
     PostResult,
     QueueInfo,
     QueueStats,
@@ -40,7 +41,9 @@ from ..policy import PreparedMessage
 from ..settings import DAY_S, QueueSettings, dlq_name_for, merge_settings
 from . import flow_rows, outcomes, run_records, sqlite_runs
 from . import redrive_jobs, sqlite_flow, sqlite_flow_sql as flow_sql
+from . import sqlite_schedule_sql as schedule_sql
 from . import sqlite_sql as sql
+from .schedules import ScheduleStore, ScheduleTransaction, prepare_all
 from .writer import GroupCommitWriter, Transaction
 
 logger = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ class SQLiteStore:
                 conn.executescript(sql.SCHEMA)
                 sqlite_flow.prepare_schema(conn)
                 sqlite_runs.prepare_schema(conn)
+                conn.executescript(schedule_sql.SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(
                 f"could not open the SQLite store at {path!r}: {exc}; check that "
@@ -88,6 +92,9 @@ class SQLiteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._writer = GroupCommitWriter(lambda: connect(path), on_commit)
+        self.schedules = ScheduleStore(
+            schedule_sql, self._write_schedule, lambda read: read(self._reader().execute)
+        )
 
     def close(self) -> None:
         self._writer.close()
@@ -159,14 +166,7 @@ class SQLiteStore:
     # Messages ----------------------------------------------------------
 
     def post(self, queue: str, messages: list[PreparedMessage], now: float) -> Future:
-        def operation(tx: Transaction) -> list[PostResult]:
-            settings = _require_settings(tx.conn, queue)
-            policy.check_for_queue(queue, settings, messages)
-            results = [_insert_message(tx.conn, queue, settings, m, now) for m in messages]
-            tx.wake(queue)
-            return results
-
-        return self._writer.submit(operation)
+        return self._writer.submit(lambda tx: _post(tx, queue, messages, now))
 
     def reserve(
         self, queue: str, max_messages: int, visibility_timeout_s: float | None, now: float
@@ -361,6 +361,20 @@ class SQLiteStore:
             lambda tx: redrive_jobs.release_jobs(tx.conn.execute, flow_sql, owner)
         )
 
+    # Schedules ---------------------------------------------------------
+
+    def _write_schedule(self, operation: Callable[[ScheduleTransaction], Any]) -> Future:
+        """Run a schedule operation in a write transaction that posts like `post`."""
+
+        def run(tx: Transaction) -> Any:
+            return operation(ScheduleTransaction(
+                tx.conn.execute,
+                lambda queue, messages, now: _post(tx, queue, prepare_all(messages), now),
+                lambda queue, message: _check_post(tx.conn, queue, message),
+            ))
+
+        return self._writer.submit(run)
+
     # Circuit breaker ---------------------------------------------------
 
     def force_breaker(self, queue: str, mode: str, now: float) -> Future:
@@ -515,6 +529,23 @@ def _ensure_dlq(conn: sqlite3.Connection, info: QueueInfo, now: float) -> None:
     retention = max(DLQ_RETENTION_S, info.settings["retention_s"])
     settings = QueueSettings(dead_letter_queue=dlq, retention_s=retention)
     _insert_queue(conn, dlq, settings, now)
+
+
+def _post(
+    tx: Transaction, queue: str, messages: list[PreparedMessage], now: float
+) -> list[PostResult]:
+    """Post messages to a queue in the caller's transaction, all or nothing."""
+    settings = _require_settings(tx.conn, queue)
+    policy.check_for_queue(queue, settings, messages)
+    results = [_insert_message(tx.conn, queue, settings, m, now) for m in messages]
+    tx.wake(queue)
+    return results
+
+
+def _check_post(conn: sqlite3.Connection, queue: str, message: NewMessage) -> None:
+    """Raise unless the queue exists and would accept the message."""
+    settings = _require_settings(conn, queue)
+    policy.check_for_queue(queue, settings, prepare_all([message]))
 
 
 def _insert_message(

@@ -6,7 +6,8 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, overload
 
 from ..client import connect
@@ -15,6 +16,8 @@ from ..settings import validate_queue_name
 from ..validation import MAX_MESSAGE_ID_LENGTH
 from .handle import TaskHandle
 from .hooks import Hooks
+from . import periodic as periodic_schedules
+from .periodic import PeriodicSchedule
 from .options import (
     DEFAULT_RESULT_TTL_S,
     check_option_names,
@@ -52,6 +55,7 @@ class Conveyor:
         self._client: Any = None
         self._lock = threading.Lock()
         self._known_queues: set[str] = set()
+        self.periodic_schedules: dict[str, PeriodicSchedule] = {}
 
     def __repr__(self) -> str:
         return f"<Conveyor {self.url} tasks={len(self.tasks)}>"
@@ -196,6 +200,75 @@ class Conveyor:
                 )
             self.tasks[name] = task
         return task
+
+    # Schedules ------------------------------------------------------------
+
+    def periodic(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        cron: str | None = None,
+        timezone: str | None = None,
+        every: timedelta | float | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        start: Any = None,
+        end: Any = None,
+        max_runs: int | None = None,
+        catch_up: str = "skip",
+        catch_up_limit: int | None = None,
+        name: str | None = None,
+        **task_options: Any,
+    ) -> Any:
+        """Declare a schedule that enqueues a task: `@app.periodic(cron=..., ...)`.
+
+        Put it on top of `@app.task`, or use it alone and pass the task
+        options as keyword arguments, with `task_name` for the task's name
+        because `name` names the schedule.
+        `cron` (five fields, read in `timezone`, default UTC) or `every`
+        (timedelta or seconds) sets the ticks; `args` and `kwargs` are the
+        call each tick enqueues. `start` and `end` (aware datetimes or Unix
+        seconds), `max_runs`, `catch_up` (skip, once or all) and
+        `catch_up_limit` are as in docs/schedules.md. `name` names the
+        schedule; the default is the task name. `app.sync_schedules()` or
+        `conveyor worker` stores the declarations.
+        """
+        task_name = task_options.pop("task_name", None)
+        if task_name is not None:
+            task_options["name"] = task_name
+
+        def decorate(target: Any) -> Task:
+            task = target if isinstance(target, Task) else self._register(target, **task_options)
+            if isinstance(target, Task) and task_options:
+                raise ValidationError(
+                    f"@app.periodic on task {task.name!r} got task options "
+                    f"{sorted(task_options)}; set them on @app.task instead"
+                )
+            declared = periodic_schedules.declare(
+                task, cron, timezone, every, args, kwargs, start, end, max_runs,
+                catch_up, catch_up_limit, name,
+            )
+            with self._lock:
+                if declared.name in self.periodic_schedules:
+                    raise ValidationError(
+                        f"schedule name {declared.name!r} is declared twice; give "
+                        "one @app.periodic another name=..."
+                    )
+                self.periodic_schedules[declared.name] = declared
+            return task
+
+        check_option_names("@app.periodic", task_options, TASK_OPTION_NAMES)
+        return decorate if fn is None else decorate(fn)
+
+    def sync_schedules(self, queues: Sequence[str] | None = None) -> list[Any]:
+        """Store the declared schedules (of `queues`, default all) and return them.
+
+        Idempotent: an unchanged declaration keeps its next tick and run
+        count. Logs a WARNING for stored code schedules of those queues that
+        the app no longer declares; they stay until deleted.
+        """
+        return periodic_schedules.sync(self, queues)
 
     # Hooks ----------------------------------------------------------------
 

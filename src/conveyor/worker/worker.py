@@ -183,7 +183,7 @@ class Worker:
     # Startup ------------------------------------------------------------
 
     def _prepare(self) -> bool:
-        """Open the client, create missing queues and read their settings.
+        """Open the client, create missing queues, read their settings, store schedules.
 
         Transient failures are retried until they pass or a stop is
         requested; return False if stopped first.
@@ -204,7 +204,23 @@ class Worker:
                         raise
                     self._stop_requested.wait(retry.failed(exc))
             retry.succeeded()
-        return True
+        return self._sync_schedules()
+
+    def _sync_schedules(self) -> bool:
+        """Store the app's declared schedules of the served queues, retrying transient failures."""
+        if not self.app.periodic_schedules:
+            return True
+        retry = RetryState("Storing the app's schedules")
+        while not self._stop_requested.is_set():
+            try:
+                self.app.sync_schedules(self.queues)
+                retry.succeeded()
+                return True
+            except Exception as exc:  # classified just below
+                if not is_transient(exc):
+                    raise
+                self._stop_requested.wait(retry.failed(exc))
+        return False
 
     def _describe_execution(self) -> str:
         if self.processes:

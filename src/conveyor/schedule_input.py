@@ -1,0 +1,290 @@
+"""Checks of schedule definitions, before anything is stored.
+
+A definition is a flat mapping: the timing (`cron` with `timezone`, or
+`interval_s`), its limits (`start_at`, `end_at`, `max_runs`), the catch-up
+policy, the target `queue` and the message template (`body`, `headers`,
+`priority`, `group`, `delay_s`, `retention_s`, `max_attempts`). The same
+keys travel over HTTP, through the SDK and into the store.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+from cronsim import CronSim, CronSimError
+
+from . import validation as check
+from .errors import ValidationError
+from .models import NewMessage
+from .schedule_times import CATCH_UP_POLICIES, Timing
+from .settings import validate_queue_name
+
+SCHEDULE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}")
+MIN_INTERVAL_S = 1.0
+MAX_INTERVAL_S = 366 * 86_400.0
+MAX_CRON_LENGTH = 200
+MAX_TIMEZONE_LENGTH = 64
+MAX_RUNS_LIMIT = 10**9
+DEFAULT_CATCH_UP_LIMIT = 100
+MAX_CATCH_UP_LIMIT = 1000
+# The body of a template, encoded as JSON, may have at most this many bytes.
+MAX_TEMPLATE_BODY_BYTES = 64 * 1024
+# Headers that every fired message carries; a template may not set them.
+SCHEDULE_HEADER = "conveyor-schedule"
+TICK_HEADER = "conveyor-schedule-tick"
+MISSED_HEADER = "conveyor-schedule-missed"
+RESERVED_HEADERS = (SCHEDULE_HEADER, TICK_HEADER, MISSED_HEADER)
+MAX_TEMPLATE_HEADERS = check.MAX_HEADERS - len(RESERVED_HEADERS)
+SOURCES = ("api", "code")
+
+TEMPLATE_FIELDS = (
+    "body", "headers", "priority", "group", "delay_s", "retention_s", "max_attempts",
+)
+TIMING_FIELDS = (
+    "cron", "timezone", "interval_s", "start_at", "end_at", "max_runs",
+    "catch_up", "catch_up_limit",
+)
+DEFINITION_FIELDS = ("queue", *TIMING_FIELDS, *TEMPLATE_FIELDS)
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A checked definition, ready to store.
+
+    `template` contains the TEMPLATE_FIELDS that are set, with JSON values.
+    """
+
+    queue: str
+    cron: str | None
+    timezone: str
+    interval_s: float | None
+    start_at: float
+    end_at: float | None
+    max_runs: int | None
+    catch_up: str
+    catch_up_limit: int
+    template: dict[str, Any]
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(self.cron, self.timezone, self.interval_s, self.start_at, self.end_at)
+
+    def to_fields(self) -> dict[str, Any]:
+        """Return the definition as a flat mapping of DEFINITION_FIELDS."""
+        fields = {name: getattr(self, name) for name in ("queue", *TIMING_FIELDS)}
+        fields.update({name: self.template.get(name) for name in TEMPLATE_FIELDS})
+        return fields
+
+
+def validate_schedule_name(name: Any) -> str:
+    """Return the name, or raise ValidationError naming the rule it breaks."""
+    if not isinstance(name, str) or not SCHEDULE_NAME_RE.fullmatch(name):
+        raise ValidationError(
+            f"invalid schedule name {name!r}: use 1 to 80 letters, digits, "
+            "'_', '.' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_source(source: Any) -> str:
+    if source not in SOURCES:
+        raise ValidationError(f"invalid schedule source {source!r}: use api or code")
+    return source
+
+
+def check_definition(fields: dict[str, Any], now: float) -> ScheduleSpec:
+    """Check a whole definition; `start_at` defaults to `now`.
+
+    Raises ValidationError naming the first invalid field and its fix.
+    """
+    if not isinstance(fields, dict):
+        raise ValidationError(
+            f"a schedule definition must be an object, got {type(fields).__name__}"
+        )
+    unknown = sorted(set(fields) - set(DEFINITION_FIELDS))
+    if unknown:
+        raise ValidationError(
+            f"unknown schedule fields {', '.join(map(repr, unknown))}: use "
+            f"{', '.join(DEFINITION_FIELDS)}"
+        )
+    if fields.get("queue") is None:
+        raise ValidationError("a schedule needs a queue to post its messages to")
+    cron, zone, interval_s = _check_timing_rule(fields)
+    start_at = _check_time("start_at", fields.get("start_at"))
+    start_at = now if start_at is None else start_at
+    end_at = _check_time("end_at", fields.get("end_at"))
+    if end_at is not None and end_at <= start_at:
+        raise ValidationError(
+            f"invalid end_at {end_at!r}: it is not after start_at {start_at!r}; "
+            "set an end after the start, or no end"
+        )
+    spec = ScheduleSpec(
+        queue=validate_queue_name(fields["queue"]),
+        cron=cron,
+        timezone=zone,
+        interval_s=interval_s,
+        start_at=start_at,
+        end_at=end_at,
+        max_runs=_check_optional_int("max_runs", fields.get("max_runs"), 1, MAX_RUNS_LIMIT),
+        catch_up=_check_catch_up(fields.get("catch_up")),
+        catch_up_limit=_check_optional_int(
+            "catch_up_limit", fields.get("catch_up_limit"), 1, MAX_CATCH_UP_LIMIT
+        ) or DEFAULT_CATCH_UP_LIMIT,
+        template=_check_template(fields),
+    )
+    if cron is not None and spec.timing.next_after(start_at) is None:
+        raise ValidationError(
+            f"cron expression {cron!r} never fires between start_at and end_at; "
+            "check the day and month fields, or widen the time range"
+        )
+    return spec
+
+
+def build_message(template: dict[str, Any], headers: dict[str, str]) -> NewMessage:
+    """Build the message a tick posts: the template plus the schedule's headers."""
+    return NewMessage(
+        body=template.get("body"),
+        headers={**(template.get("headers") or {}), **headers},
+        priority=template.get("priority") or 0,
+        group=template.get("group"),
+        delay_s=template.get("delay_s"),
+        retention_s=template.get("retention_s"),
+        max_attempts=template.get("max_attempts"),
+    )
+
+
+def _check_timing_rule(fields: dict[str, Any]) -> tuple[str | None, str, float | None]:
+    cron = fields.get("cron")
+    interval_s = fields.get("interval_s")
+    if (cron is None) == (interval_s is None):
+        raise ValidationError(
+            "a schedule needs exactly one of cron (with an optional timezone) "
+            "and interval_s"
+        )
+    zone = _check_timezone(fields.get("timezone"))
+    if interval_s is not None:
+        if fields.get("timezone") is not None:
+            raise ValidationError(
+                "timezone applies to cron schedules only; an interval_s schedule "
+                "counts seconds from its start_at"
+            )
+        interval = check.check_optional_duration(
+            "interval_s", interval_s, MIN_INTERVAL_S, MAX_INTERVAL_S
+        )
+        return None, "UTC", interval
+    return _check_cron(cron, zone), zone, None
+
+
+def _check_cron(cron: Any, zone: str) -> str:
+    if not isinstance(cron, str) or not 1 <= len(cron) <= MAX_CRON_LENGTH:
+        raise ValidationError(
+            f"invalid cron expression {cron!r}: use a string of at most "
+            f"{MAX_CRON_LENGTH} characters such as '0 9 * * 1-5'"
+        )
+    fields = cron.split()
+    if len(fields) != 5:
+        raise ValidationError(
+            f"invalid cron expression {cron!r}: it has {len(fields)} fields; use five "
+            "(minute hour day-of-month month day-of-week), e.g. '*/15 * * * *'; for "
+            "periods under a minute use interval_s"
+        )
+    try:
+        CronSim(cron, datetime.now(tz=timezone.utc).astimezone(ZoneInfo(zone)))
+    except CronSimError as exc:
+        raise ValidationError(
+            f"invalid cron expression {cron!r}: {exc}; use five fields "
+            "(minute hour day-of-month month day-of-week), e.g. '0 9 * * 1-5'"
+        ) from exc
+    return " ".join(fields)
+
+
+def _check_timezone(zone: Any) -> str:
+    if zone is None:
+        return "UTC"
+    if not isinstance(zone, str) or not 1 <= len(zone) <= MAX_TIMEZONE_LENGTH:
+        raise ValidationError(
+            f"invalid timezone {zone!r}: use an IANA time zone name such as "
+            "'Europe/Berlin' or 'UTC'"
+        )
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(
+            f"unknown timezone {zone!r}: use an IANA time zone name such as "
+            "'Europe/Berlin', 'America/New_York' or 'UTC'"
+        ) from exc
+    return zone
+
+
+def _check_time(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValidationError(f"invalid {name} {value!r}: expected a Unix time in seconds")
+    if not 0 <= value <= 253402300799:
+        raise ValidationError(
+            f"invalid {name} {value!r}: use a Unix time between 1970 and the year 9999"
+        )
+    return float(value)
+
+
+def _check_optional_int(name: str, value: Any, low: int, high: int) -> int | None:
+    return None if value is None else check.check_int(name, value, low, high)
+
+
+def _check_catch_up(policy: Any) -> str:
+    if policy is None:
+        return "skip"
+    if policy not in CATCH_UP_POLICIES:
+        raise ValidationError(
+            f"invalid catch_up {policy!r}: use skip (fire no missed tick), once "
+            "(fire one message for all of them) or all (fire each, up to catch_up_limit)"
+        )
+    return policy
+
+
+def _check_template(fields: dict[str, Any]) -> dict[str, Any]:
+    template = {name: fields[name] for name in TEMPLATE_FIELDS if fields.get(name) is not None}
+    headers = template.get("headers")
+    if headers is not None:
+        _check_template_headers(headers)
+    try:
+        body_bytes = orjson.dumps(template.get("body"))
+    except TypeError as exc:
+        raise ValidationError(
+            f"the schedule's body is not JSON-serialisable ({exc}); use JSON values"
+        ) from exc
+    if len(body_bytes) > MAX_TEMPLATE_BODY_BYTES:
+        raise ValidationError(
+            f"the schedule's body has {len(body_bytes)} bytes as JSON; use at most "
+            f"{MAX_TEMPLATE_BODY_BYTES}, and keep large data elsewhere with a reference "
+            "in the body"
+        )
+    # The message check of a post covers priority, group, delays and limits.
+    try:
+        check.prepare(build_message(template, {}), 0)
+    except ValidationError as exc:
+        raise ValidationError(
+            f"invalid schedule message: {exc.detail.removeprefix('message 0: ')}"
+        ) from exc
+    return template
+
+
+def _check_template_headers(headers: Any) -> None:
+    if not isinstance(headers, dict) or len(headers) > MAX_TEMPLATE_HEADERS:
+        raise ValidationError(
+            f"the schedule's headers must be an object of at most "
+            f"{MAX_TEMPLATE_HEADERS} string entries"
+        )
+    reserved = sorted(set(headers) & set(RESERVED_HEADERS))
+    if reserved:
+        raise ValidationError(
+            f"the schedule's headers set {', '.join(map(repr, reserved))}, which every "
+            "fired message gets from its schedule; remove them"
+        )

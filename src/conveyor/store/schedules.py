@@ -1,0 +1,483 @@
+"""Schedules, stored and fired the same way by both stores.
+
+A scheduler step fires one due schedule in one transaction. It re-reads
+the schedule, on PostgreSQL with a row lock that other servers skip, and
+decides which ticks fire (schedule_times.plan_ticks). It records each tick
+in `schedule_ticks`, posts its message through the store's post path, and
+advances `next_fire_at`, `last_fire_at` and `run_count`. The primary key
+(schedule, tick_ms) of `schedule_ticks` lets a tick fire once even if two
+transactions planned it: the second insert does nothing and posts nothing.
+
+Each function takes the transaction's `execute(query, params)` and the
+store's module of schedule statements, as `redrive_jobs` does.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from types import ModuleType
+from typing import Any, Callable
+
+import orjson
+
+from ..errors import ConveyorError, ScheduleAlreadyExists, ScheduleNotFound
+from ..models import NewMessage, PostResult, Schedule
+from ..policy import PreparedMessage
+from ..schedule_input import (
+    MISSED_HEADER,
+    SCHEDULE_HEADER,
+    TICK_HEADER,
+    ScheduleSpec,
+    build_message,
+    check_definition,
+)
+from ..schedule_times import PlannedTick, plan_ticks, to_iso
+from ..validation import prepare
+
+logger = logging.getLogger(__name__)
+
+Execute = Callable[[str, Any], Any]
+# Posts messages to a queue at a time in the caller's transaction, through
+# the store's normal post path. It raises QueueNotFound or ValidationError
+# before it writes anything.
+PostMessages = Callable[[str, list[NewMessage], float], list[PostResult]]
+# Checks, without writing, that the queue exists and accepts the message.
+CheckQueue = Callable[[str, NewMessage], None]
+
+# How many upcoming ticks a read lists.
+NEXT_FIRE_TIMES = 5
+# Ticks are kept this long after they fired; each schedule's latest stays.
+TICK_RETENTION_S = 7 * 86_400.0
+
+
+def prepare_all(messages: list[NewMessage]) -> list[PreparedMessage]:
+    """Validate messages and encode them for storage, as a post request is."""
+    return [prepare(message, index) for index, message in enumerate(messages)]
+
+
+def create_schedule(
+    execute: Execute,
+    sql: ModuleType,
+    name: str,
+    spec: ScheduleSpec,
+    source: str,
+    paused: bool,
+    now: float,
+    check_queue: CheckQueue,
+) -> Schedule:
+    """Store a new schedule, or raise ScheduleAlreadyExists."""
+    check_queue(spec.queue, build_message(spec.template, {}))
+    next_fire_at = spec.timing.next_after(now - 0.001)
+    inserted = execute(sql.INSERT_SCHEDULE, (
+        name, spec.queue, spec.cron, spec.timezone, spec.interval_s, spec.start_at,
+        spec.end_at, spec.max_runs, spec.catch_up, spec.catch_up_limit,
+        _dump(spec.template), source, paused, 0, None, next_fire_at, None, now, now,
+    ))
+    if not inserted.rowcount:
+        raise ScheduleAlreadyExists(
+            f"schedule {name!r} exists already; change it with PATCH /v1/schedules/"
+            f"{name}, delete it first, or pick another name"
+        )
+    logger.info(
+        "Schedule %s created (%s) posting to queue %s; next tick at %s",
+        name, _describe(spec), spec.queue, _format(next_fire_at),
+    )
+    return get_schedule(execute, sql, name)
+
+
+def put_schedule(
+    execute: Execute,
+    sql: ModuleType,
+    name: str,
+    fields: dict[str, Any],
+    source: str,
+    now: float,
+    check_queue: CheckQueue,
+) -> tuple[Schedule, str]:
+    """Create a schedule or replace its definition; return it and what happened.
+
+    What happened is "created", "updated" or "unchanged". An unchanged
+    definition keeps its next tick and run count. A changed one keeps its
+    run count and pause state, and its next tick is recomputed from `now`.
+    Without `start_at`, an existing schedule keeps its stored start.
+    """
+    row = execute(sql.SELECT_SCHEDULE_LOCKED, (name,)).fetchone()
+    if row is None:
+        spec = check_definition(fields, now)
+        try:
+            created = create_schedule(
+                execute, sql, name, spec, source, False, now, check_queue
+            )
+            return created, "created"
+        except ScheduleAlreadyExists:
+            # Another transaction created it since the select, e.g. a second
+            # worker of the same app starting at the same moment.
+            row = execute(sql.SELECT_SCHEDULE_LOCKED, (name,)).fetchone()
+    current = schedule_from_row(row)
+    if fields.get("start_at") is None:
+        fields = {**fields, "start_at": current.start_at}
+    spec = check_definition(fields, now)
+    if spec == _spec_of(current) and source == current.source:
+        return current, "unchanged"
+    return _replace_definition(execute, sql, current, spec, source, now, check_queue), "updated"
+
+
+def update_schedule(
+    execute: Execute,
+    sql: ModuleType,
+    name: str,
+    changes: dict[str, Any],
+    now: float,
+    check_queue: CheckQueue,
+) -> Schedule:
+    """Apply a partial change to a definition; a None value clears an optional field.
+
+    Setting `cron` clears `interval_s` and the other way round. The next
+    tick is recomputed from `now`; the run count stays.
+    """
+    current = get_schedule(execute, sql, name, locked=True)
+    fields = _spec_of(current).to_fields()
+    if "cron" in changes and changes["cron"] is not None:
+        fields["interval_s"] = None
+    if "interval_s" in changes and changes["interval_s"] is not None:
+        fields["cron"] = None
+        fields["timezone"] = None
+    if fields.get("interval_s") is not None:
+        fields["timezone"] = None
+    fields.update(changes)
+    spec = check_definition(fields, now)
+    return _replace_definition(execute, sql, current, spec, current.source, now, check_queue)
+
+
+def _replace_definition(
+    execute: Execute,
+    sql: ModuleType,
+    current: Schedule,
+    spec: ScheduleSpec,
+    source: str,
+    now: float,
+    check_queue: CheckQueue,
+) -> Schedule:
+    check_queue(spec.queue, build_message(spec.template, {}))
+    next_fire_at = spec.timing.next_after(now - 0.001)
+    if spec.max_runs is not None and current.run_count >= spec.max_runs:
+        next_fire_at = None
+    execute(sql.UPDATE_DEFINITION, (
+        spec.queue, spec.cron, spec.timezone, spec.interval_s, spec.start_at,
+        spec.end_at, spec.max_runs, spec.catch_up, spec.catch_up_limit,
+        _dump(spec.template), source, next_fire_at, now, current.name,
+    ))
+    logger.info(
+        "Schedule %s changed (%s) posting to queue %s; next tick at %s",
+        current.name, _describe(spec), spec.queue, _format(next_fire_at),
+    )
+    return get_schedule(execute, sql, current.name)
+
+
+def get_schedule(
+    execute: Execute, sql: ModuleType, name: str, locked: bool = False
+) -> Schedule:
+    """Return a schedule, or raise ScheduleNotFound.
+
+    With `locked`, the PostgreSQL statement locks the schedule's row.
+    """
+    query = sql.SELECT_SCHEDULE_LOCKED if locked else sql.SELECT_SCHEDULE
+    row = execute(query, (name,)).fetchone()
+    if row is None:
+        raise ScheduleNotFound(
+            f"no schedule named {name!r} is stored; list schedules with "
+            "'conveyor schedules list' or GET /v1/schedules"
+        )
+    return schedule_from_row(row)
+
+
+def list_schedules(
+    execute: Execute, sql: ModuleType, queue: str | None, source: str | None, limit: int
+) -> list[Schedule]:
+    """Return schedules by name, optionally of one queue or one source."""
+    rows = execute(sql.SELECT_SCHEDULES, (queue, queue, source, source, limit)).fetchall()
+    return [schedule_from_row(row) for row in rows]
+
+
+def set_paused(
+    execute: Execute, sql: ModuleType, name: str, paused: bool, now: float
+) -> Schedule:
+    """Pause or resume a schedule.
+
+    A resumed schedule's ticks that passed while it was paused are missed
+    ticks, and its catch-up policy decides which of them fire.
+    """
+    current = get_schedule(execute, sql, name, locked=True)
+    if current.paused != paused:
+        execute(sql.UPDATE_PAUSED, (paused, now, name))
+        logger.info("Schedule %s %s", name, "paused" if paused else "resumed")
+    return get_schedule(execute, sql, name)
+
+
+def delete_schedule(execute: Execute, sql: ModuleType, name: str) -> None:
+    """Delete a schedule and its recorded ticks; messages it posted stay."""
+    get_schedule(execute, sql, name, locked=True)
+    execute(sql.DELETE_SCHEDULE_TICKS, (name,))
+    execute(sql.DELETE_SCHEDULE, (name,))
+    logger.info("Schedule %s deleted", name)
+
+
+def due_names(execute: Execute, sql: ModuleType, now: float, limit: int) -> list[str]:
+    """Return the names of up to `limit` due schedules, the longest due first."""
+    return [row[0] for row in execute(sql.SELECT_DUE_NAMES, (now, limit)).fetchall()]
+
+
+def next_due_at(execute: Execute, sql: ModuleType) -> float | None:
+    """Return the earliest next tick of any active schedule, or None."""
+    return execute(sql.SELECT_NEXT_DUE, ()).fetchone()[0]
+
+
+def fire_schedule(
+    execute: Execute, sql: ModuleType, name: str, now: float, post: PostMessages
+) -> int:
+    """Fire a schedule's due ticks and advance it; return how many messages it posted.
+
+    A schedule that is no longer due, or that another transaction holds,
+    is left alone and 0 is returned.
+    """
+    row = execute(sql.SELECT_DUE_SCHEDULE, (name, now)).fetchone()
+    if row is None:
+        return 0
+    schedule = schedule_from_row(row)
+    spec = _spec_of(schedule)
+    runs_left = None if spec.max_runs is None else spec.max_runs - schedule.run_count
+    plan = plan_ticks(
+        spec.timing, schedule.next_fire_at, now, spec.catch_up, spec.catch_up_limit, runs_left
+    )
+    if plan.skipped:
+        logger.warning(
+            "Schedule %s missed %d ticks while no server fired it; catch-up policy %s "
+            "fires %d of them",
+            name, plan.skipped + sum(t.missed for t in plan.fire), spec.catch_up,
+            sum(1 for t in plan.fire if t.missed),
+        )
+
+    posted = 0
+    last_error = schedule.last_error
+    for tick in plan.fire:
+        error = _fire_tick(execute, sql, schedule, tick, now, post)
+        if error is None:
+            posted += 1
+            last_error = None
+        else:
+            last_error = error
+
+    last_fire_at = plan.fire[-1].at if plan.fire else schedule.last_fire_at
+    execute(sql.UPDATE_FIRED, (
+        schedule.run_count + posted, last_fire_at, plan.next_fire_at, last_error, name,
+    ))
+    if plan.next_fire_at is None:
+        logger.info(
+            "Schedule %s finished after %d runs: no tick is left before its end or "
+            "its max_runs", name, schedule.run_count + posted,
+        )
+    return posted
+
+
+def _fire_tick(
+    execute: Execute,
+    sql: ModuleType,
+    schedule: Schedule,
+    tick: PlannedTick,
+    now: float,
+    post: PostMessages,
+) -> str | None:
+    """Record a tick and post its message; return why nothing was posted, or None."""
+    tick_ms = round(tick.at * 1000)
+    inserted = execute(sql.INSERT_TICK, (schedule.name, tick_ms, now, None, tick.missed))
+    if not inserted.rowcount:
+        logger.warning(
+            "Schedule %s tick %s was fired already; not posting it again",
+            schedule.name, to_iso(tick.at),
+        )
+        return f"tick {to_iso(tick.at)} was fired already"
+    headers = {SCHEDULE_HEADER: schedule.name, TICK_HEADER: to_iso(tick.at)}
+    if tick.missed:
+        headers[MISSED_HEADER] = str(tick.missed)
+    try:
+        result = post(schedule.queue, [build_message(schedule.message, headers)], now)[0]
+    except ConveyorError as exc:
+        logger.warning(
+            "Schedule %s could not post its tick %s to queue %s: %s",
+            schedule.name, to_iso(tick.at), schedule.queue, exc,
+        )
+        return f"tick {to_iso(tick.at)} posted nothing: {exc}"
+    execute(sql.SET_TICK_MESSAGE, (result.id, schedule.name, tick_ms))
+    logger.debug(
+        "Schedule %s fired tick %s: message %s in queue %s",
+        schedule.name, to_iso(tick.at), result.id, schedule.queue,
+    )
+    return None
+
+
+def list_ticks(
+    execute: Execute, sql: ModuleType, name: str, limit: int
+) -> list[dict[str, Any]]:
+    """Return a schedule's recorded ticks, newest first."""
+    rows = execute(sql.SELECT_TICKS, (name, limit)).fetchall()
+    return [
+        {"tick_at": row[0] / 1000, "fired_at": row[1], "message_id": row[2], "missed": row[3]}
+        for row in rows
+    ]
+
+
+def prune_ticks(execute: Execute, sql: ModuleType, now: float) -> int:
+    """Delete ticks older than TICK_RETENTION_S, keeping each schedule's latest."""
+    return execute(sql.PRUNE_TICKS, (now - TICK_RETENTION_S,)).rowcount
+
+
+def schedule_from_row(row: tuple) -> Schedule:
+    """Build a schedule from a row of SCHEDULE_COLUMNS, with its next few ticks."""
+    schedule = Schedule(
+        name=row[0],
+        queue=row[1],
+        cron=row[2],
+        timezone=row[3],
+        interval_s=row[4],
+        start_at=row[5],
+        end_at=row[6],
+        max_runs=row[7],
+        catch_up=row[8],
+        catch_up_limit=row[9],
+        message=orjson.loads(row[10]),
+        source=row[11],
+        paused=bool(row[12]),
+        state="active",
+        run_count=row[13],
+        last_fire_at=row[14],
+        next_fire_at=row[15],
+        last_error=row[16],
+        created_at=row[17],
+        updated_at=row[18],
+    )
+    if schedule.next_fire_at is None:
+        schedule.state = "finished"
+    elif schedule.paused:
+        schedule.state = "paused"
+    schedule.next_fire_times = _next_fire_times(schedule)
+    return schedule
+
+
+def _next_fire_times(schedule: Schedule) -> list[float]:
+    if schedule.next_fire_at is None:
+        return []
+    count = NEXT_FIRE_TIMES
+    if schedule.max_runs is not None:
+        count = min(count, schedule.max_runs - schedule.run_count)
+    times = [schedule.next_fire_at]
+    for tick in _spec_of(schedule).timing.ticks_after(schedule.next_fire_at):
+        if len(times) >= count:
+            break
+        times.append(tick)
+    return times[:max(count, 0)]
+
+
+def _spec_of(schedule: Schedule) -> ScheduleSpec:
+    return ScheduleSpec(
+        queue=schedule.queue,
+        cron=schedule.cron,
+        timezone=schedule.timezone,
+        interval_s=schedule.interval_s,
+        start_at=schedule.start_at,
+        end_at=schedule.end_at,
+        max_runs=schedule.max_runs,
+        catch_up=schedule.catch_up,
+        catch_up_limit=schedule.catch_up_limit,
+        template=schedule.message,
+    )
+
+
+def _describe(spec: ScheduleSpec) -> str:
+    if spec.cron is not None:
+        return f"cron {spec.cron!r} in {spec.timezone}"
+    return f"every {spec.interval_s:g} s from {to_iso(spec.start_at)}"
+
+
+def _format(timestamp: float | None) -> str:
+    return "none" if timestamp is None else to_iso(timestamp)
+
+
+def _dump(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+
+class ScheduleTransaction:
+    """The parts of a store's write transaction that schedule operations use."""
+
+    __slots__ = ("execute", "post", "check_queue")
+
+    def __init__(self, execute: Execute, post: PostMessages, check_queue: CheckQueue) -> None:
+        self.execute = execute
+        self.post = post
+        self.check_queue = check_queue
+
+
+Write = Callable[[Callable[[ScheduleTransaction], Any]], Future]
+Read = Callable[[Callable[[Execute], Any]], Any]
+
+
+class ScheduleStore:
+    """A store's schedule operations: each write is one transaction, returning a future.
+
+    `write` runs an operation in the store's write transaction; `read`
+    runs one on a read connection. Both stores build one of these over
+    their own statement module, so the rules above live in one place.
+    """
+
+    def __init__(self, sql: ModuleType, write: Write, read: Read) -> None:
+        self._sql = sql
+        self._write = write
+        self._read = read
+
+    def create(
+        self, name: str, spec: ScheduleSpec, source: str, paused: bool, now: float
+    ) -> Future:
+        return self._write(lambda tx: create_schedule(
+            tx.execute, self._sql, name, spec, source, paused, now, tx.check_queue
+        ))
+
+    def put(self, name: str, fields: dict[str, Any], source: str, now: float) -> Future:
+        return self._write(lambda tx: put_schedule(
+            tx.execute, self._sql, name, fields, source, now, tx.check_queue
+        ))
+
+    def update(self, name: str, changes: dict[str, Any], now: float) -> Future:
+        return self._write(lambda tx: update_schedule(
+            tx.execute, self._sql, name, changes, now, tx.check_queue
+        ))
+
+    def set_paused(self, name: str, paused: bool, now: float) -> Future:
+        return self._write(lambda tx: set_paused(tx.execute, self._sql, name, paused, now))
+
+    def delete(self, name: str) -> Future:
+        return self._write(lambda tx: delete_schedule(tx.execute, self._sql, name))
+
+    def fire(self, name: str, now: float) -> Future:
+        return self._write(lambda tx: fire_schedule(tx.execute, self._sql, name, now, tx.post))
+
+    def prune_ticks(self, now: float) -> Future:
+        return self._write(lambda tx: prune_ticks(tx.execute, self._sql, now))
+
+    def get(self, name: str) -> Schedule:
+        return self._read(lambda execute: get_schedule(execute, self._sql, name))
+
+    def list(self, queue: str | None, source: str | None, limit: int) -> list[Schedule]:
+        return self._read(
+            lambda execute: list_schedules(execute, self._sql, queue, source, limit)
+        )
+
+    def due_names(self, now: float, limit: int) -> list[str]:
+        return self._read(lambda execute: due_names(execute, self._sql, now, limit))
+
+    def next_due_at(self) -> float | None:
+        return self._read(lambda execute: next_due_at(execute, self._sql))
+
+    def ticks(self, name: str, limit: int) -> list[dict[str, Any]]:
+        return self._read(lambda execute: list_ticks(execute, self._sql, name, limit))

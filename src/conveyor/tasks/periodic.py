@@ -1,0 +1,145 @@
+"""Schedules declared in code: `@app.periodic` on a task.
+
+A declaration builds the schedule's definition at import time: the task's
+message for the given args and kwargs (checked against the signature, as
+`enqueue` does) and the timing. `app.sync_schedules()` stores every
+declaration with PUT semantics and source "code": an unchanged definition
+keeps its next tick and run count, a changed one is updated. `conveyor
+worker` syncs the schedules of the queues it serves when it starts.
+
+A schedule removed from code stays stored, and keeps firing, until it is
+deleted (`conveyor schedules delete NAME`). Sync logs a WARNING naming
+each stored code schedule of the app's queues that the app no longer
+declares. It deletes none, because another app or an older worker version
+that shares the queue may still declare them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..errors import ValidationError
+from ..schedule_input import validate_schedule_name
+from .options import EnqueueOptions, to_timestamp
+from .task import Task
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+
+logger = logging.getLogger(__name__)
+
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+@dataclass(frozen=True)
+class PeriodicSchedule:
+    """A schedule declared in code: its name, task and definition fields."""
+
+    name: str
+    task: Task
+    fields: dict[str, Any]
+
+
+def declare(
+    task: Task,
+    cron: str | None,
+    timezone: str | None,
+    every: timedelta | float | None,
+    args: Sequence[Any],
+    kwargs: dict[str, Any] | None,
+    start: Any,
+    end: Any,
+    max_runs: int | None,
+    catch_up: str,
+    catch_up_limit: int | None,
+    name: str | None,
+) -> PeriodicSchedule:
+    """Build a task's schedule declaration; raise ValidationError for a bad call or timing.
+
+    The server checks the timing again (cron syntax, time zone, ranges)
+    when the declaration is synced.
+    """
+    if (cron is None) == (every is None):
+        raise ValidationError(
+            f"@app.periodic on task {task.name!r} needs exactly one of cron=... "
+            "(with an optional timezone=...) and every=..."
+        )
+    message = task.build_message(list(args), dict(kwargs or {}), EnqueueOptions())
+    fields: dict[str, Any] = {
+        "cron": cron,
+        "timezone": timezone,
+        "interval_s": _to_seconds(every),
+        "start_at": None if start is None else to_timestamp(start),
+        "end_at": None if end is None else to_timestamp(end),
+        "max_runs": max_runs,
+        "catch_up": catch_up,
+        "catch_up_limit": catch_up_limit,
+        "body": message.body,
+        "priority": message.priority,
+        "max_attempts": message.max_attempts,
+    }
+    fields = {key: value for key, value in fields.items() if value is not None}
+    return PeriodicSchedule(validate_schedule_name(name or default_name(task)), task, fields)
+
+
+def default_name(task: Task) -> str:
+    """Return the schedule name for a task: its name with other characters as '-'."""
+    name = _NOT_IN_NAME.sub("-", task.name).lstrip("-_.")[:80]
+    return name or "periodic"
+
+
+def sync(app: Conveyor, queues: Sequence[str] | None = None) -> list[Any]:
+    """Store the app's declared schedules of `queues` (default: all); return them.
+
+    Creates each task queue that is missing first. Logs a WARNING for
+    stored code schedules of those queues that the app no longer declares.
+    """
+    declared = [
+        p for p in app.periodic_schedules.values()
+        if queues is None or p.task.queue in queues
+    ]
+    stored = []
+    for periodic in declared:
+        app.ensure_queue(periodic.task.queue)
+        schedule = app.client.put_schedule(
+            periodic.name, periodic.task.queue, source="code", **periodic.fields
+        )
+        logger.info(
+            "Schedule %s of task %s is stored; next tick at %s",
+            schedule.name, periodic.task.name, schedule.next_fire_at,
+        )
+        stored.append(schedule)
+    _warn_about_removed(app, declared, queues)
+    return stored
+
+
+def _warn_about_removed(
+    app: Conveyor, declared: list[PeriodicSchedule], queues: Sequence[str] | None
+) -> None:
+    names = {p.name for p in declared}
+    app_queues = set(queues) if queues is not None else set(app.queues())
+    for queue in sorted(app_queues):
+        for schedule in app.client.list_schedules(queue=queue, source="code", limit=1000):
+            if schedule.name not in names:
+                logger.warning(
+                    "Schedule %s on queue %s was declared in code but this app no "
+                    "longer declares it; it keeps firing until deleted with "
+                    "'conveyor schedules delete %s'",
+                    schedule.name, queue, schedule.name,
+                )
+
+
+def _to_seconds(every: timedelta | float | None) -> float | None:
+    if every is None:
+        return None
+    if isinstance(every, timedelta):
+        return every.total_seconds()
+    if isinstance(every, bool) or not isinstance(every, (int, float)):
+        raise ValidationError(
+            f"invalid every {every!r}: pass a timedelta or a number of seconds"
+        )
+    return float(every)

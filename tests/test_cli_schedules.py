@@ -1,0 +1,131 @@
+"""`conveyor schedules ...`, run as the real console script on a store file and a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import click
+import pytest
+
+from conveyor.cli import main
+from conveyor.client import connect
+from http_fixtures import ServerProcess, start_server
+from test_cli import Cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_server(tmp_path_factory.mktemp("schedules-cli"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["store", "server"])
+def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
+    """A CLI on a new store file, or on the shared server with no schedules, with queue `jobs`."""
+    if request.param == "store":
+        url = f"sqlite:///{tmp_path}/cli.db"
+    else:
+        url = request.getfixturevalue("server").url
+    with connect(url) as client:
+        for schedule in client.list_schedules(limit=1000):
+            client.delete_schedule(schedule.name)
+        client.create_queue("jobs", exist_ok=True)
+    return Cli(url)
+
+
+def test_create_prints_next_tick(cli: Cli) -> None:
+    out = cli.ok("schedules", "create", "nightly", "jobs", "--cron", "30 2 * * *",
+                 "--timezone", "Europe/Berlin", "--body", '{"report": 1}')
+    assert "Created schedule nightly" in out
+    assert "Europe/Berlin" in out
+
+
+def test_create_json_document(cli: Cli) -> None:
+    created = cli.json("schedules", "create", "tick", "jobs", "--every-s", "30",
+                       "--header", "team=ops", "--max-runs", "4", "--catch-up", "all",
+                       "--catch-up-limit", "3", "--start", "2030-01-01T00:00:00+00:00")
+    assert created["interval_s"] == 30
+    assert created["message"]["headers"] == {"team": "ops"}
+    assert created["max_runs"] == 4
+    assert created["catch_up_limit"] == 3
+    assert created["next_fire_at"] == 1893456000.0
+
+
+def test_create_invalid_cron_fails(cli: Cli) -> None:
+    done = cli("schedules", "create", "bad", "jobs", "--cron", "0 0 31 2 *")
+    assert done.returncode == 1
+    assert "0 0 31 2 *" in done.stderr.decode()
+    assert cli.json("schedules", "list")["schedules"] == []
+
+
+def test_create_naive_start_fails(cli: Cli) -> None:
+    done = cli("schedules", "create", "x", "jobs", "--every-s", "60", "--start",
+               "2030-01-01T00:00:00")
+    assert done.returncode == 2
+    assert "offset" in done.stderr.decode()
+
+
+def test_list_table(cli: Cli) -> None:
+    cli.ok("schedules", "create", "alpha", "jobs", "--every-s", "60", "--max-runs", "9")
+    out = cli.ok("schedules", "list")
+    assert "alpha" in out
+    assert "every 60s" in out
+    assert "/9" in out
+
+
+def test_list_empty(cli: Cli) -> None:
+    assert "No schedules." in cli.ok("schedules", "list")
+
+
+def test_show_table(cli: Cli) -> None:
+    cli.ok("schedules", "create", "alpha", "jobs", "--every-s", "60", "--priority", "7")
+    out = cli.ok("schedules", "show", "alpha")
+    assert "Next ticks" in out
+    assert "priority" in out
+
+
+def test_show_missing_fails(cli: Cli) -> None:
+    done = cli("schedules", "show", "nope")
+    assert done.returncode == 1
+    assert "nope" in done.stderr.decode()
+
+
+def test_pause_resume(cli: Cli) -> None:
+    cli.ok("schedules", "create", "alpha", "jobs", "--every-s", "60")
+    assert cli.json("schedules", "pause", "alpha")["state"] == "paused"
+    assert "Resumed schedule alpha" in cli.ok("schedules", "resume", "alpha")
+
+
+def test_delete_with_yes(cli: Cli) -> None:
+    cli.ok("schedules", "create", "alpha", "jobs", "--every-s", "60")
+    assert "Deleted schedule alpha." in cli.ok("schedules", "delete", "alpha", "--yes")
+    assert cli.json("schedules", "list")["schedules"] == []
+
+
+def test_delete_without_terminal_keeps(cli: Cli) -> None:
+    cli.ok("schedules", "create", "alpha", "jobs", "--every-s", "60")
+    done = cli("schedules", "delete", "alpha")
+    assert done.returncode == 1
+    assert len(cli.json("schedules", "list")["schedules"]) == 1
+
+
+def _command_paths(group: click.Group, prefix: str) -> list[str]:
+    paths = []
+    for name, command in group.commands.items():
+        path = f"{prefix} {name}"
+        if isinstance(command, click.Group):
+            paths.extend(_command_paths(command, path))
+        else:
+            paths.append(path)
+    return paths
+
+
+def test_schedule_commands_documented() -> None:
+    page = (ROOT / "docs" / "schedules.md").read_text()
+    group = main.commands["schedules"]
+    missing = [path for path in _command_paths(group, "conveyor schedules") if path not in page]
+    assert missing == []

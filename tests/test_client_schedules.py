@@ -1,0 +1,174 @@
+"""Schedule calls on both transports: an in-process Engine and HTTPClient."""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from conveyor import errors
+from conveyor.client import HTTPClient, connect
+from conveyor.engine import Engine
+from conveyor.models import Schedule
+from http_fixtures import ServerProcess, http_server
+
+__all__ = ["http_server"]  # fixtures, used by name
+
+SCHEDULE_METHODS = (
+    "create_schedule",
+    "put_schedule",
+    "update_schedule",
+    "get_schedule",
+    "list_schedules",
+    "pause_schedule",
+    "resume_schedule",
+    "delete_schedule",
+    "list_schedule_ticks",
+)
+
+
+@pytest.fixture(params=["engine", "http"])
+def client(request: pytest.FixtureRequest, tmp_path) -> Iterator[Any]:
+    if request.param == "engine":
+        opened = connect(f"sqlite:///{tmp_path}/client.db")
+    else:
+        server: ServerProcess = request.getfixturevalue("http_server")
+        opened = connect(server.url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def queue(client: Any) -> str:
+    name = "s-" + uuid.uuid4().hex[:12]
+    client.create_queue(name)
+    return name
+
+
+def new_name() -> str:
+    return "sched-" + uuid.uuid4().hex[:10]
+
+
+@pytest.mark.parametrize("name", SCHEDULE_METHODS)
+def test_http_signature_matches_engine(name: str) -> None:
+    engine_signature = inspect.signature(getattr(Engine, name))
+    http_signature = inspect.signature(getattr(HTTPClient, name))
+    assert list(http_signature.parameters) == list(engine_signature.parameters)
+    for parameter, expected in engine_signature.parameters.items():
+        assert http_signature.parameters[parameter].default == expected.default
+
+
+def test_create_and_get(client: Any, queue: str) -> None:
+    name = new_name()
+    created = client.create_schedule(
+        name, queue, cron="0 9 * * 1-5", timezone="Europe/Berlin",
+        body={"report": "daily"}, headers={"kind": "report"}, priority=3,
+    )
+    assert isinstance(created, Schedule)
+    assert created.cron == "0 9 * * 1-5"
+    assert created.message == {"body": {"report": "daily"}, "headers": {"kind": "report"},
+                               "priority": 3}
+    assert len(created.next_fire_times) == 5
+    assert client.get_schedule(name) == created
+
+
+def test_create_existing_raises(client: Any, queue: str) -> None:
+    name = new_name()
+    client.create_schedule(name, queue, interval_s=60)
+    with pytest.raises(errors.ScheduleAlreadyExists):
+        client.create_schedule(name, queue, interval_s=60)
+
+
+def test_get_missing_raises(client: Any) -> None:
+    with pytest.raises(errors.ScheduleNotFound):
+        client.get_schedule(new_name())
+
+
+def test_invalid_cron_raises(client: Any, queue: str) -> None:
+    with pytest.raises(errors.ValidationError) as caught:
+        client.create_schedule(new_name(), queue, cron="0 25 * * *")
+    assert "0 25 * * *" in str(caught.value)
+
+
+def test_unknown_timezone_raises(client: Any, queue: str) -> None:
+    with pytest.raises(errors.ValidationError) as caught:
+        client.create_schedule(new_name(), queue, cron="0 1 * * *", timezone="Nowhere/City")
+    assert "Nowhere/City" in str(caught.value)
+
+
+def test_put_idempotent(client: Any, queue: str) -> None:
+    name = new_name()
+    first = client.put_schedule(name, queue, source="code", interval_s=30, body=1)
+    again = client.put_schedule(name, queue, source="code", interval_s=30, body=1)
+    assert again.updated_at == first.updated_at
+    assert again.source == "code"
+
+
+def test_update_pause_resume_delete(client: Any, queue: str) -> None:
+    name = new_name()
+    client.create_schedule(name, queue, interval_s=60)
+    assert client.update_schedule(name, max_runs=3).max_runs == 3
+    assert client.update_schedule(name, max_runs=None).max_runs is None
+    assert client.pause_schedule(name).state == "paused"
+    assert client.resume_schedule(name).state == "active"
+    client.delete_schedule(name)
+    with pytest.raises(errors.ScheduleNotFound):
+        client.get_schedule(name)
+
+
+def test_list_by_queue(client: Any, queue: str) -> None:
+    names = sorted(new_name() for _ in range(3))
+    for name in names:
+        client.create_schedule(name, queue, interval_s=60)
+    assert [s.name for s in client.list_schedules(queue=queue)] == names
+
+
+def test_ticks_empty_before_firing(client: Any, queue: str) -> None:
+    name = new_name()
+    client.create_schedule(name, queue, interval_s=3600, start_at=4_000_000_000)
+    assert client.list_schedule_ticks(name) == []
+
+
+def test_openapi_describes_schedules(http_server: ServerProcess) -> None:
+    document = httpx.get(http_server.url + "/openapi.json").json()
+    paths = document["paths"]
+    assert set(paths["/v1/schedules"]) == {"get", "post"}
+    assert set(paths["/v1/schedules/{name}"]) == {"get", "put", "patch", "delete"}
+    assert "post" in paths["/v1/schedules/{name}/pause"]
+    assert "post" in paths["/v1/schedules/{name}/resume"]
+    assert "get" in paths["/v1/schedules/{name}/ticks"]
+    assert "CreateScheduleRequest" in document["components"]["schemas"]
+
+
+def test_http_rejects_unknown_field(http_server: ServerProcess, tmp_path) -> None:
+    response = httpx.post(
+        http_server.url + "/v1/schedules",
+        json={"name": "x", "queue": "q", "interval_s": 60, "colour": "red"},
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_enqueue_in_ignores_client_clock(http_server: ServerProcess, monkeypatch) -> None:
+    from conveyor import Conveyor
+
+    app = Conveyor(http_server.url)
+
+    @app.task(queue="clock-" + uuid.uuid4().hex[:8], name="clock.noop")
+    def noop() -> None:
+        return None
+
+    app.ensure_queue(noop.queue)
+    real_now = time.time()
+    # This client's clock is three days behind the server's.
+    monkeypatch.setattr(time, "time", lambda: real_now - 3 * 86_400)
+    handle = noop.enqueue_in(60)
+    monkeypatch.undo()
+    message = app.client.get_message(handle.id)
+    app.close()
+    assert message.due_at - message.posted_at == pytest.approx(60)
+    assert abs(message.posted_at - time.time()) < 30

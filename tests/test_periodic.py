@@ -1,0 +1,140 @@
+"""Schedules declared in code with @app.periodic, synced to a store and run by a worker."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conveyor import Conveyor
+from conveyor.errors import ValidationError
+from http_fixtures import start_server
+from task_workers import read_records, start_worker, stop_worker, wait_until
+
+
+@pytest.fixture
+def app(tmp_path):
+    application = Conveyor(f"sqlite:///{tmp_path}/app.db")
+    yield application
+    application.close()
+
+
+def test_periodic_on_task_declares(app):
+    @app.periodic(cron="0 9 * * 1-5", timezone="Europe/Berlin", args=(3,))
+    @app.task(queue="reports", name="reports.daily")
+    def daily(count: int) -> int:
+        return count
+
+    declared = app.periodic_schedules["reports.daily"]
+    assert declared.task is daily
+    assert declared.fields["cron"] == "0 9 * * 1-5"
+    assert declared.fields["body"] == {"task": "reports.daily", "args": [3], "kwargs": {}}
+
+
+def test_periodic_alone_registers_task(app):
+    @app.periodic(every=timedelta(minutes=5), queue="misc", task_name="misc.tidy")
+    def tidy() -> None:
+        return None
+
+    assert app.tasks["misc.tidy"].queue == "misc"
+    assert app.periodic_schedules["misc.tidy"].fields["interval_s"] == 300.0
+
+
+def test_periodic_needs_one_timing(app):
+    with pytest.raises(ValidationError):
+        @app.periodic(args=())
+        @app.task(name="a")
+        def a() -> None:
+            return None
+    with pytest.raises(ValidationError):
+        @app.periodic(cron="* * * * *", every=60)
+        @app.task(name="b")
+        def b() -> None:
+            return None
+
+
+def test_periodic_checks_arguments(app):
+    with pytest.raises(ValidationError):
+        @app.periodic(every=60, args=(1, 2))
+        @app.task(name="one_arg")
+        def one_arg(x: int) -> None:
+            return None
+
+
+def test_periodic_duplicate_name_rejected(app):
+    @app.task(name="dup")
+    def dup() -> None:
+        return None
+
+    app.periodic(every=60)(dup)
+    with pytest.raises(ValidationError):
+        app.periodic(every=120)(dup)
+
+
+def test_sync_stores_and_is_idempotent(app):
+    @app.periodic(every=60, start=datetime(2030, 1, 1, tzinfo=timezone.utc), max_runs=5)
+    @app.task(queue="jobs", name="jobs.tick")
+    def tick() -> None:
+        return None
+
+    first = app.sync_schedules()
+    again = app.sync_schedules()
+    assert [s.name for s in first] == ["jobs.tick"]
+    assert first[0].source == "code"
+    assert first[0].start_at == datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert again[0].updated_at == first[0].updated_at
+    assert again[0].next_fire_at == first[0].next_fire_at
+
+
+def test_sync_updates_changed_definition(tmp_path):
+    url = f"sqlite:///{tmp_path}/app.db"
+    old, new = Conveyor(url), Conveyor(url)
+    for application, seconds in ((old, 60), (new, 120)):
+        @application.periodic(every=seconds)
+        @application.task(queue="jobs", name="jobs.tick")
+        def tick() -> None:
+            return None
+
+    old.sync_schedules()
+    stored = new.sync_schedules()[0]
+    assert stored.interval_s == 120
+    old.close()
+    new.close()
+
+
+def test_sync_warns_about_removed(tmp_path, caplog):
+    url = f"sqlite:///{tmp_path}/app.db"
+    old, new = Conveyor(url), Conveyor(url)
+
+    @old.periodic(every=60)
+    @old.task(queue="jobs", name="jobs.gone")
+    def gone() -> None:
+        return None
+
+    @new.task(queue="jobs", name="jobs.other")
+    def other() -> None:
+        return None
+
+    old.sync_schedules()
+    with caplog.at_level(logging.WARNING, logger="conveyor.tasks.periodic"):
+        new.sync_schedules()
+    assert "jobs.gone" in caplog.text
+    assert new.client.get_schedule("jobs.gone").source == "code"
+    old.close()
+    new.close()
+
+
+@pytest.mark.acceptance
+def test_worker_runs_periodic_task(tmp_path):
+    server = start_server(tmp_path / "server")
+    worker = start_worker(tmp_path, "periodic_tasks:app", server.url)
+    try:
+        wait_until(lambda: len(read_records(tmp_path)) >= 2, 20)
+    finally:
+        stop_worker(worker)
+        server.stop()
+    records = read_records(tmp_path)
+    assert records[0]["word"] == "hello"
+    assert len({r["tick"] for r in records}) == len(records)
+    assert "Schedule greet-every-second of task" in worker.log()
