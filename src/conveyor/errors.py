@@ -92,6 +92,13 @@ class RedriveJobNotFound(NotFound):
     title = "Redrive job not found"
 
 
+class WorkflowNotFound(NotFound):
+    """No workflow with this id is stored."""
+
+    code = "workflow-not-found"
+    title = "Workflow not found"
+
+
 class QueueAlreadyExists(ConveyorError):
     """A queue with this name exists already."""
 

@@ -311,3 +311,59 @@ def decode_body(data: dict[str, Any]) -> Any:
         return base64.b64decode(encoded, validate=True)
     except ValueError as exc:
         raise ValidationError(f"'body_base64' is not valid base64: {exc}") from exc
+
+
+@dataclass
+class WorkflowStep:
+    """One step of a workflow as status reads report it.
+
+    `state` is waiting (parents not finished), queued, running, succeeded,
+    failed (its message is dead, or the step could not be posted or its
+    result not stored), cancelled (its message was cancelled) or expired
+    (its message is no longer stored without having succeeded). `parents`
+    are the indexes of the steps whose results form its `input`.
+    `attempts` is the receive count of its message while it is stored.
+    """
+
+    index: int
+    queue: str
+    task: str | None
+    state: str
+    parents: list[int]
+    message_id: str | None = None
+    attempts: int | None = None
+    error: str | None = None
+    input: Any = None
+    result: Any = None
+    posted_at: float | None = None
+    finished_at: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Workflow:
+    """A workflow: steps run in chain and group order, compiled into a graph.
+
+    `state` is running, succeeded, failed (a step failed, was cancelled or
+    expired; `failed_step` and `error` name it) or cancelled (the whole
+    workflow was cancelled). `result` is set once it succeeded: the result
+    of its last chain element, or the list of a group's results. `steps`
+    is None in lists and filled by a read of one workflow.
+    """
+
+    id: str
+    name: str | None
+    state: str
+    step_count: int
+    steps_left: int
+    created_at: float
+    finished_at: float | None = None
+    result: Any = None
+    failed_step: int | None = None
+    error: str | None = None
+    steps: list[WorkflowStep] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

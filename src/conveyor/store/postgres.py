@@ -47,7 +47,7 @@ from ..models import (
     QueueStats,
     TaskResult,
 )
-from ..models import BreakerReport, RedriveJob
+from ..models import BreakerReport, RedriveJob, Workflow
 from ..policy import PreparedMessage
 from ..settings import QueueSettings, build_settings, dlq_name_for
 from . import flow_rows, outcomes, postgres_runs, run_records
@@ -55,6 +55,8 @@ from . import postgres_schema as schema_versions
 from . import postgres_flow_sql as flow_sql
 from . import redrive_jobs
 from . import postgres_sql as sql
+from . import postgres_workflow_sql as workflow_sql
+from . import workflows
 from .postgres_listener import NotificationListener
 from .postgres_maintenance import TableMaintenance
 from .postgres_options import StoreOptions, parse_store_url
@@ -421,10 +423,12 @@ class PostgresStore:
     def ack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
             info = _require_queue(tx, queue, lock=" FOR KEY SHARE")
+            steps: list[tuple] | None = None
             if not outcomes.can_ack_set_wise(entries):
                 results = [_ack_one(tx, queue, entry, now) for entry in entries]
             else:
-                results = _ack_all(tx, queue, entries, now)
+                results, steps = _ack_all(tx, queue, entries, now)
+            _finish_workflow_steps(tx, entries, results, steps, now)
             if info.settings.get("breaker"):
                 acked = sum(1 for result in results if result.ok)
                 settings = QueueSettings(**info.settings)
@@ -587,6 +591,45 @@ class PostgresStore:
 
     def release_redrive_jobs(self, owner: str) -> Future:
         return self._submit(lambda tx: redrive_jobs.release_jobs(tx.execute, flow_sql, owner))
+
+    # Workflows ---------------------------------------------------------
+
+    def start_workflow(self, workflow: workflows.CompiledWorkflow, now: float) -> Future:
+        """Store a compiled workflow and post its first steps in one transaction."""
+
+        def operation(tx: Transaction) -> Workflow:
+            for queue in sorted({step.queue for step in workflow.steps}):
+                settings = _require_settings(tx, queue)
+                workflows.check_step_queue(queue, settings, workflow)
+            post = _step_poster(tx, now)
+            workflow_id = workflows.start(tx.execute, workflow_sql, post, workflow, now)
+            return workflows.get(tx.execute, workflow_sql, workflow_id)
+
+        return self._submit(operation)
+
+    def cancel_workflow(self, workflow_id: str, now: float) -> Future:
+        def operation(tx: Transaction) -> Workflow:
+            def cancel_message(message_id: str) -> None:
+                postgres_runs.cancel(tx, message_id, None, now)
+
+            workflows.cancel(tx.execute, workflow_sql, cancel_message, workflow_id, now)
+            return workflows.get(tx.execute, workflow_sql, workflow_id)
+
+        return self._submit(operation)
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        return self._read(
+            lambda conn: workflows.get(conn.execute, workflow_sql, workflow_id)
+        )
+
+    def list_workflows(
+        self, state: str | None, before_seq: int | None, limit: int
+    ) -> tuple[list[Workflow], int | None]:
+        return self._read(
+            lambda conn: workflows.list_workflows(
+                conn.execute, workflow_sql, state, before_seq, limit
+            )
+        )
 
     # Circuit breaker ---------------------------------------------------
 
@@ -1028,11 +1071,17 @@ def _ack_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> 
 
 def _ack_all(
     tx: Transaction, queue: str, entries: list[dict[str, Any]], now: float
-) -> list[EntryResult]:
-    """Ack a batch with one DELETE, then explain the entries it did not match."""
+) -> tuple[list[EntryResult], list[tuple]]:
+    """Ack a batch with one DELETE, then explain the entries it did not match.
+
+    Also returns the (message id, workflow id, step index) rows of the
+    acked messages that are workflow steps, which the same statement finds.
+    """
     ids = [entry["id"] for entry in entries]
     receipts = [entry["receipt"] for entry in entries]
-    acked = dict(tx.execute(sql.ACK_LEASED, (ids, receipts, queue, now)).fetchall())
+    rows = tx.execute(workflow_sql.ACK_LEASED_STEPS, (ids, receipts, queue, now)).fetchall()
+    acked = {row[0]: row[1] for row in rows}
+    steps = [(row[0], row[2], row[3]) for row in rows if row[2] is not None]
     results = outcomes.acked_results(
         queue, entries, set(acked),
         lambda message_id: tx.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone(),
@@ -1045,7 +1094,46 @@ def _ack_all(
     if acked:
         # Acking the head of a FIFO group lets its next message go out.
         tx.wake(queue)
-    return results
+    return results, steps
+
+
+def _finish_workflow_steps(
+    tx: Transaction,
+    entries: list[dict[str, Any]],
+    results: list[EntryResult],
+    steps: list[tuple] | None,
+    now: float,
+) -> None:
+    """Finish the workflow steps among the acked entries.
+
+    `steps` is None when the ack went entry by entry; one lookup per batch
+    finds them then.
+    """
+    acked = {
+        entry["id"]: entry.get("result")
+        for entry, result in zip(entries, results)
+        if result.ok
+    }
+    if not acked:
+        return
+    if steps is None:
+        steps = tx.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (list(acked),)).fetchall()
+    if steps:
+        post = _step_poster(tx, now)
+        workflows.finish_steps(tx.execute, workflow_sql, post, steps, acked, now)
+
+
+def _step_poster(tx: Transaction, now: float) -> workflows.Post:
+    """Return the callable that posts a workflow step's message in this transaction."""
+
+    def post(queue: str, message: PreparedMessage) -> None:
+        settings = _require_settings(tx, queue)
+        policy.check_for_queue(queue, settings, [message])
+        _, rows = _prepare_rows(tx, queue, settings, [message], now)
+        tx.execute(sql.INSERT_MESSAGES, (queue, now, *map(list, zip(*rows))))
+        tx.wake(queue)
+
+    return post
 
 
 def _store_results(

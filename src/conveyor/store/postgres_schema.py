@@ -24,6 +24,7 @@ import psycopg
 from ..errors import StoreUnavailable
 from . import postgres_flow_sql as flow_sql
 from . import postgres_sql as sql
+from . import postgres_workflow_sql as workflow_sql
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         5,
         "add the redrive_jobs table and messages.dead_at for background redrives",
         tuple(flow_sql.CREATE_JOB_TABLES),
+    ),
+    Migration(
+        6,
+        "add the workflows and workflow_steps tables",
+        tuple(workflow_sql.CREATE_TABLES),
     ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version

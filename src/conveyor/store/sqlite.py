@@ -35,12 +35,14 @@ from ..models import (
     QueueStats,
     TaskResult,
 )
-from ..models import BreakerReport, RedriveJob
+from ..models import BreakerReport, RedriveJob, Workflow
 from ..policy import PreparedMessage
 from ..settings import DAY_S, QueueSettings, build_settings, dlq_name_for
 from . import flow_rows, outcomes, run_records, sqlite_runs
 from . import redrive_jobs, sqlite_flow, sqlite_flow_sql as flow_sql
 from . import sqlite_sql as sql
+from . import sqlite_workflow_sql as workflow_sql
+from . import workflows
 from .writer import GroupCommitWriter, Transaction
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class SQLiteStore:
                 conn.executescript(sql.SCHEMA)
                 sqlite_flow.prepare_schema(conn)
                 sqlite_runs.prepare_schema(conn)
+                conn.executescript(workflow_sql.SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(
                 f"could not open the SQLite store at {path!r}: {exc}; check that "
@@ -202,6 +205,7 @@ class SQLiteStore:
                 results = [_ack_one(tx, queue, entry, now) for entry in entries]
             else:
                 results = _ack_all(tx, queue, entries, now)
+            _finish_workflow_steps(tx, entries, results, now)
             if info.settings.get("breaker"):
                 acked = sum(1 for result in results if result.ok)
                 settings = QueueSettings(**info.settings)
@@ -363,6 +367,42 @@ class SQLiteStore:
     def release_redrive_jobs(self, owner: str) -> Future:
         return self._writer.submit(
             lambda tx: redrive_jobs.release_jobs(tx.conn.execute, flow_sql, owner)
+        )
+
+    # Workflows ---------------------------------------------------------
+
+    def start_workflow(self, workflow: workflows.CompiledWorkflow, now: float) -> Future:
+        """Store a compiled workflow and post its first steps in one transaction."""
+
+        def operation(tx: Transaction) -> Workflow:
+            for queue in sorted({step.queue for step in workflow.steps}):
+                settings = _require_settings(tx.conn, queue)
+                workflows.check_step_queue(queue, settings, workflow)
+            post = _step_poster(tx, now)
+            workflow_id = workflows.start(tx.conn.execute, workflow_sql, post, workflow, now)
+            return workflows.get(tx.conn.execute, workflow_sql, workflow_id)
+
+        return self._writer.submit(operation)
+
+    def cancel_workflow(self, workflow_id: str, now: float) -> Future:
+        def operation(tx: Transaction) -> Workflow:
+            def cancel_message(message_id: str) -> None:
+                sqlite_runs.cancel(tx, message_id, None, now)
+
+            execute = tx.conn.execute
+            workflows.cancel(execute, workflow_sql, cancel_message, workflow_id, now)
+            return workflows.get(execute, workflow_sql, workflow_id)
+
+        return self._writer.submit(operation)
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        return workflows.get(self._reader().execute, workflow_sql, workflow_id)
+
+    def list_workflows(
+        self, state: str | None, before_seq: int | None, limit: int
+    ) -> tuple[list[Workflow], int | None]:
+        return workflows.list_workflows(
+            self._reader().execute, workflow_sql, state, before_seq, limit
         )
 
     # Circuit breaker ---------------------------------------------------
@@ -770,6 +810,36 @@ def _ack_all(
         # Acking the head of a FIFO group lets its next message go out.
         tx.wake(queue)
     return results
+
+
+def _finish_workflow_steps(
+    tx: Transaction, entries: list[dict[str, Any]], results: list[EntryResult], now: float
+) -> None:
+    """Finish the workflow steps among the acked entries, with one lookup per batch."""
+    acked = {
+        entry["id"]: entry.get("result")
+        for entry, result in zip(entries, results)
+        if result.ok
+    }
+    if not acked:
+        return
+    ids = orjson.dumps(list(acked)).decode()
+    steps = tx.conn.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (ids,)).fetchall()
+    if steps:
+        post = _step_poster(tx, now)
+        workflows.finish_steps(tx.conn.execute, workflow_sql, post, steps, acked, now)
+
+
+def _step_poster(tx: Transaction, now: float) -> workflows.Post:
+    """Return the callable that posts a workflow step's message in this transaction."""
+
+    def post(queue: str, message: PreparedMessage) -> None:
+        settings = _require_settings(tx.conn, queue)
+        policy.check_for_queue(queue, settings, [message])
+        _insert_message(tx.conn, queue, settings, message, now)
+        tx.wake(queue)
+
+    return post
 
 
 def _store_result(
