@@ -7,13 +7,16 @@ from conveyor import errors
 
 EXPORTED = {
     "Backoff",
+    "Chain",
     "Conveyor",
     "ConveyorError",
+    "Group",
     "Message",
     "NewMessage",
     "Reject",
     "ResultTimeout",
     "RetryAfter",
+    "Step",
     "Task",
     "TaskCancelled",
     "TaskError",
@@ -22,8 +25,11 @@ EXPORTED = {
     "TaskRun",
     "TaskTimeout",
     "Worker",
+    "WorkflowHandle",
     "__version__",
+    "chain",
     "current_run",
+    "group",
 }
 
 

@@ -12,18 +12,22 @@ from .errors import (
 from .models import Message, NewMessage
 from .tasks import Backoff, Conveyor, Task, TaskHandle, TaskProgress, TaskRun, current_run
 from .worker import Worker
+from .workflows import Chain, Group, Step, WorkflowHandle, chain, group
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backoff",
+    "Chain",
     "Conveyor",
     "ConveyorError",
+    "Group",
     "Message",
     "NewMessage",
     "Reject",
     "ResultTimeout",
     "RetryAfter",
+    "Step",
     "Task",
     "TaskCancelled",
     "TaskError",
@@ -32,6 +36,9 @@ __all__ = [
     "TaskRun",
     "TaskTimeout",
     "Worker",
+    "WorkflowHandle",
     "__version__",
+    "chain",
     "current_run",
+    "group",
 ]

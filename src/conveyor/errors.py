@@ -222,6 +222,7 @@ ERROR_CLASSES: dict[str, type[ConveyorError]] = {
         QueueNotFound,
         MessageNotFound,
         RedriveJobNotFound,
+        WorkflowNotFound,
         QueueAlreadyExists,
         StaleReceipt,
         MessageFinished,
