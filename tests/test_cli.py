@@ -775,6 +775,9 @@ def test_command_tree_has_management_commands() -> None:
         "peek",
         "dlq list",
         "dlq redrive",
+        "workflows list",
+        "workflows show",
+        "workflows cancel",
     }
     assert expected <= names
 
