@@ -43,7 +43,7 @@ def run_example(tmp_path: Path, folder: str, app_path: str, script: str, *args: 
 
 
 def _start_example_worker(tmp_path: Path, example: Path, app_path: str, url: str) -> WorkerProcess:
-    """Start `conveyor worker` in the example's folder, as its README says."""
+    """Start `conveyor worker` in the example's folder, as its README shows."""
     log_path = tmp_path / "worker.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     with open(log_path, "w") as log:

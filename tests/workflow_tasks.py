@@ -1,6 +1,6 @@
 """Tasks for the workers of test_workflows_e2e.py.
 
-`part` takes a while so that workers can be killed while a group runs;
+`part` takes a while so that workers can be killed while a group runs.
 `join` records each of its runs, so the test can count them.
 """
 

@@ -1,7 +1,7 @@
 """A food order: check the restaurant and the stock in parallel, then pick up, then track.
 
-`check_restaurant` and `check_stock` form a group; `pick_up` is its join
-and receives both results as a list, in group order; `track` follows
+`check_restaurant` and `check_stock` form a group. `pick_up` is its join,
+so it receives both results as a list, in group order. `track` follows
 `pick_up` and receives its result.
 """
 

@@ -526,8 +526,11 @@ class Engine:
         return workflows, None if next_seq is None else str(next_seq)
 
     def cancel_workflow(self, workflow_id: str) -> Workflow:
-        """Cancel a running workflow: its waiting steps never post and its posted messages
-        are cancelled. A finished workflow is returned unchanged."""
+        """Cancel a running workflow and return it.
+
+        Its waiting steps never post and its posted messages are cancelled.
+        A finished workflow is returned unchanged.
+        """
         workflow_id = self._check_id(workflow_id)
         return self.store.cancel_workflow(workflow_id, self.clock()).result()
 

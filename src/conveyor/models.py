@@ -318,10 +318,11 @@ class WorkflowStep:
     """One step of a workflow as status reads report it.
 
     `state` is waiting (parents not finished), queued, running, succeeded,
-    failed (its message is dead, or the step could not be posted or its
-    result not stored), cancelled (its message was cancelled) or expired
-    (its message is no longer stored without having succeeded). `parents`
-    are the indexes of the steps whose results form its `input`.
+    failed, cancelled or expired. A step failed when its message is dead,
+    or when it could not be posted or its result could not be stored. It
+    is cancelled when its message was cancelled, and expired when its
+    message is gone without having succeeded. `parents` are the indexes of
+    the steps whose results form its `input`.
     `attempts` is the receive count of its message while it is stored.
     """
 

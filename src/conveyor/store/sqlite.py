@@ -396,14 +396,27 @@ class SQLiteStore:
         return self._writer.submit(operation)
 
     def get_workflow(self, workflow_id: str) -> Workflow:
-        return workflows.get(self._reader().execute, workflow_sql, workflow_id)
+        return self._read_snapshot(
+            lambda execute: workflows.get(execute, workflow_sql, workflow_id)
+        )
 
     def list_workflows(
         self, state: str | None, before_seq: int | None, limit: int
     ) -> tuple[list[Workflow], int | None]:
-        return workflows.list_workflows(
-            self._reader().execute, workflow_sql, state, before_seq, limit
+        return self._read_snapshot(
+            lambda execute: workflows.list_workflows(
+                execute, workflow_sql, state, before_seq, limit
+            )
         )
+
+    def _read_snapshot(self, read: Callable[[Callable[..., Any]], Any]) -> Any:
+        """Run several reads in one transaction, so that they see one snapshot."""
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            return read(conn.execute)
+        finally:
+            conn.execute("COMMIT")
 
     # Circuit breaker ---------------------------------------------------
 

@@ -2,11 +2,11 @@
 
 Tables and indexes:
 
-- `workflows`: one row per workflow. `seq` is the start order (the list
-  cursor); `state` is running, succeeded or cancelled as stored (failed is
-  derived on read); `result_expression` is JSON naming the steps whose
-  results form the workflow's result; `steps_left` counts steps not
-  succeeded yet.
+- `workflows`: one row per workflow. `seq` is the start order and the
+  list cursor. `state` is stored as running, succeeded or cancelled, and
+  failed is derived on read. `result_expression` is JSON naming the steps
+  whose results form the workflow's result. `steps_left` counts the steps
+  that have not succeeded yet.
 - `workflow_steps`: one row per step, by (workflow_id, step_index): the
   message template (`queue`, JSON `body` and `headers`, `priority`,
   `max_attempts`), `task` (the task name of a task-call body), the JSON
@@ -20,8 +20,23 @@ from __future__ import annotations
 
 import orjson
 
-from .workflow_sql import *  # noqa: F403 - the shared statements, unchanged
-from .workflow_sql import LIST_BY_STATE
+from .workflow_sql import (  # noqa: F401 - the shared statements, used unchanged
+    COUNT_DOWN_WORKFLOW,
+    FINISH_WORKFLOW,
+    INSERT_STEP,
+    INSERT_WORKFLOW,
+    LIST_BY_STATE,
+    MAX_SEQ,
+    SELECT_FIRST_STOPPED_STEP,
+    SELECT_POSTED_MESSAGES,
+    SELECT_STEP_TEMPLATE,
+    SELECT_STEP_VIEW,
+    SELECT_STEP_VIEWS,
+    SELECT_WORKFLOW,
+    SET_STEP_FAILED,
+    SET_STEP_POSTED,
+    SET_STEP_SUCCEEDED,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS workflows (
@@ -78,7 +93,7 @@ SELECT_STEP_RESULTS = (
     "WHERE workflow_id = ? AND step_index IN (SELECT value FROM json_each(?))"
 )
 # The single writer thread already serializes every write.
-SELECT_WORKFLOW_LOCKED = SELECT_WORKFLOW  # noqa: F405
+SELECT_WORKFLOW_LOCKED = SELECT_WORKFLOW
 
 
 def int_list(values: list[int]) -> str:
@@ -87,4 +102,5 @@ def int_list(values: list[int]) -> str:
 
 
 def list_query(state: str | None) -> str:
+    """Return the list statement for a state filter (None: every workflow)."""
     return LIST_BY_STATE[state]

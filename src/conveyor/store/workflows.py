@@ -10,8 +10,9 @@ count of parents that have not succeeded yet.
 - The ack of a step's message runs `finish_steps` in the ack's own
   transaction: it stores the step's result, counts the workflow's steps
   down, counts each child's parents down, and posts each child whose count
-  reached 0 with its input filled in. The ack deletes the message row
-  exactly once, so each step finishes once and each child is posted once.
+  reached 0 with its input filled in. Only one valid ack can delete a
+  message row, and a step only succeeds from state `posted`, so each step
+  finishes once and each child is posted once.
   On PostgreSQL the workflow row's lock (the UPDATE of `steps_left`)
   serializes the acks of one workflow's steps.
 - Failure needs no hook: a step whose message is dead, cancelled or gone
@@ -44,6 +45,7 @@ from ..errors import (
 )
 from ..models import DEAD, RESERVED, NewMessage, Workflow, WorkflowStep
 from ..policy import PreparedMessage, check_for_queue
+from ..settings import QueueSettings
 from ..validation import new_message_id, prepare
 from ..workflows import compiler
 from ..workflows.compiler import CompiledStep, CompiledWorkflow
@@ -51,12 +53,12 @@ from ..workflows.compiler import CompiledStep, CompiledWorkflow
 logger = logging.getLogger(__name__)
 
 Execute = Callable[[str, Any], Any]
-# Posts one message to a queue in the caller's transaction; raises a
+# Posts one message to a queue in the caller's transaction. It raises a
 # ConveyorError (an unknown queue, a message too large for it) before it
 # writes anything.
 Post = Callable[[str, PreparedMessage], None]
 # Cancels one stored message by id in the caller's transaction, as
-# DELETE /v1/messages/{id} does.
+# POST /v1/messages/{id}/cancel does.
 CancelMessage = Callable[[str], Any]
 
 # Stored workflow states. FAILED is only ever derived on read.
@@ -66,7 +68,7 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 WORKFLOW_STATES = (RUNNING, SUCCEEDED, FAILED, CANCELLED)
 
-# Stored step states; a posted step is read as queued, running, failed,
+# Stored step states. A posted step is read as queued, running, failed,
 # cancelled or expired from its message.
 WAITING = "waiting"
 POSTED = "posted"
@@ -154,7 +156,7 @@ def finish_steps(
     """Finish the steps whose messages an ack just deleted, and post their children.
 
     `steps` are (message id, workflow id, step index) rows of the acked
-    messages that are workflow steps; `results` maps message ids to the
+    messages that are workflow steps. `results` maps message ids to the
     result their ack reported. Workflows are taken in id order so that
     concurrent acks lock their rows in one order.
     """
@@ -297,7 +299,7 @@ def list_workflows(
     rows = execute(query, tuple(params)).fetchall()
     page = rows[:limit]
     workflows = [_workflow_from_row(row[1:], None) for row in page]
-    if state in (None, RUNNING):
+    if state is None:
         _derive_list_states(execute, sql, workflows)
     next_cursor = page[-1][0] if len(rows) > limit else None
     return workflows, next_cursor
@@ -361,8 +363,8 @@ def step_state(
 ) -> tuple[str, str | None]:
     """Return a step's state and error, reading a posted step from its message.
 
-    A posted step whose message is gone was cancelled when the message's
-    stored result says so, and is otherwise expired.
+    A posted step whose message is gone is cancelled when the message's
+    stored result has status cancelled, and expired otherwise.
     """
     if stored_state != POSTED:
         return stored_state, error
@@ -394,7 +396,9 @@ def _not_found(workflow_id: str) -> WorkflowNotFound:
     )
 
 
-def check_step_queue(queue: str, settings: Any, workflow: CompiledWorkflow) -> None:
+def check_step_queue(
+    queue: str, settings: QueueSettings, workflow: CompiledWorkflow
+) -> None:
     """Raise ValidationError unless every step of `queue` can be posted there.
 
     A FIFO queue needs a group on every message, which step messages do
@@ -408,5 +412,6 @@ def check_step_queue(queue: str, settings: Any, workflow: CompiledWorkflow) -> N
         )
     for step in workflow.steps:
         if step.queue == queue:
-            message = prepare_step("0" * 32, step, step.body, step.index)
+            # A new id has the length of the workflow id the message will carry.
+            message = prepare_step(new_message_id(), step, step.body, step.index)
             check_for_queue(queue, settings, [message])
