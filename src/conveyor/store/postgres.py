@@ -47,7 +47,7 @@ from ..models import (
     QueueStats,
     TaskResult,
 )
-from ..models import BreakerReport, RedriveJob, Workflow
+from ..models import BreakerReport, RedriveJob
 from ..policy import PreparedMessage
 from ..settings import QueueSettings, build_settings, dlq_name_for
 from . import flow_rows, outcomes, postgres_runs, run_records
@@ -56,7 +56,8 @@ from . import postgres_flow_sql as flow_sql
 from . import redrive_jobs
 from . import postgres_sql as sql
 from . import postgres_workflow_sql as workflow_sql
-from . import workflows
+from . import postgres_workflows, workflows
+from .postgres_workflows import PostgresWorkflows
 from .postgres_listener import NotificationListener
 from .postgres_maintenance import TableMaintenance
 from .postgres_options import StoreOptions, parse_store_url
@@ -112,7 +113,7 @@ class Transaction:
         return self.conn.execute(query, params, prepare=True)
 
 
-class PostgresStore:
+class PostgresStore(PostgresWorkflows):
     """Stores queues and messages in one schema of a PostgreSQL database."""
 
     def __init__(self, url: str, on_commit: Callable[[set[str]], None]) -> None:
@@ -428,7 +429,9 @@ class PostgresStore:
                 results = [_ack_one(tx, queue, entry, now) for entry in entries]
             else:
                 results, steps = _ack_all(tx, queue, entries, now)
-            _finish_workflow_steps(tx, entries, results, steps, now)
+            postgres_workflows.finish_acked_steps(
+                tx, entries, results, steps, lambda: _step_poster(tx, now), now
+            )
             if info.settings.get("breaker"):
                 acked = sum(1 for result in results if result.ok)
                 settings = QueueSettings(**info.settings)
@@ -592,44 +595,8 @@ class PostgresStore:
     def release_redrive_jobs(self, owner: str) -> Future:
         return self._submit(lambda tx: redrive_jobs.release_jobs(tx.execute, flow_sql, owner))
 
-    # Workflows ---------------------------------------------------------
-
-    def start_workflow(self, workflow: workflows.CompiledWorkflow, now: float) -> Future:
-        """Store a compiled workflow and post its first steps in one transaction."""
-
-        def operation(tx: Transaction) -> Workflow:
-            for queue in sorted({step.queue for step in workflow.steps}):
-                settings = _require_settings(tx, queue)
-                workflows.check_step_queue(queue, settings, workflow)
-            post = _step_poster(tx, now)
-            workflow_id = workflows.start(tx.execute, workflow_sql, post, workflow, now)
-            return workflows.get(tx.execute, workflow_sql, workflow_id)
-
-        return self._submit(operation)
-
-    def cancel_workflow(self, workflow_id: str, now: float) -> Future:
-        def operation(tx: Transaction) -> Workflow:
-            def cancel_message(message_id: str) -> None:
-                postgres_runs.cancel(tx, message_id, None, now)
-
-            workflows.cancel(tx.execute, workflow_sql, cancel_message, workflow_id, now)
-            return workflows.get(tx.execute, workflow_sql, workflow_id)
-
-        return self._submit(operation)
-
-    def get_workflow(self, workflow_id: str) -> Workflow:
-        return self._read(
-            lambda conn: workflows.get(conn.execute, workflow_sql, workflow_id)
-        )
-
-    def list_workflows(
-        self, state: str | None, before_seq: int | None, limit: int
-    ) -> tuple[list[Workflow], int | None]:
-        return self._read(
-            lambda conn: workflows.list_workflows(
-                conn.execute, workflow_sql, state, before_seq, limit
-            )
-        )
+    def _step_poster(self, tx: Transaction, now: float) -> workflows.StepPoster:
+        return _step_poster(tx, now)
 
     # Circuit breaker ---------------------------------------------------
 
@@ -1097,34 +1064,8 @@ def _ack_all(
     return results, steps
 
 
-def _finish_workflow_steps(
-    tx: Transaction,
-    entries: list[dict[str, Any]],
-    results: list[EntryResult],
-    steps: list[tuple] | None,
-    now: float,
-) -> None:
-    """Finish the workflow steps among the acked entries.
-
-    `steps` is None when the ack went entry by entry; one lookup per batch
-    finds them then.
-    """
-    acked = {
-        entry["id"]: entry.get("result")
-        for entry, result in zip(entries, results)
-        if result.ok
-    }
-    if not acked:
-        return
-    if steps is None:
-        steps = tx.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (list(acked),)).fetchall()
-    if steps:
-        post = _step_poster(tx, now)
-        workflows.finish_steps(tx.execute, workflow_sql, post, steps, acked, now)
-
-
-def _step_poster(tx: Transaction, now: float) -> workflows.Post:
-    """Return the callable that posts a workflow step's message in this transaction."""
+def _step_poster(tx: Transaction, now: float) -> workflows.StepPoster:
+    """Return what posts workflow step messages in this transaction."""
 
     def post(queue: str, message: PreparedMessage) -> None:
         settings = _require_settings(tx, queue)
@@ -1133,7 +1074,7 @@ def _step_poster(tx: Transaction, now: float) -> workflows.Post:
         tx.execute(sql.INSERT_MESSAGES, (queue, now, *map(list, zip(*rows))))
         tx.wake(queue)
 
-    return post
+    return workflows.StepPoster(lambda queue: _require_settings(tx, queue), post)
 
 
 def _store_results(

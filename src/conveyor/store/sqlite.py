@@ -35,14 +35,14 @@ from ..models import (
     QueueStats,
     TaskResult,
 )
-from ..models import BreakerReport, RedriveJob, Workflow
+from ..models import BreakerReport, RedriveJob
 from ..policy import PreparedMessage
 from ..settings import DAY_S, QueueSettings, build_settings, dlq_name_for
 from . import flow_rows, outcomes, run_records, sqlite_runs
 from . import redrive_jobs, sqlite_flow, sqlite_flow_sql as flow_sql
 from . import sqlite_sql as sql
-from . import sqlite_workflow_sql as workflow_sql
-from . import workflows
+from . import sqlite_workflows, workflows
+from .sqlite_workflows import SQLiteWorkflows
 from .writer import GroupCommitWriter, Transaction
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteWorkflows):
     """Stores queues and messages in one SQLite file."""
 
     def __init__(self, path: str, on_commit: Callable[[set[str]], None]) -> None:
@@ -81,7 +81,7 @@ class SQLiteStore:
                 conn.executescript(sql.SCHEMA)
                 sqlite_flow.prepare_schema(conn)
                 sqlite_runs.prepare_schema(conn)
-                conn.executescript(workflow_sql.SCHEMA)
+                sqlite_workflows.prepare_schema(conn)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(
                 f"could not open the SQLite store at {path!r}: {exc}; check that "
@@ -205,7 +205,9 @@ class SQLiteStore:
                 results = [_ack_one(tx, queue, entry, now) for entry in entries]
             else:
                 results = _ack_all(tx, queue, entries, now)
-            _finish_workflow_steps(tx, entries, results, now)
+            sqlite_workflows.finish_acked_steps(
+                tx, entries, results, lambda: _step_poster(tx, now), now
+            )
             if info.settings.get("breaker"):
                 acked = sum(1 for result in results if result.ok)
                 settings = QueueSettings(**info.settings)
@@ -369,54 +371,8 @@ class SQLiteStore:
             lambda tx: redrive_jobs.release_jobs(tx.conn.execute, flow_sql, owner)
         )
 
-    # Workflows ---------------------------------------------------------
-
-    def start_workflow(self, workflow: workflows.CompiledWorkflow, now: float) -> Future:
-        """Store a compiled workflow and post its first steps in one transaction."""
-
-        def operation(tx: Transaction) -> Workflow:
-            for queue in sorted({step.queue for step in workflow.steps}):
-                settings = _require_settings(tx.conn, queue)
-                workflows.check_step_queue(queue, settings, workflow)
-            post = _step_poster(tx, now)
-            workflow_id = workflows.start(tx.conn.execute, workflow_sql, post, workflow, now)
-            return workflows.get(tx.conn.execute, workflow_sql, workflow_id)
-
-        return self._writer.submit(operation)
-
-    def cancel_workflow(self, workflow_id: str, now: float) -> Future:
-        def operation(tx: Transaction) -> Workflow:
-            def cancel_message(message_id: str) -> None:
-                sqlite_runs.cancel(tx, message_id, None, now)
-
-            execute = tx.conn.execute
-            workflows.cancel(execute, workflow_sql, cancel_message, workflow_id, now)
-            return workflows.get(execute, workflow_sql, workflow_id)
-
-        return self._writer.submit(operation)
-
-    def get_workflow(self, workflow_id: str) -> Workflow:
-        return self._read_snapshot(
-            lambda execute: workflows.get(execute, workflow_sql, workflow_id)
-        )
-
-    def list_workflows(
-        self, state: str | None, before_seq: int | None, limit: int
-    ) -> tuple[list[Workflow], int | None]:
-        return self._read_snapshot(
-            lambda execute: workflows.list_workflows(
-                execute, workflow_sql, state, before_seq, limit
-            )
-        )
-
-    def _read_snapshot(self, read: Callable[[Callable[..., Any]], Any]) -> Any:
-        """Run several reads in one transaction, so that they see one snapshot."""
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
-            return read(conn.execute)
-        finally:
-            conn.execute("COMMIT")
+    def _step_poster(self, tx: Transaction, now: float) -> workflows.StepPoster:
+        return _step_poster(tx, now)
 
     # Circuit breaker ---------------------------------------------------
 
@@ -825,26 +781,8 @@ def _ack_all(
     return results
 
 
-def _finish_workflow_steps(
-    tx: Transaction, entries: list[dict[str, Any]], results: list[EntryResult], now: float
-) -> None:
-    """Finish the workflow steps among the acked entries, with one lookup per batch."""
-    acked = {
-        entry["id"]: entry.get("result")
-        for entry, result in zip(entries, results)
-        if result.ok
-    }
-    if not acked:
-        return
-    ids = orjson.dumps(list(acked)).decode()
-    steps = tx.conn.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (ids,)).fetchall()
-    if steps:
-        post = _step_poster(tx, now)
-        workflows.finish_steps(tx.conn.execute, workflow_sql, post, steps, acked, now)
-
-
-def _step_poster(tx: Transaction, now: float) -> workflows.Post:
-    """Return the callable that posts a workflow step's message in this transaction."""
+def _step_poster(tx: Transaction, now: float) -> workflows.StepPoster:
+    """Return what posts workflow step messages in this transaction."""
 
     def post(queue: str, message: PreparedMessage) -> None:
         settings = _require_settings(tx.conn, queue)
@@ -852,7 +790,7 @@ def _step_poster(tx: Transaction, now: float) -> workflows.Post:
         _insert_message(tx.conn, queue, settings, message, now)
         tx.wake(queue)
 
-    return post
+    return workflows.StepPoster(lambda queue: _require_settings(tx.conn, queue), post)
 
 
 def _store_result(

@@ -30,6 +30,7 @@ as `redrive_jobs.py` does.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Iterable
 
@@ -57,6 +58,19 @@ Execute = Callable[[str, Any], Any]
 # ConveyorError (an unknown queue, a message too large for it) before it
 # writes anything.
 Post = Callable[[str, PreparedMessage], None]
+
+
+@dataclass(frozen=True)
+class StepPoster:
+    """A store's way to post step messages inside one of its transactions.
+
+    `settings` returns a queue's settings or raises QueueNotFound.
+    """
+
+    settings: Callable[[str], QueueSettings]
+    post: Post
+
+
 # Cancels one stored message by id in the caller's transaction, as
 # POST /v1/messages/{id}/cancel does.
 CancelMessage = Callable[[str], Any]
@@ -107,13 +121,17 @@ def prepare_step(
 
 
 def start(
-    execute: Execute, sql: ModuleType, post: Post, workflow: CompiledWorkflow, now: float
+    execute: Execute, sql: ModuleType, poster: StepPoster, workflow: CompiledWorkflow,
+    now: float,
 ) -> str:
     """Store a compiled workflow and post its first steps; return its id.
 
-    The caller checks beforehand that every step's queue exists; a post that
-    fails here raises, which rolls the whole start back.
+    Every step's queue must exist and accept the step's template (see
+    check_step_queue). The checks run before any write, and a failed post
+    raises, which rolls the whole start back.
     """
+    for queue in sorted({step.queue for step in workflow.steps}):
+        check_step_queue(queue, poster.settings(queue), workflow)
     workflow_id = new_message_id()
     execute(
         sql.INSERT_WORKFLOW,
@@ -124,7 +142,7 @@ def start(
         execute(sql.INSERT_STEP, _step_row(workflow_id, step))
     for step in workflow.first_steps:
         message = prepare_step(workflow_id, step, step.body, step.index)
-        post(step.queue, message)
+        poster.post(step.queue, message)
         execute(sql.SET_STEP_POSTED, (message.id, None, now, workflow_id, step.index))
     logger.info(
         "Workflow %s started with %d steps (%d posted)",
