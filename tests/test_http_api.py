@@ -150,6 +150,10 @@ def test_openapi_lists_every_endpoint(http_server: ServerProcess) -> None:
         ("/v1/queues/{name}/progress", "post"),
         ("/v1/messages/{message_id}/cancel", "post"),
         ("/v1/messages/{message_id}/logs", "get"),
+        ("/v1/workflows", "post"),
+        ("/v1/workflows", "get"),
+        ("/v1/workflows/{workflow_id}", "get"),
+        ("/v1/workflows/{workflow_id}/cancel", "post"),
     }
     listed = {
         (path, method) for path, item in document["paths"].items() for method in item
