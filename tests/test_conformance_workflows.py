@@ -317,3 +317,55 @@ def test_child_on_deleted_queue_fails_step(wf_engine):
     read = wf_engine.get_workflow(workflow.id)
     assert read.steps[1].state == "failed"
     assert "could not post" in read.steps[1].error
+
+
+def test_expired_dead_step_reads_expired(wf_engine, clock):
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b")))
+    message = wf_engine.reserve("wf", 1)[0]
+    wf_engine.nack("wf", [lease(message, error="boom", dead=True)])
+    clock.advance(15 * 86_400)
+    wf_engine.sweep()
+    read = wf_engine.get_workflow(workflow.id)
+    assert read.steps[0].state == "expired"
+    assert read.state == "failed"
+    assert wf_engine.reserve("wf", 10) == []
+
+
+def test_redrive_job_resumes_workflow(wf_engine):
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b")))
+    message = wf_engine.reserve("wf", 1)[0]
+    wf_engine.nack("wf", [lease(message, error="boom", dead=True)])
+    job = wf_engine.start_redrive_job("wf.dlq")
+    assert [claimed.id for claimed in wf_engine.claim_redrive_jobs("runner", 10, 30.0)] == [job.id]
+    assert wf_engine.run_redrive_chunk(job.id, "runner", 10, 30.0).moved == 1
+    assert run_ready(wf_engine, expect=1) == {"a": []}
+    assert run_ready(wf_engine, expect=1) == {"b": ["a-done"]}
+    assert wf_engine.get_workflow(workflow.id).state == "succeeded"
+
+
+def test_entry_by_entry_ack_finishes_step(wf_engine):
+    # Logs make the store ack entry by entry instead of with one statement.
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b")))
+    message = wf_engine.reserve("wf", 1)[0]
+    other = wf_engine.post("wf", [NewMessage("plain")])[0].id
+    plain = wf_engine.reserve("wf", 1)[0]
+    assert plain.id == other
+    results = wf_engine.ack("wf", [lease(message, result=7, logs="ran a"), lease(plain)])
+    assert [r.ok for r in results] == [True, True]
+    assert run_ready(wf_engine, expect=1) == {"b": [7]}
+    assert wf_engine.get_workflow(workflow.id).state == "succeeded"
+
+
+def test_stale_ack_does_not_finish_step(wf_engine, clock):
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b")))
+    first = wf_engine.reserve("wf", 1, visibility_timeout_s=5)[0]
+    clock.advance(6)
+    # The expired lease counts as a failed attempt, retried after a backoff.
+    assert wf_engine.reserve("wf", 1) == []
+    clock.advance(3600)
+    second = wf_engine.reserve("wf", 1)[0]
+    assert second.id == first.id
+    assert not wf_engine.ack("wf", [lease(first, result="old")])[0].ok
+    assert wf_engine.get_workflow(workflow.id).steps[1].state == "waiting"
+    wf_engine.ack("wf", [lease(second, result="new")])
+    assert run_ready(wf_engine, expect=1) == {"b": ["new"]}
