@@ -369,3 +369,18 @@ def test_stale_ack_does_not_finish_step(wf_engine, clock):
     assert wf_engine.get_workflow(workflow.id).steps[1].state == "waiting"
     wf_engine.ack("wf", [lease(second, result="new")])
     assert run_ready(wf_engine, expect=1) == {"b": ["new"]}
+
+
+def test_finished_workflow_deleted_after_retention(wf_engine, clock):
+    done = wf_engine.start_workflow(task("a"))
+    run_ready(wf_engine, expect=1)
+    running = wf_engine.start_workflow(task("b"))
+    clock.advance(7 * 86_400 - 1)
+    wf_engine.sweep()
+    assert wf_engine.get_workflow(done.id).state == "succeeded"
+    clock.advance(2)
+    wf_engine.sweep()
+    with pytest.raises(WorkflowNotFound):
+        wf_engine.get_workflow(done.id)
+    # Its message passed the queue's retention, so it failed, but it stays stored.
+    assert wf_engine.get_workflow(running.id).state == "failed"

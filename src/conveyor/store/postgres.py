@@ -539,6 +539,7 @@ class PostgresStore(PostgresWorkflows):
             _record_outcomes(tx, now, {})
             flow_rows.delete_old_rows(tx.execute, flow_sql, now)
             redrive_jobs.delete_old_jobs(tx.execute, flow_sql, now)
+            workflows.delete_old_workflows(tx.execute, workflow_sql, now)
             removed = tx.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
             tx.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
             tx.execute(sql.DELETE_EXPIRED_RESULTS, (now,))

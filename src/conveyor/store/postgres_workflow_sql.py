@@ -29,6 +29,8 @@ CREATE_TABLES = [
     )
     """,
     "CREATE INDEX workflows_state ON workflows (state, seq)",
+    "CREATE INDEX workflows_finished ON workflows (finished_at) "
+    "WHERE finished_at IS NOT NULL",
     """
     CREATE TABLE workflow_steps (
         workflow_id         text NOT NULL,
@@ -72,6 +74,8 @@ SELECT_STEP_VIEWS = _placeholders(shared.SELECT_STEP_VIEWS)
 SELECT_STEP_VIEW = _placeholders(shared.SELECT_STEP_VIEW)
 SELECT_FIRST_STOPPED_STEP = _placeholders(shared.SELECT_FIRST_STOPPED_STEP)
 MAX_SEQ = shared.MAX_SEQ
+DELETE_OLD_STEPS = _placeholders(shared.DELETE_OLD_STEPS)
+DELETE_OLD_WORKFLOWS = _placeholders(shared.DELETE_OLD_WORKFLOWS)
 
 SELECT_STEPS_BY_MESSAGE = (
     "SELECT message_id, workflow_id, step_index FROM workflow_steps "

@@ -313,6 +313,7 @@ class SQLiteStore(SQLiteWorkflows):
             _record_outcomes(tx, now, {})
             flow_rows.delete_old_rows(tx.conn.execute, flow_sql, now)
             redrive_jobs.delete_old_jobs(tx.conn.execute, flow_sql, now)
+            sqlite_workflows.delete_old_workflows(tx, now)
             removed = tx.conn.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
             tx.conn.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
             tx.conn.execute(sql.DELETE_EXPIRED_RESULTS, (now,))

@@ -7,6 +7,7 @@ Tables and indexes:
   failed is derived on read. `result_expression` is JSON naming the steps
   whose results form the workflow's result. `steps_left` counts the steps
   that have not succeeded yet.
+  - `workflows_finished`: retention of finished workflows.
 - `workflow_steps`: one row per step, by (workflow_id, step_index): the
   message template (`queue`, JSON `body` and `headers`, `priority`,
   `max_attempts`), `task` (the task name of a task-call body), the JSON
@@ -22,6 +23,8 @@ import orjson
 
 from .workflow_sql import (  # noqa: F401 - the shared statements, used unchanged
     COUNT_DOWN_WORKFLOW,
+    DELETE_OLD_STEPS,
+    DELETE_OLD_WORKFLOWS,
     FINISH_WORKFLOW,
     INSERT_STEP,
     INSERT_WORKFLOW,
@@ -51,6 +54,8 @@ CREATE TABLE IF NOT EXISTS workflows (
     finished_at         REAL
 );
 CREATE INDEX IF NOT EXISTS workflows_state ON workflows (state, seq);
+CREATE INDEX IF NOT EXISTS workflows_finished
+    ON workflows (finished_at) WHERE finished_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS workflow_steps (
     workflow_id         TEXT NOT NULL,

@@ -79,6 +79,10 @@ def prepare_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(workflow_sql.SCHEMA)
 
 
+def delete_old_workflows(tx: Transaction, now: float) -> int:
+    return workflows.delete_old_workflows(tx.conn.execute, workflow_sql, now)
+
+
 def finish_acked_steps(
     tx: Transaction,
     entries: list[dict[str, Any]],

@@ -80,5 +80,11 @@ LIST_BY_STATE = {
     "succeeded": LIST_WORKFLOWS + "w.state = ?" + LIST_END,
     "cancelled": LIST_WORKFLOWS + "w.state = ?" + LIST_END,
 }
+# Retention: the steps, then the rows, of workflows finished before a time.
+DELETE_OLD_STEPS = (
+    "DELETE FROM workflow_steps WHERE workflow_id IN "
+    "(SELECT id FROM workflows WHERE finished_at <= ?)"
+)
+DELETE_OLD_WORKFLOWS = "DELETE FROM workflows WHERE finished_at <= ?"
 # The cursor of a first page: larger than any seq.
 MAX_SEQ = 2**62

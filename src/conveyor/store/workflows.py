@@ -92,6 +92,12 @@ EXPIRED = "expired"
 STEP_STATES = (WAITING, QUEUED, RUNNING_STEP, SUCCEEDED, FAILED, CANCELLED, EXPIRED)
 STOPPED_STEP_STATES = (FAILED, CANCELLED, EXPIRED)
 
+# A succeeded or cancelled workflow is deleted, with its steps, this long
+# after it finished.
+# NOTE: a running or failed workflow is kept until it finishes, so a
+# workflow whose failed step is never redriven stays stored.
+WORKFLOW_RETENTION_S = 7 * 86_400.0
+
 EXPIRED_ERROR = (
     "its message is no longer stored and never succeeded: a dead message "
     "expired from its DLQ, or its queue was purged or deleted"
@@ -261,6 +267,16 @@ def _check_input_size(encoded_input: str) -> None:
             f"its input is {len(encoded_input)} bytes as JSON, above the limit of "
             f"{compiler.MAX_STEP_INPUT_BYTES}; have the parent steps return smaller values"
         )
+
+
+# Retention -------------------------------------------------------------------
+
+
+def delete_old_workflows(execute: Execute, sql: ModuleType, now: float) -> int:
+    """Delete the workflows that finished WORKFLOW_RETENTION_S ago, with their steps."""
+    cutoff = now - WORKFLOW_RETENTION_S
+    execute(sql.DELETE_OLD_STEPS, (cutoff,))
+    return execute(sql.DELETE_OLD_WORKFLOWS, (cutoff,)).rowcount
 
 
 # Cancel ----------------------------------------------------------------------
