@@ -61,6 +61,7 @@ def test_join_fires_once_with_workers_killed(tmp_path):
         for victim in workers[:2]:
             victim.send(signal.SIGKILL)
             victim.wait()
+        parts_at_kill = {r["index"] for r in read_records(tmp_path) if r["event"] == "part"}
         for number in range(3, 5):
             workers.append(start_worker(
                 tmp_path, APP_PATH, server.url, "--concurrency", "4", "--prefetch", "4",
@@ -74,6 +75,8 @@ def test_join_fires_once_with_workers_killed(tmp_path):
         joins = [r for r in read_records(tmp_path) if r["event"] == "join"]
         parts = {r["index"] for r in read_records(tmp_path) if r["event"] == "part"}
 
+        # The kill came while the group ran, not after it.
+        assert len(parts_at_kill) < PARTS
         assert len(joins) == 1
         assert joins[0]["count"] == PARTS
         assert joins[0]["order"] is True
