@@ -387,3 +387,19 @@ def test_finished_workflow_retention(wf_engine, clock):
         wf_engine.get_workflow(done.id)
     # Its message passed the queue's retention, so it failed, but it stays stored.
     assert wf_engine.get_workflow(running.id).state == "failed"
+
+
+def test_independent_branch_goes_on(wf_engine):
+    workflow = wf_engine.start_workflow(
+        chain(group(task("a"), chain(task("b"), task("c"))), task("join"))
+    )
+    for message in wf_engine.reserve("wf", 2):
+        if message.body["task"] == "a":
+            wf_engine.nack("wf", [lease(message, dead=True, error="bad")])
+        else:
+            wf_engine.ack("wf", [lease(message, result=1)])
+    assert run_ready(wf_engine, expect=1) == {"c": [1]}
+    assert wf_engine.reserve("wf", 10) == []
+    read = wf_engine.get_workflow(workflow.id)
+    assert read.state == "failed"
+    assert read.failed_step == 0
