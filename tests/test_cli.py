@@ -781,6 +781,9 @@ def test_command_tree_has_management_commands() -> None:
         "schedules pause",
         "schedules resume",
         "schedules delete",
+        "workflows list",
+        "workflows show",
+        "workflows cancel",
     }
     assert expected <= names
 

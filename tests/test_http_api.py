@@ -159,6 +159,10 @@ def test_openapi_lists_every_endpoint(http_server: ServerProcess) -> None:
         ("/v1/schedules/{name}/pause", "post"),
         ("/v1/schedules/{name}/resume", "post"),
         ("/v1/schedules/{name}/ticks", "get"),
+        ("/v1/workflows", "post"),
+        ("/v1/workflows", "get"),
+        ("/v1/workflows/{workflow_id}", "get"),
+        ("/v1/workflows/{workflow_id}/cancel", "post"),
     }
     listed = {
         (path, method) for path, item in document["paths"].items() for method in item

@@ -7,14 +7,17 @@ from conveyor import errors
 
 EXPORTED = {
     "Backoff",
+    "Chain",
     "Conveyor",
     "ConveyorError",
+    "Group",
     "Message",
     "NewMessage",
     "Reject",
     "ResultTimeout",
     "RetryAfter",
     "Schedule",
+    "Step",
     "Task",
     "TaskCancelled",
     "TaskError",
@@ -23,8 +26,11 @@ EXPORTED = {
     "TaskRun",
     "TaskTimeout",
     "Worker",
+    "WorkflowHandle",
     "__version__",
+    "chain",
     "current_run",
+    "group",
 }
 
 

@@ -33,6 +33,7 @@ from .models import (
     QueueStats,
     RedriveJob,
     TaskResult,
+    Workflow,
 )
 from .settings import (
     MAX_VISIBILITY_TIMEOUT_S,
@@ -47,6 +48,8 @@ from .scheduler import Scheduler
 from .store.flow import MODES as BREAKER_MODES
 from .store.redrive_jobs import JOB_STATES
 from .store.sqlite import SQLiteStore
+from .store.workflows import WORKFLOW_STATES
+from .workflows.compiler import compile_workflow
 from .wakeup import AsyncWaiter, Notifier, ThreadWaiter
 
 if TYPE_CHECKING:
@@ -501,6 +504,48 @@ class Engine(ScheduleMethods):
         """Give up the leases `owner` holds, so any process may run those jobs."""
         return self.store.release_redrive_jobs(owner).result()
 
+    # Workflows ---------------------------------------------------------
+
+    def start_workflow(self, spec: Any, name: str | None = None) -> Workflow:
+        """Compile a workflow spec, store it and post its first steps, all or nothing.
+
+        The spec is the nested step, chain and group form that
+        `conveyor/workflows/compiler.py` describes. Every step's queue must
+        exist and be a standard queue.
+        """
+        compiled = compile_workflow(spec, name)
+        return self.store.start_workflow(compiled, self.clock()).result()
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        """Return a workflow with its steps; raise WorkflowNotFound for an unknown id."""
+        return self.store.get_workflow(self._check_id(workflow_id))
+
+    def list_workflows(
+        self, state: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> tuple[list[Workflow], str | None]:
+        """Return workflows newest first (without steps) and the cursor of the next page.
+
+        `state` filters by running, succeeded, failed or cancelled; `cursor`
+        is the value a previous page returned (None: the first page).
+        """
+        if state is not None and state not in WORKFLOW_STATES:
+            raise ValidationError(
+                f"invalid workflow state {state!r}: use one of {', '.join(WORKFLOW_STATES)}"
+            )
+        check.check_int("limit", limit, 1, MAX_PEEK)
+        before_seq = _parse_cursor(cursor)
+        workflows, next_seq = self.store.list_workflows(state, before_seq, limit)
+        return workflows, None if next_seq is None else str(next_seq)
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow:
+        """Cancel a running workflow and return it.
+
+        Its waiting steps never post and its posted messages are cancelled.
+        A finished workflow is returned unchanged.
+        """
+        workflow_id = self._check_id(workflow_id)
+        return self.store.cancel_workflow(workflow_id, self.clock()).result()
+
     # Circuit breaker ---------------------------------------------------
 
     def breaker(self, queue: str, limit: int = DEFAULT_BREAKER_EVENTS) -> BreakerReport:
@@ -571,6 +616,17 @@ class Engine(ScheduleMethods):
                 logger.warning("Sweep failed, retrying in %.0fs: %s", SWEEP_INTERVAL_S, exc)
             except Exception:
                 logger.exception("Sweep failed unexpectedly")
+
+
+def _parse_cursor(cursor: Any) -> int | None:
+    """Return the seq a list cursor names, or raise ValidationError."""
+    if cursor is None:
+        return None
+    if not isinstance(cursor, str) or not cursor.isdigit() or len(cursor) > 19:
+        raise ValidationError(
+            f"invalid cursor {cursor!r}: pass the next_cursor value of the previous page"
+        )
+    return int(cursor)
 
 
 async def _wait_or_stop(

@@ -105,6 +105,11 @@ class ScheduleAlreadyExists(ConveyorError):
     status = 409
     code = "schedule-exists"
     title = "Schedule already exists"
+class WorkflowNotFound(NotFound):
+    """No workflow with this id is stored."""
+
+    code = "workflow-not-found"
+    title = "Workflow not found"
 
 
 class QueueAlreadyExists(ConveyorError):
@@ -230,6 +235,7 @@ ERROR_CLASSES: dict[str, type[ConveyorError]] = {
         QueueNotFound,
         MessageNotFound,
         RedriveJobNotFound,
+        WorkflowNotFound,
         QueueAlreadyExists,
         StaleReceipt,
         MessageFinished,

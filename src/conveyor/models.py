@@ -352,3 +352,60 @@ class Schedule:
 
     def to_wire(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class WorkflowStep:
+    """One step of a workflow as status reads report it.
+
+    `state` is waiting (parents not finished), queued, running, succeeded,
+    failed, cancelled or expired. A step failed when its message is dead,
+    or when it could not be posted or its result could not be stored. It
+    is cancelled when its message was cancelled, and expired when its
+    message is gone without having succeeded. `parents` are the indexes of
+    the steps whose results form its `input`.
+    `attempts` is the receive count of its message while it is stored.
+    """
+
+    index: int
+    queue: str
+    task: str | None
+    state: str
+    parents: list[int]
+    message_id: str | None = None
+    attempts: int | None = None
+    error: str | None = None
+    input: Any = None
+    result: Any = None
+    posted_at: float | None = None
+    finished_at: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Workflow:
+    """A workflow: steps run in chain and group order, compiled into a graph.
+
+    `state` is running, succeeded, failed (a step failed, was cancelled or
+    expired; `failed_step` and `error` name it) or cancelled (the whole
+    workflow was cancelled). `result` is set once it succeeded: the result
+    of its last chain element, or the list of a group's results. `steps`
+    is None in lists and filled by a read of one workflow.
+    """
+
+    id: str
+    name: str | None
+    state: str
+    step_count: int
+    steps_left: int
+    created_at: float
+    finished_at: float | None = None
+    result: Any = None
+    failed_step: int | None = None
+    error: str | None = None
+    steps: list[WorkflowStep] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

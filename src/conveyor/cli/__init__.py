@@ -14,7 +14,8 @@ import click
 from .. import __version__
 
 COMMAND_MODULES = (
-    "server", "migrate", "queues", "messages", "message", "dlq", "schedules", "worker",
+    "server", "migrate", "queues", "messages", "message", "dlq", "schedules",
+    "workflows", "worker",
     "demo",
 )
 

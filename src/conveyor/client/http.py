@@ -41,6 +41,8 @@ from ..models import (
     QueueInfo,
     QueueStats,
     RedriveJob,
+    Workflow,
+    WorkflowStep,
     TaskResult,
     decode_body,
     encode_body,
@@ -268,6 +270,31 @@ class HTTPClient(HTTPScheduleMethods):
         """Stop an active job after its current chunk; a finished job stays as it is."""
         return RedriveJob(**self._request("POST", _job_path(job_id, "cancel")))
 
+    # Workflows ---------------------------------------------------------
+
+    def start_workflow(self, spec: dict[str, Any], name: str | None = None) -> Workflow:
+        """Start a workflow from its spec; see Engine.start_workflow."""
+        body = {"spec": spec, "name": name}
+        return workflow_from_wire(self._request("POST", "/workflows", body))
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        return workflow_from_wire(self._request("GET", _workflow_path(workflow_id)))
+
+    def list_workflows(
+        self, state: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> tuple[list[Workflow], str | None]:
+        """Return workflows newest first and the cursor of the next page (None: last)."""
+        params: dict[str, Any] = {"limit": limit}
+        if state is not None:
+            params["state"] = state
+        if cursor is not None:
+            params["cursor"] = cursor
+        data = self._request("GET", "/workflows", params=params)
+        return [workflow_from_wire(item) for item in data["workflows"]], data["next_cursor"]
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow:
+        return workflow_from_wire(self._request("POST", _workflow_path(workflow_id, "cancel")))
+
     # Reads -------------------------------------------------------------
 
     def peek(
@@ -367,6 +394,13 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
+def workflow_from_wire(data: dict[str, Any]) -> Workflow:
+    """Rebuild a Workflow, and its steps when the response has them."""
+    steps = data.get("steps")
+    fields = {**data, "steps": None if steps is None else [WorkflowStep(**s) for s in steps]}
+    return Workflow(**fields)
+
+
 def message_from_wire(data: dict[str, Any]) -> Message:
     """Rebuild a Message from its JSON form; `body_base64` becomes bytes."""
     fields = {name: data.get(name) for name in _MESSAGE_FIELDS}
@@ -415,6 +449,11 @@ def _entry_result(data: dict[str, Any]) -> EntryResult:
         outcome=data.get("outcome"),
         cancel_requested=data.get("cancel_requested"),
     )
+
+
+def _workflow_path(workflow_id: str, action: str | None = None) -> str:
+    path = "/workflows/" + quote(str(workflow_id), safe="")
+    return path if action is None else f"{path}/{action}"
 
 
 def _queue_path(name: str, action: str | None = None) -> str:

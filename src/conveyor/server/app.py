@@ -18,6 +18,7 @@ from .routes.leases import lease_routes
 from .routes.messages import message_routes
 from .routes.queues import queue_routes
 from .routes.redrive_jobs import redrive_job_routes
+from .routes.workflows import workflow_routes
 from .routes.runs import run_routes
 from .routes.schedules import schedule_routes
 
@@ -67,6 +68,7 @@ def create_app(
     app.include_router(redrive_job_routes(engine), prefix=API_PREFIX)
     app.include_router(run_routes(engine), prefix=API_PREFIX)
     app.include_router(schedule_routes(engine), prefix=API_PREFIX)
+    app.include_router(workflow_routes(engine), prefix=API_PREFIX)
 
     install_problem_handlers(app)
     install_openapi(app)

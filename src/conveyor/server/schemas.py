@@ -499,6 +499,68 @@ class RedriveJobList(BaseModel):
     jobs: list[RedriveJobModel] = Field(description="Newest first")
 
 
+# Workflows -----------------------------------------------------------------
+
+WorkflowState = Literal["running", "succeeded", "failed", "cancelled"]
+StepState = Literal[
+    "waiting", "queued", "running", "succeeded", "failed", "cancelled", "expired"
+]
+
+
+class WorkflowStartRequest(BaseModel):
+    """A workflow to start: a tree of `step`, `chain` and `group` nodes."""
+
+    model_config = {"extra": "forbid"}
+
+    spec: dict[str, Any] = Field(
+        description="The root node: `{\"step\": {\"queue\", \"body\", \"headers\", "
+        "\"priority\", \"max_attempts\"}}`, `{\"chain\": [node, ...]}` (each node runs "
+        "after the previous one succeeded and receives its result) or "
+        "`{\"group\": [node, ...]}` (the nodes run in parallel; the group's result "
+        "is the list of their results, in order). At most 1,000 steps, nested at "
+        "most 32 levels deep."
+    )
+    name: str | None = Field(None, description="A label shown in lists, 1 to 200 characters")
+
+
+class WorkflowStepModel(BaseModel):
+    """One step; `input` is what its message received, `result` what its ack reported."""
+
+    index: int
+    queue: str
+    task: str | None = Field(description="The task name of a task-call body, else null")
+    state: StepState
+    parents: list[int] = Field(description="Steps whose results form the input")
+    message_id: str | None
+    attempts: int | None = Field(description="Deliveries of its message while stored")
+    error: str | None
+    input: Any = None
+    result: Any = None
+    posted_at: float | None
+    finished_at: float | None
+
+
+class WorkflowModel(BaseModel):
+    """A workflow; `steps` is null in lists."""
+
+    id: str
+    name: str | None
+    state: WorkflowState
+    step_count: int
+    steps_left: int = Field(description="Steps that have not succeeded yet")
+    created_at: float
+    finished_at: float | None
+    result: Any = Field(None, description="Set once it succeeded")
+    failed_step: int | None = Field(None, description="The first step that stopped it")
+    error: str | None = None
+    steps: list[WorkflowStepModel] | None = None
+
+
+class WorkflowList(BaseModel):
+    workflows: list[WorkflowModel] = Field(description="Newest first, without steps")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
+
+
 # Service -----------------------------------------------------------------
 
 

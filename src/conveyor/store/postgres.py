@@ -57,6 +57,9 @@ from . import redrive_jobs
 from . import postgres_schedule_sql as schedule_sql
 from . import postgres_sql as sql
 from .schedules import ScheduleStore, ScheduleTransaction, prepare_all
+from . import postgres_workflow_sql as workflow_sql
+from . import postgres_workflows, workflows
+from .postgres_workflows import PostgresWorkflows
 from .postgres_listener import NotificationListener
 from .postgres_maintenance import TableMaintenance
 from .postgres_options import StoreOptions, parse_store_url
@@ -112,7 +115,7 @@ class Transaction:
         return self.conn.execute(query, params, prepare=True)
 
 
-class PostgresStore:
+class PostgresStore(PostgresWorkflows):
     """Stores queues and messages in one schema of a PostgreSQL database."""
 
     def __init__(self, url: str, on_commit: Callable[[set[str]], None]) -> None:
@@ -427,10 +430,14 @@ class PostgresStore:
     def ack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
             info = _require_queue(tx, queue, lock=" FOR KEY SHARE")
+            steps: list[tuple] | None = None
             if not outcomes.can_ack_set_wise(entries):
                 results = [_ack_one(tx, queue, entry, now) for entry in entries]
             else:
-                results = _ack_all(tx, queue, entries, now)
+                results, steps = _ack_all(tx, queue, entries, now)
+            postgres_workflows.finish_acked_steps(
+                tx, entries, results, steps, lambda: _step_poster(tx, now), now
+            )
             if info.settings.get("breaker"):
                 acked = sum(1 for result in results if result.ok)
                 settings = QueueSettings(**info.settings)
@@ -538,6 +545,7 @@ class PostgresStore:
             _record_outcomes(tx, now, {})
             flow_rows.delete_old_rows(tx.execute, flow_sql, now)
             redrive_jobs.delete_old_jobs(tx.execute, flow_sql, now)
+            workflows.delete_old_workflows(tx.execute, workflow_sql, now)
             removed = tx.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
             tx.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
             tx.execute(sql.DELETE_EXPIRED_RESULTS, (now,))
@@ -609,6 +617,9 @@ class PostgresStore:
             ))
 
         return self._submit(run)
+
+    def _step_poster(self, tx: Transaction, now: float) -> workflows.StepPoster:
+        return _step_poster(tx, now)
 
     # Circuit breaker ---------------------------------------------------
 
@@ -1050,11 +1061,17 @@ def _ack_one(tx: Transaction, queue: str, entry: dict[str, Any], now: float) -> 
 
 def _ack_all(
     tx: Transaction, queue: str, entries: list[dict[str, Any]], now: float
-) -> list[EntryResult]:
-    """Ack a batch with one DELETE, then explain the entries it did not match."""
+) -> tuple[list[EntryResult], list[tuple]]:
+    """Ack a batch with one DELETE, then explain the entries it did not match.
+
+    Also returns the (message id, workflow id, step index) rows of the
+    acked messages that are workflow steps, which the same statement finds.
+    """
     ids = [entry["id"] for entry in entries]
     receipts = [entry["receipt"] for entry in entries]
-    acked = dict(tx.execute(sql.ACK_LEASED, (ids, receipts, queue, now)).fetchall())
+    rows = tx.execute(workflow_sql.ACK_LEASED_STEPS, (ids, receipts, queue, now)).fetchall()
+    acked = {row[0]: row[1] for row in rows}
+    steps = [(row[0], row[2], row[3]) for row in rows if row[2] is not None]
     results = outcomes.acked_results(
         queue, entries, set(acked),
         lambda message_id: tx.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone(),
@@ -1067,7 +1084,20 @@ def _ack_all(
     if acked:
         # Acking the head of a FIFO group lets its next message go out.
         tx.wake(queue)
-    return results
+    return results, steps
+
+
+def _step_poster(tx: Transaction, now: float) -> workflows.StepPoster:
+    """Return what posts workflow step messages in this transaction."""
+
+    def post(queue: str, message: PreparedMessage) -> None:
+        settings = _require_settings(tx, queue)
+        policy.check_for_queue(queue, settings, [message])
+        _, rows = _prepare_rows(tx, queue, settings, [message], now)
+        tx.execute(sql.INSERT_MESSAGES, (queue, now, *map(list, zip(*rows))))
+        tx.wake(queue)
+
+    return workflows.StepPoster(lambda queue: _require_settings(tx, queue), post)
 
 
 def _store_results(

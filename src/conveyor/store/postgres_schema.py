@@ -25,6 +25,7 @@ from ..errors import StoreUnavailable
 from . import postgres_flow_sql as flow_sql
 from . import postgres_schedule_sql as schedule_sql
 from . import postgres_sql as sql
+from . import postgres_workflow_sql as workflow_sql
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         6,
         "add the schedules and schedule_ticks tables",
         tuple(schedule_sql.CREATE_TABLES),
+    ),
+    Migration(
+        7,
+        "add the workflows and workflow_steps tables",
+        tuple(workflow_sql.CREATE_TABLES),
     ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version

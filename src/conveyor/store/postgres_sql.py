@@ -34,6 +34,7 @@ Tables and indexes:
   with the last `progress` and `progress_text` from version 4.
 - The flow-control tables (versions 3 and 5) are in `postgres_flow_sql.py`,
   and so is `messages.dead_at` (version 5), when a message was dead-lettered.
+- The workflow tables (version 6) are in `postgres_workflow_sql.py`.
 - `attempt_logs` (version 4): the captured logs of each attempt (bytea), by
   message id and attempt number, until they expire with the message's
   result.
@@ -42,7 +43,7 @@ Tables and indexes:
 Placeholders are psycopg's `%s`. Times are Unix seconds (double precision).
 """
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Taken (as a transaction-level advisory lock) while the schema is checked
 # or created, so two servers that start together do not both create it.

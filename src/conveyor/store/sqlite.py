@@ -44,6 +44,8 @@ from . import redrive_jobs, sqlite_flow, sqlite_flow_sql as flow_sql
 from . import sqlite_schedule_sql as schedule_sql
 from . import sqlite_sql as sql
 from .schedules import ScheduleStore, ScheduleTransaction, prepare_all
+from . import sqlite_workflows, workflows
+from .sqlite_workflows import SQLiteWorkflows
 from .writer import GroupCommitWriter, Transaction
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteWorkflows):
     """Stores queues and messages in one SQLite file."""
 
     def __init__(self, path: str, on_commit: Callable[[set[str]], None]) -> None:
@@ -83,6 +85,7 @@ class SQLiteStore:
                 sqlite_flow.prepare_schema(conn)
                 sqlite_runs.prepare_schema(conn)
                 conn.executescript(schedule_sql.SCHEMA)
+                sqlite_workflows.prepare_schema(conn)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(
                 f"could not open the SQLite store at {path!r}: {exc}; check that "
@@ -198,6 +201,9 @@ class SQLiteStore:
                 results = [_ack_one(tx, queue, entry, now) for entry in entries]
             else:
                 results = _ack_all(tx, queue, entries, now)
+            sqlite_workflows.finish_acked_steps(
+                tx, entries, results, lambda: _step_poster(tx, now), now
+            )
             if info.settings.get("breaker"):
                 acked = sum(1 for result in results if result.ok)
                 settings = QueueSettings(**info.settings)
@@ -303,6 +309,7 @@ class SQLiteStore:
             _record_outcomes(tx, now, {})
             flow_rows.delete_old_rows(tx.conn.execute, flow_sql, now)
             redrive_jobs.delete_old_jobs(tx.conn.execute, flow_sql, now)
+            sqlite_workflows.delete_old_workflows(tx, now)
             removed = tx.conn.execute(sql.DELETE_EXPIRED_MESSAGES, (now,)).rowcount
             tx.conn.execute(sql.DELETE_EXPIRED_DEDUP, (now,))
             tx.conn.execute(sql.DELETE_EXPIRED_RESULTS, (now,))
@@ -374,6 +381,9 @@ class SQLiteStore:
             ))
 
         return self._writer.submit(run)
+
+    def _step_poster(self, tx: Transaction, now: float) -> workflows.StepPoster:
+        return _step_poster(tx, now)
 
     # Circuit breaker ---------------------------------------------------
 
@@ -797,6 +807,18 @@ def _ack_all(
         # Acking the head of a FIFO group lets its next message go out.
         tx.wake(queue)
     return results
+
+
+def _step_poster(tx: Transaction, now: float) -> workflows.StepPoster:
+    """Return what posts workflow step messages in this transaction."""
+
+    def post(queue: str, message: PreparedMessage) -> None:
+        settings = _require_settings(tx.conn, queue)
+        policy.check_for_queue(queue, settings, [message])
+        _insert_message(tx.conn, queue, settings, message, now)
+        tx.wake(queue)
+
+    return workflows.StepPoster(lambda queue: _require_settings(tx.conn, queue), post)
 
 
 def _store_result(

@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from ..client import connect
 from ..errors import ValidationError
@@ -32,6 +32,9 @@ from .options import (
     check_timeout_s,
 )
 from .task import Task
+
+if TYPE_CHECKING:
+    from ..workflows.handle import WorkflowHandle
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +115,32 @@ class Conveyor:
                 f"invalid message id {message_id!r}: a message id never contains '/'"
             )
         return TaskHandle(self, message_id)
+
+    def start_workflow(self, workflow: Any, name: str | None = None) -> WorkflowHandle:
+        """Start a workflow built with chain, group and task.step; return its handle.
+
+        Creates each step's queue if it is missing, then stores the workflow
+        and posts its first steps in one transaction.
+        """
+        from ..workflows.handle import WorkflowHandle
+        from ..workflows.spec import Chain, Group, Step
+
+        if not isinstance(workflow, (Step, Chain, Group)):
+            raise ValidationError(
+                f"cannot start {workflow!r} as a workflow; pass chain(...), group(...) "
+                "or task.step(...)"
+            )
+        spec = workflow.to_spec()
+        for queue in sorted({step.queue for step in workflow.steps()}):
+            self.ensure_queue(queue)
+        started = self.client.start_workflow(spec, name)
+        return WorkflowHandle(self, started.id)
+
+    def workflow(self, workflow_id: str) -> WorkflowHandle:
+        """Return a handle for a workflow id stored elsewhere."""
+        from ..workflows.handle import WorkflowHandle
+
+        return WorkflowHandle(self, workflow_id)
 
     def queues(self) -> list[str]:
         """Return the queues of the registered tasks, sorted."""

@@ -30,6 +30,7 @@ from .options import (
 
 if TYPE_CHECKING:
     from .app import Conveyor
+    from ..workflows.spec import Step
 
 _NO_OPTIONS = EnqueueOptions()
 
@@ -125,6 +126,16 @@ class Task:
     ) -> list[TaskHandle]:
         """Post many calls given as (args, kwargs) pairs; see TaskWithOptions.enqueue_many."""
         return TaskWithOptions(self, _NO_OPTIONS).enqueue_many(calls)
+
+    def step(self, /, *args: Any, **kwargs: Any) -> Step:
+        """Return a workflow step that calls this task; see conveyor.chain and group.
+
+        A step after the first in its chain receives the previous result as
+        an extra first positional argument.
+        """
+        from ..workflows.spec import Step
+
+        return Step(self, args, kwargs)
 
     # Building messages ---------------------------------------------------
 

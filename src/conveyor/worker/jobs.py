@@ -15,6 +15,7 @@ from ..settings import QueueSettings
 from ..tasks.hooks import TaskRun
 from ..tasks.serialization import TaskBody
 from ..tasks.task import Task
+from ..workflows.compiler import WORKFLOW_HEADER
 from .run_control import RunControl
 
 QUEUED = "queued"
@@ -91,6 +92,7 @@ class Job:
         "task",
         "task_name",
         "touch_at",
+        "workflow_step",
     )
 
     def __init__(
@@ -122,6 +124,9 @@ class Job:
         self.idempotent = message.idempotency_key is not None
         self.completed = message.completed_at is not None
         self.completed_result = message.completed_result
+        # A workflow step's ack always carries its result, which the store
+        # keeps in the step and passes to the steps after it.
+        self.workflow_step = WORKFLOW_HEADER in (message.headers or {})
         self.run: TaskRun | None = None
         if call is not None:
             self.run = TaskRun(
@@ -178,6 +183,8 @@ def success(job: Job, value: Any, duration_ms: float) -> Outcome:
     # task that keeps no result sends neither.
     if ttl_s > 0:
         entry.update(result=value, result_ttl_s=ttl_s, status="succeeded")
+    elif job.workflow_step:
+        entry["result"] = value
     entry.update(job.control.final_report())
     return Outcome(job, ACK, entry, duration_ms)
 

@@ -1,0 +1,109 @@
+"""The SQLite store's workflow operations, mixed into SQLiteStore.
+
+`workflows.py` contains the rules; this module runs them on the store's
+writer thread and reader connections.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from concurrent.futures import Future
+from typing import Any, Callable
+
+import orjson
+
+from ..models import EntryResult, Workflow
+from . import sqlite_runs, workflows
+from . import sqlite_workflow_sql as workflow_sql
+from .workflows import CompiledWorkflow, StepPoster
+from .writer import GroupCommitWriter, Transaction
+
+
+class SQLiteWorkflows:
+    """Workflow operations; SQLiteStore supplies the writer, readers and step poster."""
+
+    _writer: GroupCommitWriter
+
+    def _reader(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def _step_poster(self, tx: Transaction, now: float) -> StepPoster:
+        raise NotImplementedError
+
+    def start_workflow(self, workflow: CompiledWorkflow, now: float) -> Future:
+        """Store a compiled workflow and post its first steps in one transaction."""
+
+        def operation(tx: Transaction) -> Workflow:
+            poster = self._step_poster(tx, now)
+            workflow_id = workflows.start(tx.conn.execute, workflow_sql, poster, workflow, now)
+            return workflows.get(tx.conn.execute, workflow_sql, workflow_id)
+
+        return self._writer.submit(operation)
+
+    def cancel_workflow(self, workflow_id: str, now: float) -> Future:
+        def operation(tx: Transaction) -> Workflow:
+            def cancel_message(message_id: str) -> None:
+                sqlite_runs.cancel(tx, message_id, None, now)
+
+            execute = tx.conn.execute
+            workflows.cancel(execute, workflow_sql, cancel_message, workflow_id, now)
+            return workflows.get(execute, workflow_sql, workflow_id)
+
+        return self._writer.submit(operation)
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        return self._read_snapshot(
+            lambda execute: workflows.get(execute, workflow_sql, workflow_id)
+        )
+
+    def list_workflows(
+        self, state: str | None, before_seq: int | None, limit: int
+    ) -> tuple[list[Workflow], int | None]:
+        return self._read_snapshot(
+            lambda execute: workflows.list_workflows(
+                execute, workflow_sql, state, before_seq, limit
+            )
+        )
+
+    def _read_snapshot(self, read: Callable[[Callable[..., Any]], Any]) -> Any:
+        """Run several reads in one transaction, so that they see one snapshot."""
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            return read(conn.execute)
+        finally:
+            conn.execute("COMMIT")
+
+
+def prepare_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(workflow_sql.SCHEMA)
+
+
+def delete_old_workflows(tx: Transaction, now: float) -> int:
+    return workflows.delete_old_workflows(tx.conn.execute, workflow_sql, now)
+
+
+def finish_acked_steps(
+    tx: Transaction,
+    entries: list[dict[str, Any]],
+    results: list[EntryResult],
+    poster: Callable[[], StepPoster],
+    now: float,
+) -> None:
+    """Finish the workflow steps among an ack batch's acked entries.
+
+    One indexed lookup per batch finds them, so acks of other messages pay
+    only that.
+    """
+    acked = {
+        entry["id"]: entry.get("result")
+        for entry, result in zip(entries, results)
+        if result.ok
+    }
+    if not acked:
+        return
+    ids = orjson.dumps(list(acked)).decode()
+    steps = tx.conn.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (ids,)).fetchall()
+    if steps:
+        post = poster().post
+        workflows.finish_steps(tx.conn.execute, workflow_sql, post, steps, acked, now)

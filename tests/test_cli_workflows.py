@@ -1,0 +1,107 @@
+"""`conveyor workflows list|show|cancel`, run as the real `conveyor` console
+script on a SQLite store file (`--url sqlite:///...`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.client import connect
+
+SCRIPT = Path(sys.executable).parent / "conveyor"
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "conveyor"]
+TIMEOUT_S = 60
+
+
+class Cli:
+    """The `conveyor` command bound to one URL, run without CONVEYOR_* from outside."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        clean.update({"CONVEYOR_URL": self.url, "CONVEYOR_LOG_LEVEL": "WARNING",
+                      "COLUMNS": "200"})
+        return subprocess.run(
+            [*COMMAND, *args], capture_output=True, env=clean, timeout=TIMEOUT_S, text=True
+        )
+
+    def ok(self, *args: str) -> str:
+        done = self(*args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "--json"))
+
+
+def task_step(name: str) -> dict:
+    return {"step": {"queue": "wf", "body": {"task": name, "args": [], "kwargs": {}}}}
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(f"sqlite:///{tmp_path}/workflows.db")
+
+
+@pytest.fixture
+def failed_id(cli: Cli) -> str:
+    """A workflow whose second step is dead in the DLQ with the error 'card declined'."""
+    client = connect(cli.url)
+    try:
+        client.create_queue("wf")
+        spec = {"chain": [task_step("submit"), task_step("pay"), task_step("notify")]}
+        workflow = client.start_workflow(spec, "claim")
+        first = client.reserve("wf", 1)[0]
+        client.ack("wf", [{"id": first.id, "receipt": first.receipt, "result": 1}])
+        second = client.reserve("wf", 1)[0]
+        client.nack("wf", [{"id": second.id, "receipt": second.receipt, "dead": True,
+                            "error": "card declined"}])
+        return workflow.id
+    finally:
+        client.close()
+
+
+def test_show_has_a_line_per_step(cli, failed_id):
+    output = cli.ok("workflows", "show", failed_id)
+    assert "failed" in output.splitlines()[0]
+    step_lines = [line for line in output.splitlines() if line.strip()[:1].isdigit()]
+    assert len(step_lines) == 3
+    assert "submit" in step_lines[0]
+    assert "succeeded" in step_lines[0]
+    assert "card declined" in step_lines[1]
+    assert "waiting" in step_lines[2]
+
+
+def test_show_json(cli, failed_id):
+    document = cli.json("workflows", "show", failed_id)
+    assert document["state"] == "failed"
+    assert document["failed_step"] == 1
+    assert [step["attempts"] for step in document["steps"]] == [None, 1, None]
+
+
+def test_list_filters_by_state(cli, failed_id):
+    assert [w["id"] for w in cli.json("workflows", "list", "--state", "failed")["workflows"]] == [
+        failed_id
+    ]
+    assert cli.json("workflows", "list", "--state", "succeeded")["workflows"] == []
+    assert "claim" in cli.ok("workflows", "list")
+
+
+def test_cancel_then_show(cli, failed_id):
+    assert "Cancelled workflow" in cli.ok("workflows", "cancel", failed_id)
+    assert cli.json("workflows", "show", failed_id)["state"] == "cancelled"
+    assert "already finished" in cli.ok("workflows", "cancel", failed_id)
+
+
+def test_show_unknown_fails(cli):
+    done = cli("workflows", "show", "nope")
+    assert done.returncode != 0
+    assert "no workflow with id 'nope'" in done.stderr
