@@ -788,6 +788,31 @@ def test_command_tree_has_management_commands() -> None:
     assert expected <= names
 
 
+def documented_commands() -> set[str]:
+    """Return the command names the README and docs/ mention.
+
+    A listing such as `conveyor queue list|create` counts for each name.
+    """
+    root = Path(__file__).resolve().parent.parent
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages)
+    names: set[str] = set()
+    for match in re.finditer(r"conveyor ((?:[a-z-]+ )?)([a-z-]+(?:\|[a-z-]+)*)", text):
+        for leaf in match.group(2).split("|"):
+            names.add(f"{match.group(1)}{leaf}".strip())
+    return names
+
+
+LEAF_COMMANDS = [
+    name for name, command in ALL_COMMANDS if not isinstance(command, click.Group)
+]
+
+
+@pytest.mark.parametrize("name", LEAF_COMMANDS)
+def test_command_is_documented(name: str) -> None:
+    assert name in documented_commands(), f"conveyor {name} is in no doc page"
+
+
 @pytest.mark.parametrize("command_name", ["create", "update"])
 def test_every_setting_has_flag(command_name: str) -> None:
     command = main.commands["queue"].commands[command_name]
