@@ -256,8 +256,10 @@ class Engine(ScheduleMethods):
         try:
             while True:
                 messages = self._submit_reserve(*args).result()
+                if messages:
+                    return messages
                 pause_s = self._pause_before_retry(queue, deadline)
-                if messages or pause_s <= 0:
+                if pause_s <= 0:
                     return messages
                 waiter.wait(pause_s)
         finally:
@@ -285,8 +287,12 @@ class Engine(ScheduleMethods):
         try:
             while True:
                 messages = await asyncio.wrap_future(self._submit_reserve(*args))
+                # The pause costs store reads, so a reserve that leased
+                # something returns before computing it.
+                if messages:
+                    return messages
                 pause_s = self._pause_before_retry(queue, deadline)
-                if messages or pause_s <= 0:
+                if pause_s <= 0:
                     return messages
                 if not await _wait_or_stop(waiter, pause_s, keep_waiting):
                     return []

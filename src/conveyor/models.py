@@ -109,7 +109,21 @@ class EntryResult:
     cancel_requested: bool | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """Return the fields that are not None.
+
+        Every field is a scalar, so reading the attributes gives what
+        dataclasses.asdict would, without its recursive copy. An ack
+        returns one result per entry, so this runs once per acked message.
+        """
+        data = {}
+        for name in _ENTRY_RESULT_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
+
+
+_ENTRY_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(EntryResult))
 
 
 @dataclass

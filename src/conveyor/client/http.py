@@ -55,7 +55,12 @@ DEFAULT_TIMEOUT_S = 30.0
 # a few application threads to each keep one open.
 MAX_CONNECTIONS = 32
 
-_MESSAGE_FIELDS = [f.name for f in dataclasses.fields(Message) if f.name != "body"]
+# Message's fields in declaration order. A worker rebuilds every reserved
+# message, and positional arguments build the 24 fields in about half the
+# time that keyword arguments take.
+_MESSAGE_FIELDS = [f.name for f in dataclasses.fields(Message)]
+_BODY_INDEX = _MESSAGE_FIELDS.index("body")
+_HEADERS_INDEX = _MESSAGE_FIELDS.index("headers")
 _TASK_RESULT_FIELDS = {f.name for f in dataclasses.fields(TaskResult)}
 _STATUS_CLASSES: dict[int, type[ConveyorError]] = {
     400: ValidationError,
@@ -403,9 +408,10 @@ def workflow_from_wire(data: dict[str, Any]) -> Workflow:
 
 def message_from_wire(data: dict[str, Any]) -> Message:
     """Rebuild a Message from its JSON form; `body_base64` becomes bytes."""
-    fields = {name: data.get(name) for name in _MESSAGE_FIELDS}
-    fields["headers"] = fields["headers"] or {}
-    return Message(body=decode_body(data), **fields)
+    values = [data.get(name) for name in _MESSAGE_FIELDS]
+    values[_BODY_INDEX] = decode_body(data)
+    values[_HEADERS_INDEX] = values[_HEADERS_INDEX] or {}
+    return Message(*values)
 
 
 def _new_message_to_wire(message: NewMessage) -> dict[str, Any]:

@@ -7,9 +7,7 @@ but not threads the task starts itself.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from .hooks import TaskRun
 
@@ -25,11 +23,22 @@ def current_run() -> TaskRun | None:
     return _current.get()
 
 
-@contextlib.contextmanager
-def running(run: TaskRun | None) -> Iterator[None]:
-    """Make `run` the current run for the code inside the block."""
-    token = _current.set(run)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+class running:  # noqa: N801 - used like a function: `with running(run):`
+    """Make `run` the current run for the code inside the block.
+
+    A class rather than a generator-based context manager, because the
+    worker enters one around every task call.
+    """
+
+    __slots__ = ("_run", "_token")
+
+    def __init__(self, run: TaskRun | None) -> None:
+        self._run = run
+        self._token: Token[TaskRun | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _current.set(self._run)
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._token is not None
+        _current.reset(self._token)

@@ -25,7 +25,7 @@ from ..tasks.serialization import check_result
 from ..tasks.task import Task
 from .interrupt import CallSlot
 from .jobs import ResultNotJSON, timeout_error
-from .run_control import LogCapture, capturing
+from .run_control import capturing
 
 
 @dataclass(slots=True)
@@ -52,7 +52,7 @@ def run_sync_unit(
     TaskTimeout, whatever the function did next.
     """
     hooks = task.app.hooks
-    with capturing(attach_capture(runs)), running(current_of(task, runs)):
+    with capturing(runs), running(current_of(task, runs)):
         _fire_before(hooks, runs)
         started = time.perf_counter()
         try:
@@ -82,7 +82,7 @@ async def run_async_unit(
     cancel request may cancel the asyncio task then and only then.
     """
     hooks = task.app.hooks
-    with capturing(attach_capture(runs)), running(current_of(task, runs)):
+    with capturing(runs), running(current_of(task, runs)):
         _fire_before(hooks, runs)
         started = time.perf_counter()
         _set_in_call(runs, True)
@@ -98,18 +98,6 @@ async def run_async_unit(
             await asyncio.to_thread(on_success, runs, results)
         _fire_after(hooks, runs, results)
     return results, duration_ms
-
-
-def attach_capture(runs: list[TaskRun]) -> LogCapture:
-    """Return a new log capture for a unit and give it to each run's control.
-
-    A batch call's records belong to every message of the batch.
-    """
-    capture = LogCapture()
-    for run in runs:
-        if run.control is not None:
-            run.control.logs = capture
-    return capture
 
 
 def current_of(task: Task, runs: list[TaskRun]) -> TaskRun | None:

@@ -6,18 +6,20 @@ Threads of the worker read and write it (the runner, the lease keeper,
 the supervisor of child processes), so its changes happen under a lock.
 
 Log capture: one handler on the root logger appends each record to the
-LogCapture of the attempt that emitted it. A context variable names that
-capture, so records of the task's thread or asyncio task (and of asyncio
-tasks it starts) are captured, and records of other threads are not.
+LogCapture of the attempt that emitted it. A context variable names the
+runs of the current call, so records of the task's thread or asyncio task
+(and of asyncio tasks it starts) are captured, and records of other
+threads are not. The handler creates the LogCapture at the call's first
+record, so a task that logs nothing costs no capture.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar, Token
+from typing import Any
 
 from ..reports import MAX_LOG_BYTES, NOTE_RESERVE_BYTES, cut_note
 
@@ -26,8 +28,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # always goes with the outcome.
 PROGRESS_INTERVAL_S = 1.0
 
-_current_capture: ContextVar[LogCapture | None] = ContextVar(
-    "conveyor_log_capture", default=None
+# The runs (TaskRun objects) of the task call in progress. Typed loosely,
+# because this module sits below tasks/hooks.py.
+_current_runs: ContextVar[Sequence[Any] | None] = ContextVar(
+    "conveyor_log_capture_runs", default=None
 )
 
 
@@ -68,13 +72,34 @@ class CaptureHandler(logging.Handler):
         self.setFormatter(logging.Formatter(LOG_FORMAT))
 
     def emit(self, record: logging.LogRecord) -> None:
-        capture = _current_capture.get()
-        if capture is None:
+        runs = _current_runs.get()
+        if not runs:
             return
         try:
-            capture.append(self.format(record) + "\n")
+            capture = _shared_capture(runs)
+            if capture is not None:
+                capture.append(self.format(record) + "\n")
         except Exception:  # noqa: BLE001 - logging must never break the task
             self.handleError(record)
+
+
+def _shared_capture(runs: Sequence[Any]) -> LogCapture | None:
+    """Return the LogCapture of a call's runs, creating it at the first record.
+
+    A batch call's records belong to every message of the batch, so its
+    runs share one capture. Returns None when no run has a control.
+    Handler.handle holds the handler's lock around emit, so two threads
+    never create two captures for one call.
+    """
+    controls = [run.control for run in runs if run.control is not None]
+    if not controls:
+        return None
+    capture = controls[0].logs
+    if capture is None:
+        capture = LogCapture()
+        for control in controls:
+            control.logs = capture
+    return capture
 
 
 _handler_lock = threading.Lock()
@@ -94,14 +119,27 @@ def install_capture_handler() -> None:
             logging.getLogger().addHandler(_handler)
 
 
-@contextlib.contextmanager
-def capturing(capture: LogCapture) -> Iterator[None]:
-    """Capture the log records emitted inside the block."""
-    token = _current_capture.set(capture)
-    try:
-        yield
-    finally:
-        _current_capture.reset(token)
+class capturing:  # noqa: N801 - used like a function: `with capturing(runs):`
+    """Capture the log records emitted inside the block into the runs' controls.
+
+    Each run's control gets the capture in `logs` at the first record.
+    It is a class, not a generator-based context manager, because the
+    worker enters one around every task call. On CPython 3.11 entering and
+    leaving the class took about 0.5 µs, the generator about 1.1 µs.
+    """
+
+    __slots__ = ("_runs", "_token")
+
+    def __init__(self, runs: Sequence[Any]) -> None:
+        self._runs = runs
+        self._token: Token[Sequence[Any] | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _current_runs.set(self._runs)
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._token is not None
+        _current_runs.reset(self._token)
 
 
 class RunControl:
