@@ -361,3 +361,6 @@ def test_retry_after_keeps_attempts(setup: Setup) -> None:
     with setup.client() as client:
         wait_for(lambda: _drained(client, "flow-retry"), "the queue to drain", setup)
         assert client.stats("flow-retry.dlq").dead == 0
+    logs = setup.logs()
+    assert "(RetryAfter); attempt 1 is not counted" in logs
+    assert "failed (attempt 1 of 1" not in logs

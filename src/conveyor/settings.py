@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ValidationError
+from .text import plural
 
 QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 DLQ_SUFFIX = ".dlq"
@@ -33,14 +34,10 @@ MAX_GROUP_IN_FLIGHT = 1000
 def format_seconds(value: float) -> str:
     """Return a duration for messages: `30 seconds`, `4 days`, `365 days`."""
     if value >= DAY_S and value % 3600 == 0:
-        return _plural(value / DAY_S, "day")
+        return plural(value / DAY_S, "day")
     if value >= 3600 and value % 60 == 0:
-        return _plural(value / 3600, "hour")
-    return _plural(value, "second")
-
-
-def _plural(count: float, unit: str) -> str:
-    return f"{count:g} {unit}" if count == 1 else f"{count:g} {unit}s"
+        return plural(value / 3600, "hour")
+    return plural(value, "second")
 
 
 def validate_queue_name(name: Any) -> str:

@@ -141,11 +141,6 @@ def confirm_or_fail(question: str) -> None:
         ) from None
 
 
-def plural(count: int, noun: str) -> str:
-    """Return `1 message` or `3 messages`."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def print_json(document: Any) -> None:
     """Print one JSON document on stdout."""
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())

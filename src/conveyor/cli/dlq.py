@@ -10,6 +10,7 @@ from ..engine import MAX_PEEK
 from ..models import DEAD, RedriveJob
 from ..store.redrive_jobs import JOB_STATES
 from ..validation import MAX_ENTRY_BATCH
+from ..text import plural
 from . import main
 from .common import (
     ClientOptions,
@@ -21,7 +22,6 @@ from .common import (
     option,
     preview_body,
     print_json,
-    plural,
     print_line,
     print_table,
     shorten,

@@ -12,6 +12,7 @@ from ..errors import QueueNotFound
 from ..engine import DEFAULT_BREAKER_EVENTS, MAX_BREAKER_EVENTS
 from ..models import BreakerReport, QueueInfo, QueueStats
 from ..settings import DLQ_SUFFIX, QueueSettings
+from ..text import plural
 from . import main
 from .common import (
     ClientOptions,
@@ -22,7 +23,6 @@ from .common import (
     open_client,
     option,
     print_json,
-    plural,
     print_line,
     print_table,
 )

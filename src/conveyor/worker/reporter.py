@@ -246,6 +246,13 @@ class Reporter:
                 job.task_name, job.message_id, job.attempt, outcome.error, remote_traceback,
                 exc_info=traceback,
             )
+        elif outcome.entry.get("retry_after_s"):
+            logger.info(
+                "Task %s %s asked to run again in %.1f s (RetryAfter); attempt %d "
+                "is not counted: %s",
+                job.task_name, job.message_id, outcome.entry["retry_after_s"],
+                job.attempt, outcome.error,
+            )
         else:
             logger.info(
                 "Task %s %s failed (attempt %d of %d, retry in %.1f s): %s",

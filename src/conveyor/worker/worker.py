@@ -29,6 +29,7 @@ from ..client.http import redact_url
 from ..models import Message
 from ..tasks.app import Conveyor
 from ..tasks.serialization import parse_body
+from ..text import plural
 from ..validation import MAX_WAIT_S
 from . import jobs as outcomes
 from .batcher import Batcher
@@ -412,8 +413,8 @@ class Worker:
         self.lease_keeper.stop()
         unsent = self.reporter.close(FINAL_FLUSH_TIMEOUT_S)
         logger.info(
-            "Worker stopped: %d messages released for redelivery, %d outcomes not sent",
-            self.reporter.released, unsent,
+            "Worker stopped: %s released for redelivery, %s not sent",
+            plural(self.reporter.released, "message"), plural(unsent, "outcome"),
         )
 
     def _stop_runners(self) -> None:
