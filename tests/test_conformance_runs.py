@@ -396,7 +396,7 @@ def test_logs_stored_per_attempt(engine, queue):
 def test_logs_cut_at_limit(engine, queue):
     post_one(engine, queue)
     message = reserve_one(engine, queue)
-    long_text = "line of log output\n" * 10_000
+    long_text = "line of log output\n" * 10_000 + "Traceback: the final error\n"
 
     engine.ack(queue, [lease(message, result=1, logs=long_text)])
     [log] = engine.get_logs(message.id)
@@ -404,6 +404,7 @@ def test_logs_cut_at_limit(engine, queue):
     assert len(log.text.encode()) <= MAX_LOG_BYTES
     assert log.text.startswith("line of log output\n")
     assert "[log cut at 64 KiB:" in log.text
+    assert log.text.endswith("Traceback: the final error\n")
 
 
 def test_logs_expire_with_result(engine, queue, clock):

@@ -14,7 +14,13 @@ from collections.abc import Iterator
 import pytest
 
 from conveyor.tasks.hooks import TaskRun
-from conveyor.worker.run_control import RunControl, capturing, install_capture_handler
+from conveyor.reports import MAX_LOG_BYTES
+from conveyor.worker.run_control import (
+    LogCapture,
+    RunControl,
+    capturing,
+    install_capture_handler,
+)
 
 LOGGER_NAME = "conveyor-test-capture"
 
@@ -113,3 +119,27 @@ def test_nested_capture_restores_outer(task_logger: logging.Logger) -> None:
     assert "inner record" in inner.control.final_report()["logs"]
     assert "inner record" not in outer.control.final_report()["logs"]
     assert "outer record" in outer.control.final_report()["logs"]
+
+
+def test_capture_keeps_head_and_tail() -> None:
+    capture = LogCapture()
+    for number in range(10_000):
+        capture.append(f"record {number}\n")
+    capture.append("Traceback: the final error\n")
+
+    text = capture.text()
+
+    assert text is not None
+    assert len(text.encode()) <= MAX_LOG_BYTES
+    assert text.startswith("record 0\n")
+    assert text.endswith("Traceback: the final error\n")
+    assert "bytes were dropped here]" in text
+
+
+def test_capture_under_limit_is_whole() -> None:
+    capture = LogCapture()
+    lines = [f"record {number}\n" for number in range(100)]
+    for line in lines:
+        capture.append(line)
+
+    assert capture.text() == "".join(lines)

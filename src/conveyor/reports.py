@@ -22,26 +22,30 @@ NOTE_RESERVE_BYTES = 100
 
 
 def cut_note(dropped_bytes: int) -> str:
-    """Return the line that ends a log cut at MAX_LOG_BYTES."""
+    """Return the line that stands where a log cut at MAX_LOG_BYTES lost its middle."""
     return (
         f"[log cut at {MAX_LOG_BYTES // 1024} KiB: "
-        f"{dropped_bytes} more bytes were dropped]\n"
+        f"{dropped_bytes} bytes were dropped here]\n"
     )
 
 
 def cut_log(text: str) -> str:
     """Return text as valid UTF-8 of at most MAX_LOG_BYTES, with a note if it was cut.
 
-    Characters UTF-8 cannot encode (lone surrogates) become '?'.
+    A cut keeps the first and the last half of the allowed bytes, because
+    a log's end usually holds the final error and its traceback. Characters
+    UTF-8 cannot encode (lone surrogates) become '?'.
     """
     raw = text.encode("utf-8", "replace")
     if len(raw) <= MAX_LOG_BYTES:
         return raw.decode()
-    kept_text = raw[: MAX_LOG_BYTES - NOTE_RESERVE_BYTES].decode("utf-8", "ignore")
-    dropped = len(raw) - len(kept_text.encode())
-    if not kept_text.endswith("\n"):
-        kept_text += "\n"
-    return kept_text + cut_note(dropped)
+    half = (MAX_LOG_BYTES - NOTE_RESERVE_BYTES) // 2
+    head = raw[:half].decode("utf-8", "ignore")
+    tail = raw[-half:].decode("utf-8", "ignore")
+    dropped = len(raw) - len(head.encode()) - len(tail.encode())
+    if not head.endswith("\n"):
+        head += "\n"
+    return head + cut_note(dropped) + tail
 
 
 def check_progress(fraction: Any, text: Any, where: str) -> tuple[float, str | None]:

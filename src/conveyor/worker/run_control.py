@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar, Token
 from typing import Any
@@ -36,32 +37,46 @@ _current_runs: ContextVar[Sequence[Any] | None] = ContextVar(
 
 
 class LogCapture:
-    """The log text of one attempt, cut at MAX_LOG_BYTES with a note."""
+    """The log text of one attempt, cut at MAX_LOG_BYTES with a note.
+
+    A cut keeps the first records up to half the limit and the latest
+    records up to the other half, so the final error stays in the log.
+    """
 
     def __init__(self, text: str = "") -> None:
         self._lock = threading.Lock()
-        self._parts: list[str] = [text] if text else []
-        self._size = len(text.encode("utf-8", "replace"))
+        self._head: list[str] = []
+        self._head_size = 0
+        self._tail: deque[tuple[str, int]] = deque()
+        self._tail_size = 0
         self._dropped_bytes = 0
+        if text:
+            self.append(text)
 
     def append(self, line: str) -> None:
         size = len(line.encode("utf-8", "replace"))
+        half = (MAX_LOG_BYTES - NOTE_RESERVE_BYTES) // 2
         with self._lock:
-            if self._dropped_bytes or self._size + size > MAX_LOG_BYTES - NOTE_RESERVE_BYTES:
-                self._dropped_bytes += size
+            if not self._tail and self._head_size + size <= half:
+                self._head.append(line)
+                self._head_size += size
                 return
-            self._parts.append(line)
-            self._size += size
+            self._tail.append((line, size))
+            self._tail_size += size
+            while self._tail_size > half:
+                _, dropped = self._tail.popleft()
+                self._tail_size -= dropped
+                self._dropped_bytes += dropped
 
     def text(self) -> str | None:
         """Return the captured text with its cut note, or None when nothing was logged."""
         with self._lock:
-            if not self._parts and not self._dropped_bytes:
+            if not self._head and not self._tail and not self._dropped_bytes:
                 return None
-            text = "".join(self._parts)
-            if self._dropped_bytes:
-                text += cut_note(self._dropped_bytes)
-            return text
+            tail = "".join(line for line, _ in self._tail)
+            if not self._dropped_bytes:
+                return "".join(self._head) + tail
+            return "".join(self._head) + cut_note(self._dropped_bytes) + tail
 
 
 class CaptureHandler(logging.Handler):
