@@ -22,7 +22,7 @@ NOTE_RESERVE_BYTES = 100
 
 
 def cut_note(dropped_bytes: int) -> str:
-    """Return the line that stands where a log cut at MAX_LOG_BYTES lost its middle."""
+    """Return the line that replaces the middle of a log cut at MAX_LOG_BYTES."""
     return (
         f"[log cut at {MAX_LOG_BYTES // 1024} KiB: "
         f"{dropped_bytes} bytes were dropped here]\n"
@@ -33,7 +33,7 @@ def cut_log(text: str) -> str:
     """Return text as valid UTF-8 of at most MAX_LOG_BYTES, with a note if it was cut.
 
     A cut keeps the first and the last half of the allowed bytes, because
-    a log's end usually holds the final error and its traceback. Characters
+    a log's end usually contains the final error and its traceback. Characters
     UTF-8 cannot encode (lone surrogates) become '?'.
     """
     raw = text.encode("utf-8", "replace")
