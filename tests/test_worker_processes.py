@@ -95,6 +95,23 @@ def test_hard_timeout_kills_stuck_child(setup: Setup) -> None:
     assert stop_worker(worker) == 0, worker.log()
 
 
+def test_hard_timeout_releases_sibling(setup: Setup) -> None:
+    sibling = process_tasks.slow_pid.enqueue(3.0)
+    stuck = process_tasks.stuck.enqueue()
+    worker = setup.start_worker(
+        "--processes", "1", "--concurrency", "2", "--queues", "proc-lease,proc-stuck"
+    )
+
+    with pytest.raises(TaskError):
+        stuck.result(timeout_s=DONE_TIMEOUT_S)
+    sibling.result(timeout_s=DONE_TIMEOUT_S)
+
+    log = worker.log()
+    assert f"Released {sibling.id} (task proc.slow_pid) for redelivery" in log
+    assert "killed for another task's hard timeout" in log
+    assert stop_worker(worker) == 0, log
+
+
 def test_segfault_fails_only_its_attempt(setup: Setup) -> None:
     before = [process_tasks.add.enqueue(i, 1) for i in range(5)]
     crash = process_tasks.crash.enqueue()

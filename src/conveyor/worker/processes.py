@@ -545,6 +545,12 @@ class ProcessRunner:
                 f"worker child process exited with {describe_exit(exitcode)} while "
                 f"running task {task.name}"
             )
+        if error is None and child.killed_unit is not None:
+            logger.warning(
+                "Released %s (task %s) for redelivery: it ran in worker child "
+                "process %d, which was killed for another task's hard timeout",
+                ", ".join(job.message_id for job in unit.jobs), task.name, child.pid,
+            )
         for job in unit.jobs:
             if error is None:
                 outcome = outcomes.release(job)
