@@ -142,16 +142,14 @@ def test_paused_does_not_fire(engine, queue, clock):
     assert messages(engine) == []
 
 
-def test_resume_skip_goes_on_from_next_tick(engine, queue, clock):
+def test_resume_skip_fires_no_tick_of_pause(engine, queue, clock):
     schedule = every(engine)
     engine.pause_schedule("tick")
     clock.advance(600 + 30)
-    engine.resume_schedule("tick")
-    assert engine.run_schedules() == 1
-    posted = messages(engine)
-    # Only the tick within the grace period fires: 600 s after the first.
-    assert posted[0].headers["conveyor-schedule-tick"] == to_iso(schedule.next_fire_at + 600)
-    assert engine.get_schedule("tick").next_fire_at == schedule.next_fire_at + 660
+    resumed = engine.resume_schedule("tick")
+    assert resumed.next_fire_at == schedule.next_fire_at + 660
+    assert engine.run_schedules() == 0
+    assert messages(engine) == []
 
 
 def test_resume_once_fires_one_for_missed(engine, queue, clock):
@@ -159,9 +157,55 @@ def test_resume_once_fires_one_for_missed(engine, queue, clock):
     engine.pause_schedule("tick")
     clock.advance(3000 + GRACE_S + 40)
     engine.resume_schedule("tick")
-    assert engine.run_schedules() == 1
     posted = messages(engine)
+    assert len(posted) == 1
     assert posted[0].headers["conveyor-schedule-missed"] == "11"
+
+
+def test_resume_once_short_pause_fires_one(engine, queue, clock):
+    every(engine, catch_up="once")
+    engine.pause_schedule("tick")
+    clock.advance(150)
+    engine.resume_schedule("tick")
+    posted = messages(engine)
+    assert len(posted) == 1
+    assert posted[0].headers["conveyor-schedule-missed"] == "3"
+
+
+def test_resume_all_marks_pause_ticks_missed(engine, queue, clock):
+    every(engine, catch_up="all")
+    engine.pause_schedule("tick")
+    clock.advance(150)
+    engine.resume_schedule("tick")
+    missed = [m.headers.get("conveyor-schedule-missed") for m in messages(engine)]
+    assert missed == ["1", "1", "1"]
+
+
+def test_resume_returns_future_next_tick(engine, queue, clock):
+    every(engine, catch_up="once")
+    engine.pause_schedule("tick")
+    clock.advance(150)
+    resumed = engine.resume_schedule("tick")
+    assert resumed.next_fire_at > clock.now
+    assert resumed.next_fire_times[0] == resumed.next_fire_at
+
+
+def test_paused_shows_no_next_tick(engine, queue, clock):
+    every(engine, paused=True)
+    clock.advance(600)
+    paused = engine.get_schedule("tick")
+    assert paused.state == "paused"
+    assert paused.next_fire_at is None
+    assert paused.next_fire_times == []
+
+
+def test_resume_warning_says_paused(engine, queue, clock, caplog):
+    every(engine)
+    engine.pause_schedule("tick")
+    clock.advance(30)
+    with caplog.at_level("WARNING", logger="conveyor.store.schedules"):
+        engine.resume_schedule("tick")
+    assert "missed 1 tick while paused" in caplog.text
 
 
 def test_outage_days_skip_fires_none(engine, queue, clock):

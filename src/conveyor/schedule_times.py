@@ -138,18 +138,21 @@ def plan_ticks(
     catch_up: str,
     catch_up_limit: int,
     runs_left: int | None,
+    grace_s: float = GRACE_S,
 ) -> FirePlan:
     """Decide which due ticks of a schedule fire at `now`, and its next tick after.
 
-    Ticks due at or before `now` fire when on time (at most GRACE_S late).
-    Older, missed ticks follow `catch_up`: "skip" fires none, "once" fires
-    the newest for all of them, "all" fires the newest `catch_up_limit`.
-    `runs_left` (None: no limit) caps the ticks fired, oldest first.
+    Ticks due at or before `now` fire when on time (at most `grace_s`
+    seconds late). Older, missed ticks follow `catch_up`: "skip" fires
+    none, "once" fires the newest for all of them, "all" fires the newest
+    `catch_up_limit`. `runs_left` (None: no limit) caps the ticks fired,
+    oldest first. A resumed schedule passes `grace_s` 0, so every tick that
+    passed while it was paused counts as missed.
     """
     if next_fire_at is None or next_fire_at > now:
         return FirePlan(next_fire_at=next_fire_at)
 
-    cutoff = now - GRACE_S
+    cutoff = now - grace_s
     scan_from = max(next_fire_at, now - MAX_CATCH_UP_SCAN_S)
     keep = max(catch_up_limit, 1)
     if timing.interval_s:

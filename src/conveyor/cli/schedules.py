@@ -118,6 +118,14 @@ def show_schedule(options: ClientOptions, name: str) -> None:
     print_table(f"Schedule {schedule.name}", ["Field", "Value"], rows, wrapped=("Value",))
 
 
+def _next_tick_text(schedule: Schedule) -> str:
+    if schedule.state == "paused":
+        return "paused, so no tick fires until it is resumed"
+    if schedule.state == "finished":
+        return "finished, with no tick left"
+    return f"next tick {format_time(schedule.next_fire_at)}"
+
+
 def _parse_time(value: str | None, name: str) -> float | None:
     """Read an ISO 8601 time with an offset, or Unix seconds."""
     if value is None:
@@ -211,7 +219,7 @@ def create_schedule(options: ClientOptions, name: str, queue: str, **flags: Any)
         return
     print_line(
         f"Created schedule {schedule.name} ({_timing(schedule)}) posting to queue "
-        f"{schedule.queue}; next tick {format_time(schedule.next_fire_at)}."
+        f"{schedule.queue}; {_next_tick_text(schedule)}."
     )
 
 
@@ -240,7 +248,7 @@ def resume_schedule(options: ClientOptions, name: str) -> None:
         return
     print_line(
         f"Resumed schedule {schedule.name} (catch-up {schedule.catch_up}); "
-        f"next tick {format_time(schedule.next_fire_at)}."
+        f"{_next_tick_text(schedule)}."
     )
 
 

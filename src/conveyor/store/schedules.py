@@ -32,7 +32,7 @@ from ..schedule_input import (
     build_message,
     check_definition,
 )
-from ..schedule_times import PlannedTick, plan_ticks, to_iso
+from ..schedule_times import GRACE_S, FirePlan, PlannedTick, plan_ticks, to_iso
 from ..validation import prepare
 
 logger = logging.getLogger(__name__)
@@ -201,17 +201,30 @@ def list_schedules(
 
 
 def set_paused(
-    execute: Execute, sql: ModuleType, name: str, paused: bool, now: float
+    execute: Execute,
+    sql: ModuleType,
+    name: str,
+    paused: bool,
+    now: float,
+    post: PostMessages,
 ) -> Schedule:
     """Pause or resume a schedule.
 
-    A resumed schedule's ticks that passed while it was paused are missed
-    ticks, and its catch-up policy decides which of them fire.
+    Resuming applies the catch-up policy at once, in the same transaction:
+    every tick that passed while the schedule was paused is missed, even
+    one within the grace period, and a tick due exactly at `now` is on
+    time. So the returned schedule's `next_fire_at` is the real next tick.
     """
-    current = get_schedule(execute, sql, name, locked=True)
-    if current.paused != paused:
-        execute(sql.UPDATE_PAUSED, (paused, now, name))
-        logger.info("Schedule %s %s", name, "paused" if paused else "resumed")
+    get_schedule(execute, sql, name, locked=True)
+    current = schedule_from_row(
+        execute(sql.SELECT_SCHEDULE_LOCKED, (name,)).fetchone(), as_stored=True
+    )
+    if current.paused == paused:
+        return get_schedule(execute, sql, name)
+    execute(sql.UPDATE_PAUSED, (paused, now, name))
+    logger.info("Schedule %s %s", name, "paused" if paused else "resumed")
+    if not paused:
+        _fire_due_ticks(execute, sql, current, now, post, 0.0, "while paused")
     return get_schedule(execute, sql, name)
 
 
@@ -245,18 +258,32 @@ def fire_schedule(
     if row is None:
         return 0
     schedule = schedule_from_row(row)
+    return _fire_due_ticks(
+        execute, sql, schedule, now, post, GRACE_S, "while no server fired it"
+    )
+
+
+def _fire_due_ticks(
+    execute: Execute,
+    sql: ModuleType,
+    schedule: Schedule,
+    now: float,
+    post: PostMessages,
+    grace_s: float,
+    missed_because: str,
+) -> int:
+    """Fire the ticks that `plan_ticks` picks at `now`, advance the schedule, return the posts.
+
+    `missed_because` ends the WARNING about missed ticks, e.g. "while paused".
+    """
     spec = _spec_of(schedule)
     runs_left = None if spec.max_runs is None else spec.max_runs - schedule.run_count
     plan = plan_ticks(
-        spec.timing, schedule.next_fire_at, now, spec.catch_up, spec.catch_up_limit, runs_left
+        spec.timing, schedule.next_fire_at, now, spec.catch_up, spec.catch_up_limit,
+        runs_left, grace_s,
     )
     if plan.skipped:
-        logger.warning(
-            "Schedule %s missed %d ticks while no server fired it; catch-up policy %s "
-            "fires %d of them",
-            name, plan.skipped + sum(t.missed for t in plan.fire), spec.catch_up,
-            sum(1 for t in plan.fire if t.missed),
-        )
+        _log_missed(schedule.name, plan, spec.catch_up, missed_because)
 
     posted = 0
     last_error = schedule.last_error
@@ -270,14 +297,29 @@ def fire_schedule(
 
     last_fire_at = plan.fire[-1].at if plan.fire else schedule.last_fire_at
     execute(sql.UPDATE_FIRED, (
-        schedule.run_count + posted, last_fire_at, plan.next_fire_at, last_error, name,
+        schedule.run_count + posted, last_fire_at, plan.next_fire_at, last_error,
+        schedule.name,
     ))
     if plan.next_fire_at is None:
         logger.info(
             "Schedule %s finished after %d runs: no tick is left before its end or "
-            "its max_runs", name, schedule.run_count + posted,
+            "its max_runs", schedule.name, schedule.run_count + posted,
         )
     return posted
+
+
+def _log_missed(name: str, plan: FirePlan, catch_up: str, missed_because: str) -> None:
+    missed = plan.skipped + sum(tick.missed for tick in plan.fire)
+    fired = sum(1 for tick in plan.fire if tick.missed)
+    logger.warning(
+        "Schedule %s missed %s %s; catch-up policy %s fires %d of them",
+        name, _count(missed, "tick"), missed_because, catch_up, fired,
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    """Return e.g. "1 tick" or "3 ticks"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _fire_tick(
@@ -332,8 +374,13 @@ def prune_ticks(execute: Execute, sql: ModuleType, now: float) -> int:
     return execute(sql.PRUNE_TICKS, (now - TICK_RETENTION_S,)).rowcount
 
 
-def schedule_from_row(row: tuple) -> Schedule:
-    """Build a schedule from a row of SCHEDULE_COLUMNS, with its next few ticks."""
+def schedule_from_row(row: tuple, as_stored: bool = False) -> Schedule:
+    """Build a schedule from a row of SCHEDULE_COLUMNS, with its next few ticks.
+
+    A paused schedule has no next tick until it is resumed, so it shows
+    `next_fire_at` None and no `next_fire_times`. With `as_stored`, it keeps
+    the stored `next_fire_at`, because resuming counts the missed ticks from it.
+    """
     schedule = Schedule(
         name=row[0],
         queue=row[1],
@@ -360,6 +407,8 @@ def schedule_from_row(row: tuple) -> Schedule:
         schedule.state = "finished"
     elif schedule.paused:
         schedule.state = "paused"
+        if not as_stored:
+            schedule.next_fire_at = None
     schedule.next_fire_times = _next_fire_times(schedule)
     return schedule
 
@@ -454,7 +503,9 @@ class ScheduleStore:
         ))
 
     def set_paused(self, name: str, paused: bool, now: float) -> Future:
-        return self._write(lambda tx: set_paused(tx.execute, self._sql, name, paused, now))
+        return self._write(
+            lambda tx: set_paused(tx.execute, self._sql, name, paused, now, tx.post)
+        )
 
     def delete(self, name: str) -> Future:
         return self._write(lambda tx: delete_schedule(tx.execute, self._sql, name))
