@@ -129,3 +129,15 @@ def test_schedule_commands_documented() -> None:
     group = main.commands["schedules"]
     missing = [path for path in _command_paths(group, "conveyor schedules") if path not in page]
     assert missing == []
+
+
+def test_create_grace_s(cli: Cli) -> None:
+    created = cli.json("schedules", "create", "late", "jobs", "--every-s", "30",
+                       "--grace-s", "5")
+    assert created["grace_s"] == 5.0
+
+
+def test_create_paused_prints_no_past_tick(cli: Cli) -> None:
+    out = cli.ok("schedules", "create", "held", "jobs", "--every-s", "30", "--paused")
+    assert "paused" in out
+    assert "next tick" not in out

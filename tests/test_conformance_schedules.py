@@ -257,6 +257,33 @@ def test_end_at_finishes(engine, queue, clock):
     assert engine.get_schedule("tick").state == "finished"
 
 
+def test_grace_defaults_to_60_s(engine, queue):
+    assert every(engine).grace_s == 60.0
+
+
+def test_grace_decides_late_tick(engine, queue, clock):
+    every(engine, name="strict", grace_s=0, interval_s=3600)
+    every(engine, name="lenient", grace_s=600, interval_s=3600)
+    clock.advance(300)
+    engine.run_schedules()
+    posted = [m.headers["conveyor-schedule"] for m in messages(engine)]
+    assert posted == ["lenient"]
+
+
+def test_outage_skip_posts_one_for_second_schedule(engine, queue, clock):
+    every(engine, interval_s=1)
+    clock.advance(59.5)
+    assert engine.run_schedules() == 1
+    assert engine.get_schedule("tick").next_fire_at == clock.now + 0.5
+
+
+def test_update_grace_keeps_other_fields(engine, queue):
+    every(engine, catch_up="once")
+    updated = engine.update_schedule("tick", grace_s=5)
+    assert updated.grace_s == 5.0
+    assert updated.catch_up == "once"
+
+
 def test_messages_follow_queue_rules(engine, clock):
     engine.create_queue("later", {"default_delay_s": 30})
     engine.create_schedule("s", "later", interval_s=60, body=1, priority=5)
@@ -314,6 +341,9 @@ INVALID = [
     ({"interval_s": 60, "headers": {"conveyor-schedule": "x"}}, "conveyor-schedule"),
     ({"interval_s": 60, "priority": 5000}, "priority"),
     ({"interval_s": 60, "colour": "red"}, "colour"),
+    ({"interval_s": 60, "grace_s": -1}, "grace_s"),
+    ({"interval_s": 60, "grace_s": 86_401}, "grace_s"),
+    ({"interval_s": 60, "grace_s": "soon"}, "grace_s"),
 ]
 
 
@@ -491,3 +521,28 @@ def test_raising_max_runs_reactivates(engine, queue, clock):
     assert changed.state == "active"
     assert changed.run_count == 1
     assert changed.next_fire_at == changed.start_at + 60
+
+
+def test_sqlite_file_without_grace_gets_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old_table = (
+        "CREATE TABLE schedules (name TEXT PRIMARY KEY, queue TEXT NOT NULL, cron TEXT, "
+        "timezone TEXT NOT NULL, interval_s REAL, start_at REAL NOT NULL, end_at REAL, "
+        "max_runs INTEGER, catch_up TEXT NOT NULL, catch_up_limit INTEGER NOT NULL, "
+        "message TEXT NOT NULL, source TEXT NOT NULL, paused INTEGER NOT NULL DEFAULT 0, "
+        "run_count INTEGER NOT NULL DEFAULT 0, last_fire_at REAL, next_fire_at REAL, "
+        "last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL)"
+    )
+    with sqlite3.connect(path) as conn:
+        conn.execute(old_table)
+        conn.execute(
+            "INSERT INTO schedules VALUES ('old', 'jobs', NULL, 'UTC', 60, 0, NULL, NULL, "
+            "'skip', 100, '{}', 'api', 0, 0, NULL, 60, NULL, 0, 0)"
+        )
+    engine = Engine(f"sqlite:///{path}")
+    try:
+        assert engine.get_schedule("old").grace_s == 60.0
+    finally:
+        engine.close()

@@ -138,3 +138,14 @@ def test_worker_runs_periodic_task(tmp_path):
     assert records[0]["word"] == "hello"
     assert len({r["tick"] for r in records}) == len(records)
     assert "Schedule greet-every-second of task" in worker.log()
+
+
+def test_periodic_grace_stored(app):
+    @app.periodic(every=60, grace=timedelta(seconds=5))
+    @app.task(queue="misc", name="graceful")
+    def graceful() -> None:
+        return None
+
+    assert app.periodic_schedules["graceful"].fields["grace_s"] == 5.0
+    stored = app.sync_schedules()
+    assert stored[0].grace_s == 5.0

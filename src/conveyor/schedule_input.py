@@ -32,6 +32,9 @@ MAX_CRON_LENGTH = 200
 MAX_TIMEZONE_LENGTH = 64
 MAX_RUNS_LIMIT = 10**9
 DEFAULT_CATCH_UP_LIMIT = 100
+# A tick fired at most grace_s seconds late is on time; see schedule_times.plan_ticks.
+DEFAULT_GRACE_S = 60.0
+MAX_GRACE_S = 86_400.0
 MAX_CATCH_UP_LIMIT = 1000
 # The body of a template, encoded as JSON, may have at most this many bytes.
 MAX_TEMPLATE_BODY_BYTES = 64 * 1024
@@ -48,7 +51,7 @@ TEMPLATE_FIELDS = (
 )
 TIMING_FIELDS = (
     "cron", "timezone", "interval_s", "start_at", "end_at", "max_runs",
-    "catch_up", "catch_up_limit",
+    "catch_up", "catch_up_limit", "grace_s",
 )
 DEFINITION_FIELDS = ("queue", *TIMING_FIELDS, *TEMPLATE_FIELDS)
 
@@ -69,6 +72,7 @@ class ScheduleSpec:
     max_runs: int | None
     catch_up: str
     catch_up_limit: int
+    grace_s: float
     template: dict[str, Any]
 
     @property
@@ -136,6 +140,7 @@ def check_definition(fields: dict[str, Any], now: float) -> ScheduleSpec:
         catch_up_limit=_check_optional_int(
             "catch_up_limit", fields.get("catch_up_limit"), 1, MAX_CATCH_UP_LIMIT
         ) or DEFAULT_CATCH_UP_LIMIT,
+        grace_s=_check_grace(fields.get("grace_s")),
         template=_check_template(fields),
     )
     if cron is not None and spec.timing.next_after(start_at) is None:
@@ -236,6 +241,12 @@ def _check_time(name: str, value: Any) -> float | None:
 
 def _check_optional_int(name: str, value: Any, low: int, high: int) -> int | None:
     return None if value is None else check.check_int(name, value, low, high)
+
+
+def _check_grace(grace_s: Any) -> float:
+    if grace_s is None:
+        return DEFAULT_GRACE_S
+    return check.check_optional_duration("grace_s", grace_s, 0.0, MAX_GRACE_S)
 
 
 def _check_catch_up(policy: Any) -> str:

@@ -107,6 +107,7 @@ def show_schedule(options: ClientOptions, name: str) -> None:
          else f"{schedule.run_count} of {schedule.max_runs}"),
         ("Catch-up", schedule.catch_up if schedule.catch_up != "all"
          else f"all, at most {schedule.catch_up_limit}"),
+        ("Grace", f"{schedule.grace_s:g} s"),
         ("Last tick", format_time(schedule.last_fire_at)),
         ("Next ticks", ", ".join(format_time(t) for t in schedule.next_fire_times) or "-"),
         ("Last error", schedule.last_error or "-"),
@@ -193,6 +194,10 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str] | None:
 @option("--catch-up-limit", envvar="CONVEYOR_SCHEDULE_CATCH_UP_LIMIT",
         type=click.IntRange(1), default=None, show_default="100",
         help="With --catch-up all: fire at most this many missed ticks, the newest.")
+@option("--grace-s", "grace_s", envvar="CONVEYOR_SCHEDULE_GRACE_S", type=float,
+        default=None, show_default="60",
+        help="Misfire grace in seconds (0 to 86400): a tick fired at most this late "
+        "is on time; later ticks follow --catch-up.")
 @option("--paused", envvar="CONVEYOR_SCHEDULE_PAUSED", is_flag=True, default=False,
         help="Store the schedule paused; resume it later.")
 @client_options

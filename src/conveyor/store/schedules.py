@@ -32,7 +32,7 @@ from ..schedule_input import (
     build_message,
     check_definition,
 )
-from ..schedule_times import GRACE_S, FirePlan, PlannedTick, plan_ticks, to_iso
+from ..schedule_times import FirePlan, PlannedTick, plan_ticks, to_iso
 from ..validation import prepare
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def create_schedule(
         name, spec.queue, spec.cron, spec.timezone, spec.interval_s, spec.start_at,
         spec.end_at, spec.max_runs, spec.catch_up, spec.catch_up_limit,
         _dump(spec.template), source, paused, 0, None, next_fire_at, None, now, now,
+        spec.grace_s,
     ))
     if not inserted.rowcount:
         raise ScheduleAlreadyExists(
@@ -165,7 +166,7 @@ def _replace_definition(
         next_fire_at = None
     execute(sql.UPDATE_DEFINITION, (
         spec.queue, spec.cron, spec.timezone, spec.interval_s, spec.start_at,
-        spec.end_at, spec.max_runs, spec.catch_up, spec.catch_up_limit,
+        spec.end_at, spec.max_runs, spec.catch_up, spec.catch_up_limit, spec.grace_s,
         _dump(spec.template), source, next_fire_at, now, current.name,
     ))
     logger.info(
@@ -259,7 +260,7 @@ def fire_schedule(
         return 0
     schedule = schedule_from_row(row)
     return _fire_due_ticks(
-        execute, sql, schedule, now, post, GRACE_S, "while no server fired it"
+        execute, sql, schedule, now, post, schedule.grace_s, "while no server fired it"
     )
 
 
@@ -284,6 +285,12 @@ def _fire_due_ticks(
     )
     if plan.skipped:
         _log_missed(schedule.name, plan, spec.catch_up, missed_because)
+    if plan.coalesced:
+        logger.info(
+            "Schedule %s had %s on time in one step; catch-up policy %s fires "
+            "only the newest", schedule.name, _count(plan.coalesced + 1, "tick"),
+            spec.catch_up,
+        )
 
     posted = 0
     last_error = schedule.last_error
@@ -392,6 +399,7 @@ def schedule_from_row(row: tuple, as_stored: bool = False) -> Schedule:
         max_runs=row[7],
         catch_up=row[8],
         catch_up_limit=row[9],
+        grace_s=row[19],
         message=orjson.loads(row[10]),
         source=row[11],
         paused=bool(row[12]),
@@ -438,6 +446,7 @@ def _spec_of(schedule: Schedule) -> ScheduleSpec:
         max_runs=schedule.max_runs,
         catch_up=schedule.catch_up,
         catch_up_limit=schedule.catch_up_limit,
+        grace_s=schedule.grace_s,
         template=schedule.message,
     )
 

@@ -247,6 +247,7 @@ class Conveyor:
         max_runs: int | None = None,
         catch_up: str = "skip",
         catch_up_limit: int | None = None,
+        grace: timedelta | float | None = None,
         name: str | None = None,
         **task_options: Any,
     ) -> Any:
@@ -259,7 +260,9 @@ class Conveyor:
         (timedelta or seconds) sets the ticks; `args` and `kwargs` are the
         call each tick enqueues. `start` and `end` (aware datetimes or Unix
         seconds), `max_runs`, `catch_up` (skip, once or all) and
-        `catch_up_limit` are as in docs/schedules.md. `name` names the
+        `catch_up_limit` are as in docs/schedules.md. `grace` (timedelta or
+        seconds, default 60) is how late a tick may fire and still be on
+        time. `name` names the
         schedule; the default is the task name. `app.sync_schedules()` or
         `conveyor worker` stores the declarations.
         """
@@ -276,7 +279,7 @@ class Conveyor:
                 )
             declared = periodic_schedules.declare(
                 task, cron, timezone, every, args, kwargs, start, end, max_runs,
-                catch_up, catch_up_limit, name,
+                catch_up, catch_up_limit, grace, name,
             )
             with self._lock:
                 if declared.name in self.periodic_schedules:

@@ -56,6 +56,7 @@ def declare(
     max_runs: int | None,
     catch_up: str,
     catch_up_limit: int | None,
+    grace: timedelta | float | None,
     name: str | None,
 ) -> PeriodicSchedule:
     """Build a task's schedule declaration; raise ValidationError for a bad call or timing.
@@ -72,12 +73,13 @@ def declare(
     fields: dict[str, Any] = {
         "cron": cron,
         "timezone": timezone,
-        "interval_s": _to_seconds(every),
+        "interval_s": _to_seconds("every", every),
         "start_at": None if start is None else to_timestamp(start),
         "end_at": None if end is None else to_timestamp(end),
         "max_runs": max_runs,
         "catch_up": catch_up,
         "catch_up_limit": catch_up_limit,
+        "grace_s": _to_seconds("grace", grace),
         "body": message.body,
         "priority": message.priority,
         "max_attempts": message.max_attempts,
@@ -133,13 +135,13 @@ def _warn_about_removed(
                 )
 
 
-def _to_seconds(every: timedelta | float | None) -> float | None:
-    if every is None:
+def _to_seconds(argument: str, value: timedelta | float | None) -> float | None:
+    if value is None:
         return None
-    if isinstance(every, timedelta):
-        return every.total_seconds()
-    if isinstance(every, bool) or not isinstance(every, (int, float)):
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(
-            f"invalid every {every!r}: pass a timedelta or a number of seconds"
+            f"invalid {argument} {value!r}: pass a timedelta or a number of seconds"
         )
-    return float(every)
+    return float(value)
