@@ -149,3 +149,27 @@ def test_periodic_grace_stored(app):
     assert app.periodic_schedules["graceful"].fields["grace_s"] == 5.0
     stored = app.sync_schedules()
     assert stored[0].grace_s == 5.0
+
+
+BAD_DECLARATIONS = [
+    ({"cron": "@daily"}, "cron"),
+    ({"every": 0.1}, "interval_s"),
+    ({"cron": "0 9 * * *", "timezone": "Mars/X"}, "timezone"),
+    ({"every": 60, "catch_up": "sometimes"}, "catch_up"),
+    ({"every": 60, "max_runs": 0}, "max_runs"),
+    ({"every": 60, "grace": -1}, "grace_s"),
+    ({"every": float("nan")}, "interval_s"),
+]
+
+
+@pytest.mark.parametrize("options,mentioned", BAD_DECLARATIONS)
+def test_periodic_checks_definition_at_import(app, options, mentioned):
+    with pytest.raises(ValidationError) as caught:
+        @app.periodic(**options)
+        @app.task(queue="misc", name="misc.bad")
+        def bad() -> None:
+            return None
+    assert mentioned in caught.value.detail
+    assert "'misc.bad'" in caught.value.detail
+    assert "schedule 'misc.bad'" in caught.value.detail
+    assert app.periodic_schedules == {}

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ValidationError
-from ..schedule_input import validate_schedule_name
+from ..schedule_input import check_definition, validate_schedule_name
 from .options import EnqueueOptions, to_timestamp
 from .task import Task
 
@@ -61,14 +62,45 @@ def declare(
 ) -> PeriodicSchedule:
     """Build a task's schedule declaration; raise ValidationError for a bad call or timing.
 
-    The server checks the timing again (cron syntax, time zone, ranges)
+    The definition is checked here with the store's rules (cron syntax,
+    time zone, ranges, catch-up policy), so a bad declaration fails at
+    import with the task and schedule named. The store checks it again
     when the declaration is synced.
     """
+    schedule_name = name or default_name(task)
+    where = f"@app.periodic on task {task.name!r} (schedule {schedule_name!r})"
     if (cron is None) == (every is None):
         raise ValidationError(
-            f"@app.periodic on task {task.name!r} needs exactly one of cron=... "
-            "(with an optional timezone=...) and every=..."
+            f"{where} needs exactly one of cron=... (with an optional timezone=...) "
+            "and every=..."
         )
+    try:
+        validate_schedule_name(schedule_name)
+        fields = _definition_fields(
+            task, cron, timezone, every, args, kwargs, start, end, max_runs,
+            catch_up, catch_up_limit, grace,
+        )
+        check_definition({**fields, "queue": task.queue}, time.time())
+    except ValidationError as exc:
+        raise ValidationError(f"{where}: {exc.detail}") from exc
+    return PeriodicSchedule(schedule_name, task, fields)
+
+
+def _definition_fields(
+    task: Task,
+    cron: str | None,
+    timezone: str | None,
+    every: timedelta | float | None,
+    args: Sequence[Any],
+    kwargs: dict[str, Any] | None,
+    start: Any,
+    end: Any,
+    max_runs: int | None,
+    catch_up: str,
+    catch_up_limit: int | None,
+    grace: timedelta | float | None,
+) -> dict[str, Any]:
+    """Return the schedule fields of a declaration, without the unset ones."""
     message = task.build_message(list(args), dict(kwargs or {}), EnqueueOptions())
     fields: dict[str, Any] = {
         "cron": cron,
@@ -84,8 +116,7 @@ def declare(
         "priority": message.priority,
         "max_attempts": message.max_attempts,
     }
-    fields = {key: value for key, value in fields.items() if value is not None}
-    return PeriodicSchedule(validate_schedule_name(name or default_name(task)), task, fields)
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def default_name(task: Task) -> str:
@@ -107,9 +138,15 @@ def sync(app: Conveyor, queues: Sequence[str] | None = None) -> list[Any]:
     stored = []
     for periodic in declared:
         app.ensure_queue(periodic.task.queue)
-        schedule = app.client.put_schedule(
-            periodic.name, periodic.task.queue, source="code", **periodic.fields
-        )
+        try:
+            schedule = app.client.put_schedule(
+                periodic.name, periodic.task.queue, source="code", **periodic.fields
+            )
+        except ValidationError as exc:
+            raise ValidationError(
+                f"storing schedule {periodic.name!r} of task {periodic.task.name!r} "
+                f"failed: {exc.detail}"
+            ) from exc
         logger.info(
             "Schedule %s of task %s is stored; next tick at %s",
             schedule.name, periodic.task.name, schedule.next_fire_at,
