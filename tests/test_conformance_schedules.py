@@ -384,6 +384,16 @@ def test_put_changed_updates_definition(engine, queue, clock):
     assert changed.next_fire_at == changed.start_at + 120
 
 
+def test_put_code_rejects_api_schedule(engine, queue):
+    every(engine)
+    with pytest.raises(ScheduleAlreadyExists) as caught:
+        engine.put_schedule("tick", "jobs", source="code", interval_s=30, body=None)
+    assert "'tick'" in caught.value.detail
+    stored = engine.get_schedule("tick")
+    assert stored.source == "api"
+    assert stored.interval_s == 60.0
+
+
 def test_put_invalid_keeps_old(engine, queue):
     engine.put_schedule("code", "jobs", interval_s=60, body=1)
     with pytest.raises(ValidationError):

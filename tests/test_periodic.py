@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conveyor import Conveyor
-from conveyor.errors import ValidationError
+from conveyor.errors import ScheduleAlreadyExists, ValidationError
 from http_fixtures import start_server
 from task_workers import read_records, start_worker, stop_worker, wait_until
 
@@ -173,3 +173,40 @@ def test_periodic_checks_definition_at_import(app, options, mentioned):
     assert "'misc.bad'" in caught.value.detail
     assert "schedule 'misc.bad'" in caught.value.detail
     assert app.periodic_schedules == {}
+
+
+def test_sync_keeps_api_schedule(app):
+    app.client.create_queue("misc")
+    app.client.create_schedule("misc.shared", "misc", interval_s=300, body=None)
+
+    @app.periodic(every=60)
+    @app.task(queue="misc", name="misc.shared")
+    def shared() -> None:
+        return None
+
+    with pytest.raises(ScheduleAlreadyExists) as caught:
+        app.sync_schedules()
+    assert "misc.shared" in caught.value.detail
+    assert "delete" in caught.value.detail
+    stored = app.client.get_schedule("misc.shared")
+    assert stored.source == "api"
+    assert stored.interval_s == 300.0
+
+
+def test_sync_logs_changed_definition(tmp_path, caplog):
+    url = f"sqlite:///{tmp_path}/shared.db"
+    first, second = Conveyor(url), Conveyor(url)
+    try:
+        for application, seconds in ((first, 60), (second, 90)):
+            @application.periodic(every=seconds, name="beat")
+            @application.task(queue="misc", name="misc.beat")
+            def beat() -> None:
+                return None
+        first.sync_schedules()
+        with caplog.at_level(logging.WARNING, logger="conveyor.tasks.periodic"):
+            second.sync_schedules()
+    finally:
+        first.close()
+        second.close()
+    assert "Schedule beat of task misc.beat changed on sync" in caplog.text
+    assert "interval_s 60.0 -> 90.0" in caplog.text

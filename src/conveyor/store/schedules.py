@@ -116,6 +116,12 @@ def put_schedule(
             # worker of the same app starting at the same moment.
             row = execute(sql.SELECT_SCHEDULE_LOCKED, (name,)).fetchone()
     current = schedule_from_row(row)
+    if source == "code" and current.source == "api":
+        raise ScheduleAlreadyExists(
+            f"schedule {name!r} was created through the API or CLI, so code may not "
+            f"replace it; give the @app.periodic declaration another name=..., or "
+            f"delete the stored schedule first with 'conveyor schedules delete {name}'"
+        )
     if fields.get("start_at") is None:
         fields = {**fields, "start_at": current.start_at}
     spec = check_definition(fields, now)
@@ -170,8 +176,10 @@ def _replace_definition(
         _dump(spec.template), source, next_fire_at, now, current.name,
     ))
     logger.info(
-        "Schedule %s changed (%s) posting to queue %s; next tick at %s",
-        current.name, _describe(spec), spec.queue, _format(next_fire_at),
+        "Schedule %s changed (%s) posting to queue %s; changed fields: %s; next tick at %s",
+        current.name, _describe(spec), spec.queue,
+        ", ".join(changed_fields(_spec_of(current), spec)) or "source",
+        _format(next_fire_at),
     )
     return get_schedule(execute, sql, current.name)
 
@@ -449,6 +457,12 @@ def _spec_of(schedule: Schedule) -> ScheduleSpec:
         grace_s=schedule.grace_s,
         template=schedule.message,
     )
+
+
+def changed_fields(old: ScheduleSpec, new: ScheduleSpec) -> list[str]:
+    """Return the names of the definition fields that differ, in DEFINITION_FIELDS order."""
+    old_fields, new_fields = old.to_fields(), new.to_fields()
+    return [name for name in old_fields if old_fields[name] != new_fields[name]]
 
 
 def _describe(spec: ScheduleSpec) -> str:

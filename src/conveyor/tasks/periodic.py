@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..errors import ValidationError
+from ..errors import ScheduleNotFound, ValidationError
+from ..models import Schedule
 from ..schedule_input import check_definition, validate_schedule_name
+from ..schedule_times import to_iso
 from .options import EnqueueOptions, to_timestamp
 from .task import Task
 
@@ -33,6 +35,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The stored fields of a schedule that a declaration sets.
+COMPARED_FIELDS = (
+    "queue", "cron", "timezone", "interval_s", "start_at", "end_at", "max_runs",
+    "catch_up", "catch_up_limit", "grace_s", "message",
+)
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 
@@ -138,6 +145,7 @@ def sync(app: Conveyor, queues: Sequence[str] | None = None) -> list[Any]:
     stored = []
     for periodic in declared:
         app.ensure_queue(periodic.task.queue)
+        before = _stored_schedule(app, periodic.name)
         try:
             schedule = app.client.put_schedule(
                 periodic.name, periodic.task.queue, source="code", **periodic.fields
@@ -147,13 +155,46 @@ def sync(app: Conveyor, queues: Sequence[str] | None = None) -> list[Any]:
                 f"storing schedule {periodic.name!r} of task {periodic.task.name!r} "
                 f"failed: {exc.detail}"
             ) from exc
+        _log_changes(periodic, before, schedule)
         logger.info(
             "Schedule %s of task %s is stored; next tick at %s",
-            schedule.name, periodic.task.name, schedule.next_fire_at,
+            schedule.name, periodic.task.name, _format_time(schedule.next_fire_at),
         )
         stored.append(schedule)
     _warn_about_removed(app, declared, queues)
     return stored
+
+
+def _stored_schedule(app: Conveyor, name: str) -> Schedule | None:
+    try:
+        return app.client.get_schedule(name)
+    except ScheduleNotFound:
+        return None
+
+
+def _log_changes(
+    periodic: PeriodicSchedule, before: Schedule | None, after: Schedule
+) -> None:
+    """Log a WARNING naming the fields a sync changed in a stored schedule."""
+    if before is None:
+        return
+    changed = [
+        field for field in COMPARED_FIELDS
+        if getattr(before, field) != getattr(after, field)
+    ]
+    if changed:
+        logger.warning(
+            "Schedule %s of task %s changed on sync: %s. If another app declares a "
+            "schedule of this name, each sync replaces the other's definition; give "
+            "one of them another name=...",
+            periodic.name, periodic.task.name,
+            ", ".join(f"{field} {getattr(before, field)!r} -> {getattr(after, field)!r}"
+                      for field in changed),
+        )
+
+
+def _format_time(timestamp: float | None) -> str:
+    return "none" if timestamp is None else to_iso(timestamp)
 
 
 def _warn_about_removed(
