@@ -141,3 +141,15 @@ def test_create_paused_prints_no_past_tick(cli: Cli) -> None:
     out = cli.ok("schedules", "create", "held", "jobs", "--every-s", "30", "--paused")
     assert "paused" in out
     assert "next tick" not in out
+
+
+@pytest.mark.parametrize("flag,value", [("--every-s", "nan"), ("--every-s", "inf"),
+                                        ("--grace-s", "nan")])
+def test_create_non_finite_rejected(cli: Cli, flag: str, value: str) -> None:
+    args = ["schedules", "create", "odd", "jobs", "--cron", "* * * * *"]
+    if flag == "--every-s":
+        args = ["schedules", "create", "odd", "jobs"]
+    done = cli(*args, flag, value)
+    assert done.returncode != 0
+    assert "finite" in done.stderr.decode()
+    assert "odd" not in cli.ok("schedules", "list")

@@ -172,3 +172,27 @@ def test_enqueue_in_ignores_client_clock(http_server: ServerProcess, monkeypatch
     app.close()
     assert message.due_at - message.posted_at == pytest.approx(60)
     assert abs(message.posted_at - time.time()) < 30
+
+
+NON_FINITE = [
+    {"cron": "* * * * *", "interval_s": float("nan")},
+    {"interval_s": float("inf")},
+    {"interval_s": 60, "grace_s": float("nan")},
+]
+
+
+@pytest.mark.parametrize("fields", NON_FINITE)
+def test_non_finite_rejected_alike(client, queue, fields) -> None:
+    name = new_name()
+    with pytest.raises(errors.ValidationError) as caught:
+        client.create_schedule(name, queue, **fields)
+    assert "finite" in caught.value.detail
+    assert client.list_schedules(queue=queue) == []
+
+
+def test_update_non_finite_rejected(client, queue) -> None:
+    name = new_name()
+    client.create_schedule(name, queue, interval_s=60)
+    with pytest.raises(errors.ValidationError):
+        client.update_schedule(name, interval_s=float("nan"))
+    assert client.get_schedule(name).interval_s == 60.0

@@ -344,6 +344,11 @@ INVALID = [
     ({"interval_s": 60, "grace_s": -1}, "grace_s"),
     ({"interval_s": 60, "grace_s": 86_401}, "grace_s"),
     ({"interval_s": 60, "grace_s": "soon"}, "grace_s"),
+    ({"interval_s": float("nan")}, "finite"),
+    ({"interval_s": float("inf")}, "interval_s"),
+    ({"cron": "* * * * *", "interval_s": float("nan")}, "interval_s"),
+    ({"interval_s": 60, "start_at": float("nan")}, "start_at"),
+    ({"interval_s": 60, "body": {"x": [1.0, float("inf")]}}, "body['x'][1]"),
 ]
 
 

@@ -96,6 +96,39 @@ def validate_schedule_name(name: Any) -> str:
     return name
 
 
+def reject_non_finite(fields: dict[str, Any]) -> None:
+    """Raise ValidationError for a NaN or infinite number anywhere in `fields`.
+
+    JSON has no form for them: orjson writes NaN as null, so over HTTP a NaN
+    `interval_s` would arrive as "no interval". Both transports run this
+    check before anything else, so they reject such values alike.
+    """
+    for name, value in fields.items():
+        found = _find_non_finite(value, name)
+        if found is not None:
+            path, number = found
+            raise ValidationError(
+                f"invalid {path} {number!r}: NaN and infinity are not allowed; "
+                "use a finite number"
+            )
+
+
+def _find_non_finite(value: Any, path: str) -> tuple[str, float] | None:
+    """Return the path and value of the first NaN or infinity in `value`, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    for key, item in items:
+        found = _find_non_finite(item, f"{path}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
 def check_source(source: Any) -> str:
     if source not in SOURCES:
         raise ValidationError(f"invalid schedule source {source!r}: use api or code")

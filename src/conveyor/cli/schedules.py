@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -119,6 +120,26 @@ def show_schedule(options: ClientOptions, name: str) -> None:
     print_table(f"Schedule {schedule.name}", ["Field", "Value"], rows, wrapped=("Value",))
 
 
+class FiniteFloat(click.ParamType):
+    """A float option that rejects nan and inf, which JSON cannot carry."""
+
+    name = "float"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds; use e.g. 30", param, ctx)
+        return number
+
+
+FINITE_FLOAT = FiniteFloat()
+
+
 def _next_tick_text(schedule: Schedule) -> str:
     if schedule.state == "paused":
         return "paused, so no tick fires until it is resumed"
@@ -132,9 +153,17 @@ def _parse_time(value: str | None, name: str) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        if not math.isfinite(seconds):
+            raise click.BadParameter(
+                f"{value!r} is not a time: use ISO 8601 with an offset such as "
+                "2026-12-01T09:00:00+01:00, or finite Unix seconds",
+                param_hint=name,
+            )
+        return seconds
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -169,7 +198,7 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str] | None:
         help="Five-field cron expression, e.g. '0 9 * * 1-5'; exclusive with --every-s.")
 @option("--timezone", envvar="CONVEYOR_SCHEDULE_TIMEZONE", default=None, show_default="UTC",
         help="IANA time zone that --cron is read in, e.g. Europe/Berlin.")
-@option("--every-s", "interval_s", envvar="CONVEYOR_SCHEDULE_EVERY_S", type=float,
+@option("--every-s", "interval_s", envvar="CONVEYOR_SCHEDULE_EVERY_S", type=FINITE_FLOAT,
         default=None, show_default="none",
         help="Seconds between ticks (at least 1), counted from --start.")
 @option("--body", "body_json", envvar="CONVEYOR_SCHEDULE_BODY", default="null",
@@ -194,7 +223,7 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str] | None:
 @option("--catch-up-limit", envvar="CONVEYOR_SCHEDULE_CATCH_UP_LIMIT",
         type=click.IntRange(1), default=None, show_default="100",
         help="With --catch-up all: fire at most this many missed ticks, the newest.")
-@option("--grace-s", "grace_s", envvar="CONVEYOR_SCHEDULE_GRACE_S", type=float,
+@option("--grace-s", "grace_s", envvar="CONVEYOR_SCHEDULE_GRACE_S", type=FINITE_FLOAT,
         default=None, show_default="60",
         help="Misfire grace in seconds (0 to 86400): a tick fired at most this late "
         "is on time; later ticks follow --catch-up.")
