@@ -59,6 +59,12 @@ def test_create_cron_next_in_timezone(engine, queue, clock):
     assert schedule.next_fire_at <= clock.now + DAY_S
 
 
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata", "Etc/GMT+5"])
+def test_create_accepts_iana_zone(engine, queue, zone):
+    schedule = engine.create_schedule("z", "jobs", cron="0 9 * * *", timezone=zone)
+    assert schedule.timezone == zone
+
+
 def test_create_twice_rejected(engine, queue):
     every(engine)
     with pytest.raises(ScheduleAlreadyExists):
@@ -326,6 +332,11 @@ INVALID = [
     ({"cron": "0 0 30 2 *"}, "cron"),
     ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "timezone"),
     ({"cron": "0 9 * * *", "timezone": "../etc/passwd"}, "timezone"),
+    ({"cron": "0 9 * * *", "timezone": "localtime"}, "timezone"),
+    ({"cron": "0 9 * * *", "timezone": "posixrules"}, "timezone"),
+    ({"cron": "0 9 * * *", "timezone": "Factory"}, "timezone"),
+    ({"cron": "0 9 * * *", "timezone": "right/UTC"}, "timezone"),
+    ({"cron": "0 9 * * *", "timezone": "posix/Europe/Berlin"}, "timezone"),
     ({"interval_s": 0}, "interval_s"),
     ({"interval_s": -5}, "interval_s"),
     ({"interval_s": 0.5}, "interval_s"),

@@ -9,6 +9,8 @@ keys travel over HTTP, through the SDK and into the store.
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import math
 import re
 from dataclasses import dataclass
@@ -250,14 +252,31 @@ def _check_timezone(zone: Any) -> str:
             f"invalid timezone {zone!r}: use an IANA time zone name such as "
             "'Europe/Berlin' or 'UTC'"
         )
+    if zone not in iana_zone_names():
+        raise ValidationError(
+            f"unknown timezone {zone!r}: use a canonical IANA time zone name such as "
+            "'Europe/Berlin', 'America/New_York' or 'UTC'"
+        )
     try:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValidationError(
-            f"unknown timezone {zone!r}: use an IANA time zone name such as "
-            "'Europe/Berlin', 'America/New_York' or 'UTC'"
+            f"timezone {zone!r} has no data on this server: {exc}; install the "
+            "tzdata package that Conveyor depends on"
         ) from exc
     return zone
+
+
+@functools.cache
+def iana_zone_names() -> frozenset[str]:
+    """Return the time zone names that schedules accept: those the tzdata package lists.
+
+    Names from the host's zoneinfo folder that are no IANA zone (localtime,
+    posixrules, right/..., posix/...) are left out, so every server accepts
+    the same names. "Factory" is in the list but is no real zone.
+    """
+    listed = importlib.resources.files("tzdata").joinpath("zones").read_text()
+    return frozenset(listed.split()) - {"Factory"}
 
 
 def _check_time(name: str, value: Any) -> float | None:
