@@ -196,3 +196,34 @@ def test_update_non_finite_rejected(client, queue) -> None:
     with pytest.raises(errors.ValidationError):
         client.update_schedule(name, interval_s=float("nan"))
     assert client.get_schedule(name).interval_s == 60.0
+
+
+def test_timedelta_and_datetime_accepted(client, queue) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2030, 1, 1, 9, tzinfo=timezone.utc)
+    schedule = client.create_schedule(
+        new_name(), queue, interval_s=timedelta(minutes=5), grace_s=timedelta(seconds=10),
+        start_at=start, end_at=start + timedelta(days=1),
+    )
+    assert schedule.interval_s == 300.0
+    assert schedule.grace_s == 10.0
+    assert schedule.start_at == start.timestamp()
+    assert schedule.end_at == start.timestamp() + 86_400
+
+
+def test_update_takes_timedelta(client, queue) -> None:
+    from datetime import timedelta
+
+    name = new_name()
+    client.create_schedule(name, queue, interval_s=60)
+    assert client.update_schedule(name, interval_s=timedelta(hours=1)).interval_s == 3600.0
+
+
+def test_naive_datetime_rejected_alike(client, queue) -> None:
+    from datetime import datetime
+
+    with pytest.raises(errors.ValidationError) as caught:
+        client.create_schedule(new_name(), queue, interval_s=60, start_at=datetime(2030, 1, 1))
+    assert "start_at" in caught.value.detail
+    assert "time zone" in caught.value.detail

@@ -13,7 +13,7 @@ from . import validation as check
 from .errors import ValidationError
 from .models import Schedule
 from .schedule_input import DEFINITION_FIELDS, check_definition, check_source
-from .schedule_input import reject_non_finite, validate_schedule_name
+from .schedule_input import convert_sdk_values, validate_schedule_name
 from .settings import validate_queue_name
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class ScheduleMethods:
         """
         validate_schedule_name(name)
         _check_flag("paused", paused)
-        reject_non_finite(fields)
+        fields = convert_sdk_values(fields)
         now = self.clock()
         spec = check_definition({**fields, "queue": queue}, now)
         schedule = self._schedules.create(name, spec, "api", paused, now).result()
@@ -72,7 +72,7 @@ class ScheduleMethods:
         """
         validate_schedule_name(name)
         check_source(source)
-        reject_non_finite(fields)
+        fields = convert_sdk_values(fields)
         fields = {**fields, "queue": queue}
         _check_field_names(fields)
         schedule, outcome = self._schedules.put(name, fields, source, self.clock()).result()
@@ -92,7 +92,7 @@ class ScheduleMethods:
                 f"{', '.join(DEFINITION_FIELDS)}"
             )
         _check_field_names(changes)
-        reject_non_finite(changes)
+        changes = convert_sdk_values(changes)
         if "queue" in changes:
             validate_queue_name(changes["queue"])
         schedule = self._schedules.update(name, changes, self.clock()).result()

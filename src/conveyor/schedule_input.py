@@ -14,7 +14,7 @@ import importlib.resources
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -96,6 +96,37 @@ def validate_schedule_name(name: Any) -> str:
             "'_', '.' or '-', starting with a letter or digit"
         )
     return name
+
+
+# Fields in seconds that SDK callers may give as a timedelta.
+DURATION_FIELDS = ("interval_s", "grace_s", "delay_s", "retention_s")
+# Fields in Unix seconds that SDK callers may give as an aware datetime.
+TIME_FIELDS = ("start_at", "end_at")
+
+
+def convert_sdk_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """Return `fields` with timedeltas as seconds and aware datetimes as Unix seconds.
+
+    Both SDK transports run this first, so they accept the same values and
+    raise the same errors. A naive datetime raises ValidationError because
+    its time zone would be a guess.
+    """
+    converted = dict(fields)
+    for name in DURATION_FIELDS:
+        if isinstance(converted.get(name), timedelta):
+            converted[name] = converted[name].total_seconds()
+    for name in TIME_FIELDS:
+        moment = converted.get(name)
+        if isinstance(moment, datetime):
+            if moment.tzinfo is None or moment.utcoffset() is None:
+                raise ValidationError(
+                    f"invalid {name} {moment.isoformat()}: the datetime has no time "
+                    "zone; pass an aware datetime such as datetime(2026, 12, 1, 9, "
+                    "tzinfo=timezone.utc), or Unix seconds"
+                )
+            converted[name] = moment.timestamp()
+    reject_non_finite(converted)
+    return converted
 
 
 def reject_non_finite(fields: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from ..models import Schedule
-from ..schedule_input import reject_non_finite
+from ..schedule_input import convert_sdk_values
 
 
 class HTTPScheduleMethods:
@@ -18,7 +18,7 @@ class HTTPScheduleMethods:
         self, name: str, queue: str, *, paused: bool = False, **fields: Any
     ) -> Schedule:
         """Store a new schedule that posts to `queue`; see Engine.create_schedule."""
-        reject_non_finite(fields)
+        fields = convert_sdk_values(fields)
         body = {**fields, "name": name, "queue": queue, "paused": paused}
         return Schedule(**self._request("POST", "/schedules", body))
 
@@ -26,13 +26,13 @@ class HTTPScheduleMethods:
         self, name: str, queue: str, *, source: str = "api", **fields: Any
     ) -> Schedule:
         """Create a schedule or replace its whole definition; idempotent."""
-        reject_non_finite(fields)
+        fields = convert_sdk_values(fields)
         body = {**fields, "queue": queue, "source": source}
         return Schedule(**self._request("PUT", _schedule_path(name), body))
 
     def update_schedule(self, name: str, **changes: Any) -> Schedule:
         """Change some definition fields; a None value clears an optional one."""
-        reject_non_finite(changes)
+        changes = convert_sdk_values(changes)
         return Schedule(**self._request("PATCH", _schedule_path(name), changes))
 
     def get_schedule(self, name: str) -> Schedule:
