@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -153,3 +154,28 @@ def test_create_non_finite_rejected(cli: Cli, flag: str, value: str) -> None:
     assert done.returncode != 0
     assert "finite" in done.stderr.decode()
     assert "odd" not in cli.ok("schedules", "list")
+
+
+def test_queue_delete_names_schedules(cli: Cli) -> None:
+    cli.ok("queue", "create", "doomed")
+    cli.ok("schedules", "create", "feeder", "doomed", "--every-s", "30")
+    done = cli("queue", "delete", "doomed", "--yes")
+    assert done.returncode == 0
+    assert "schedules feeder post to queue doomed" in done.stderr.decode()
+
+
+def test_list_shows_last_error(cli: Cli) -> None:
+    cli.ok("queue", "create", "gone")
+    cli.ok("schedules", "create", "lost", "gone", "--every-s", "1")
+    cli.ok("queue", "delete", "gone", "--yes")
+    with connect(cli.url) as client:
+        deadline = time.monotonic() + 10
+        while client.get_schedule("lost").last_error is None:
+            assert time.monotonic() < deadline, "no server fired the schedule"
+            if hasattr(client, "run_schedules"):
+                client.run_schedules()
+            else:
+                time.sleep(0.2)
+    out = cli.ok("schedules", "list")
+    assert "Error" in out
+    assert "queue 'gone' does not exist" in out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -323,6 +324,32 @@ def test_deleted_queue_records_error(engine, queue, clock):
     schedule = engine.get_schedule("tick")
     assert "does not exist" in schedule.last_error
     assert schedule.next_fire_at == schedule.start_at + 60
+
+
+def test_missing_queue_warning_rate_limited(engine, queue, clock, caplog):
+    name = "orphan-" + uuid.uuid4().hex[:8]
+    every(engine, name=name, interval_s=30)
+    engine.delete_queue("jobs")
+    with caplog.at_level("WARNING", logger="conveyor.store.schedules"):
+        for _ in range(4):
+            engine.run_schedules()
+            clock.advance(30)
+    reports = [r for r in caplog.records if "could not post" in r.getMessage()]
+    assert len(reports) == 1
+    clock.advance(300)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="conveyor.store.schedules"):
+        engine.run_schedules()
+    reports = [r.getMessage() for r in caplog.records if "could not post" in r.getMessage()]
+    assert len(reports) == 1
+    assert "more failed ticks since the last report" in reports[0]
+
+
+def test_delete_queue_warns_about_schedules(engine, queue, caplog):
+    every(engine, name="feeder")
+    with caplog.at_level("WARNING", logger="conveyor.engine"):
+        engine.delete_queue("jobs")
+    assert "schedules feeder still post to it" in caplog.text
 
 
 INVALID = [

@@ -68,7 +68,8 @@ def list_schedules(options: ClientOptions, queue: str | None, limit: int) -> Non
         return
     print_table(
         "Schedules",
-        ["Name", "Queue", "Timing", "State", "Runs", "Last tick", "Next tick", "Source"],
+        ["Name", "Queue", "Timing", "State", "Runs", "Last tick", "Next tick", "Source",
+         "Error"],
         [
             (
                 s.name,
@@ -79,6 +80,7 @@ def list_schedules(options: ClientOptions, queue: str | None, limit: int) -> Non
                 format_time(s.last_fire_at),
                 format_time(s.next_fire_at),
                 s.source,
+                _short_error(s.last_error),
             )
             for s in schedules
         ],
@@ -118,6 +120,14 @@ def show_schedule(options: ClientOptions, name: str) -> None:
         if key in template:
             rows.append((key, orjson.dumps(template[key]).decode()))
     print_table(f"Schedule {schedule.name}", ["Field", "Value"], rows, wrapped=("Value",))
+
+
+def _short_error(error: str | None, max_chars: int = 60) -> str:
+    """Return the last error cut to `max_chars`, or "-"; `show` prints it whole."""
+    if error is None:
+        return "-"
+    error = error.split(" posted nothing: ", 1)[-1]
+    return error if len(error) <= max_chars else error[: max_chars - 3] + "..."
 
 
 class FiniteFloat(click.ParamType):

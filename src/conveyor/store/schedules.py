@@ -34,6 +34,7 @@ from ..schedule_input import (
 )
 from ..schedule_times import FirePlan, PlannedTick, plan_ticks, to_iso
 from ..validation import prepare
+from .schedule_post_errors import POST_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -360,11 +361,9 @@ def _fire_tick(
     try:
         result = post(schedule.queue, [build_message(schedule.message, headers)], now)[0]
     except ConveyorError as exc:
-        logger.warning(
-            "Schedule %s could not post its tick %s to queue %s: %s",
-            schedule.name, to_iso(tick.at), schedule.queue, exc,
-        )
+        POST_ERRORS.failed(schedule.name, schedule.queue, tick.at, str(exc), now)
         return f"tick {to_iso(tick.at)} posted nothing: {exc}"
+    POST_ERRORS.posted(schedule.name)
     execute(sql.SET_TICK_MESSAGE, (result.id, schedule.name, tick_ms))
     logger.debug(
         "Schedule %s fired tick %s: message %s in queue %s",
