@@ -179,3 +179,10 @@ def test_list_shows_last_error(cli: Cli) -> None:
     out = cli.ok("schedules", "list")
     assert "Error" in out
     assert "queue 'gone' does not exist" in out
+
+
+def test_create_without_timing_names_flags(cli: Cli) -> None:
+    done = cli("schedules", "create", "untimed", "jobs")
+    assert done.returncode != 0
+    assert "--cron" in done.stderr.decode()
+    assert "--every-s" in done.stderr.decode()

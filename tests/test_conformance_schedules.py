@@ -311,6 +311,27 @@ def test_fifo_queue_needs_group(engine, clock):
     assert engine.peek("ordered")[0].group == "g"
 
 
+@pytest.mark.parametrize("cron,expected", [
+    ("0 0 30 2 *", "the date never occurs"),
+    ("61 * * * *", "the minute field (field 1) '61'"),
+    ("* * * * 9", "the day-of-week field (field 5) '9'"),
+    ("* 24 * * *", "use 0-23"),
+])
+def test_cron_error_names_field(engine, queue, cron, expected):
+    with pytest.raises(ValidationError) as caught:
+        engine.create_schedule("bad", "jobs", cron=cron)
+    assert expected in caught.value.detail
+    assert "use five fields" not in caught.value.detail
+
+
+def test_fifo_error_names_group(engine, clock):
+    engine.create_queue("ordered", {"type": "fifo"})
+    with pytest.raises(ValidationError) as caught:
+        engine.create_schedule("s", "ordered", interval_s=60, body=1)
+    assert "the schedule needs a group" in caught.value.detail
+    assert "--group" in caught.value.detail
+
+
 def test_missing_queue_rejected(engine):
     with pytest.raises(QueueNotFound):
         engine.create_schedule("s", "nowhere", interval_s=60, body=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -210,3 +211,41 @@ def test_sync_logs_changed_definition(tmp_path, caplog):
         second.close()
     assert "Schedule beat of task misc.beat changed on sync" in caplog.text
     assert "interval_s 60.0 -> 90.0" in caplog.text
+
+
+def test_task_above_periodic_says_order(app):
+    with pytest.raises(ValidationError) as caught:
+        @app.task(queue="misc", name="misc.upside")
+        @app.periodic(every=60, queue="misc", task_name="misc.upside")
+        def upside() -> None:
+            return None
+    assert "put @app.periodic on top of @app.task" in caught.value.detail
+
+
+def test_periodic_unknown_keyword_lists_options(app):
+    with pytest.raises(ValidationError) as caught:
+        @app.periodic(every=60, catchup="once")
+        @app.task(queue="misc", name="misc.typo")
+        def typo() -> None:
+            return None
+    assert "'catchup'" in caught.value.detail
+    assert "catch_up" in caught.value.detail
+    assert "grace" in caught.value.detail
+
+
+def test_finished_schedule_not_warned(app, caplog):
+    app.client.create_queue("misc")
+    app.client.put_schedule(
+        "done", "misc", source="code", interval_s=60,
+        start_at=time.time() - 90, end_at=time.time() - 10,
+    )
+    assert app.client.get_schedule("done").state == "finished"
+
+    @app.periodic(every=60)
+    @app.task(queue="misc", name="misc.other")
+    def other() -> None:
+        return None
+
+    with caplog.at_level(logging.WARNING, logger="conveyor.tasks.periodic"):
+        app.sync_schedules()
+    assert "done" not in caplog.text

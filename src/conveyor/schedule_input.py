@@ -31,6 +31,14 @@ SCHEDULE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}")
 MIN_INTERVAL_S = 1.0
 MAX_INTERVAL_S = 366 * 86_400.0
 MAX_CRON_LENGTH = 200
+# The five cron fields in order, with the values each accepts.
+CRON_FIELD_RULES = {
+    "minute": "0-59",
+    "hour": "0-23",
+    "day-of-month": "1-31 or L",
+    "month": "1-12 or JAN-DEC",
+    "day-of-week": "0-7 or SUN-SAT (0 and 7 are Sunday)",
+}
 MAX_TIMEZONE_LENGTH = 64
 MAX_RUNS_LIMIT = 10**9
 DEFAULT_CATCH_UP_LIMIT = 100
@@ -268,11 +276,34 @@ def _check_cron(cron: Any, zone: str) -> str:
     try:
         CronSim(cron, datetime.now(tz=timezone.utc).astimezone(ZoneInfo(zone)))
     except CronSimError as exc:
-        raise ValidationError(
-            f"invalid cron expression {cron!r}: {exc}; use five fields "
-            "(minute hour day-of-month month day-of-week), e.g. '0 9 * * 1-5'"
-        ) from exc
+        raise ValidationError(_explain_cron_error(cron, fields, str(exc))) from exc
     return " ".join(fields)
+
+
+def _explain_cron_error(cron: str, fields: list[str], error: str) -> str:
+    """Return a message that names the bad field of a five-field expression.
+
+    cronsim (2.9) reports errors as "Bad <field>"; other wording is passed on.
+    """
+    bad = next((name for name in CRON_FIELD_RULES if error == f"Bad {name}"), None)
+    if bad is None:
+        return f"invalid cron expression {cron!r}: {error}; e.g. '0 9 * * 1-5'"
+    position = list(CRON_FIELD_RULES).index(bad)
+    day, month = fields[2], fields[3]
+    if bad == "day-of-month" and _is_day_number(day):
+        return (
+            f"invalid cron expression {cron!r}: the date never occurs, because no "
+            f"month in {month!r} has a day {day}; pick a day that exists in those months"
+        )
+    return (
+        f"invalid cron expression {cron!r}: the {bad} field (field {position + 1}) "
+        f"{fields[position]!r} is invalid; use {CRON_FIELD_RULES[bad]}, as a single "
+        "value, a list (1,15), a range (1-5) or a step (*/15)"
+    )
+
+
+def _is_day_number(field: str) -> bool:
+    return field.isdigit() and 1 <= int(field) <= 31
 
 
 def _check_timezone(zone: Any) -> str:

@@ -253,6 +253,13 @@ def create_schedule(options: ClientOptions, name: str, queue: str, **flags: Any)
         "end_at": _parse_time(flags.pop("end"), "--end"),
         **flags,
     }
+    if fields.get("cron") is None and fields.get("interval_s") is None:
+        raise click.UsageError(
+            "a schedule needs its timing: give --cron EXPRESSION (with an optional "
+            "--timezone) or --every-s SECONDS"
+        )
+    if fields.get("cron") is not None and fields.get("interval_s") is not None:
+        raise click.UsageError("give either --cron or --every-s, not both")
     paused = fields.pop("paused")
     fields = {key: value for key, value in fields.items() if value is not None}
     with open_client(options) as client:

@@ -21,7 +21,12 @@ from typing import Any, Callable
 
 import orjson
 
-from ..errors import ConveyorError, ScheduleAlreadyExists, ScheduleNotFound
+from ..errors import (
+    ConveyorError,
+    ScheduleAlreadyExists,
+    ScheduleNotFound,
+    ValidationError,
+)
 from ..models import NewMessage, PostResult, Schedule
 from ..policy import PreparedMessage
 from ..schedule_input import (
@@ -68,7 +73,7 @@ def create_schedule(
     check_queue: CheckQueue,
 ) -> Schedule:
     """Store a new schedule, or raise ScheduleAlreadyExists."""
-    check_queue(spec.queue, build_message(spec.template, {}))
+    _check_target_queue(check_queue, spec)
     next_fire_at = spec.timing.next_after(now - 0.001)
     inserted = execute(sql.INSERT_SCHEDULE, (
         name, spec.queue, spec.cron, spec.timezone, spec.interval_s, spec.start_at,
@@ -131,6 +136,24 @@ def put_schedule(
     return _replace_definition(execute, sql, current, spec, source, now, check_queue), "updated"
 
 
+def _check_target_queue(check_queue: CheckQueue, spec: ScheduleSpec) -> None:
+    """Check that the queue accepts the template, with schedule words in group errors."""
+    try:
+        check_queue(spec.queue, build_message(spec.template, {}))
+    except ValidationError as exc:
+        if spec.template.get("group") is None and "has no group" in exc.detail:
+            raise ValidationError(
+                f"queue {spec.queue!r} is a fifo queue, so the schedule needs a group "
+                "for its messages; set group (--group in the CLI)"
+            ) from exc
+        if spec.template.get("group") is not None and "standard queue" in exc.detail:
+            raise ValidationError(
+                f"queue {spec.queue!r} is a standard queue, so the schedule may not "
+                "set a group; remove group (--group in the CLI), or post to a fifo queue"
+            ) from exc
+        raise
+
+
 def update_schedule(
     execute: Execute,
     sql: ModuleType,
@@ -167,7 +190,7 @@ def _replace_definition(
     now: float,
     check_queue: CheckQueue,
 ) -> Schedule:
-    check_queue(spec.queue, build_message(spec.template, {}))
+    _check_target_queue(check_queue, spec)
     next_fire_at = spec.timing.next_after(now - 0.001)
     if spec.max_runs is not None and current.run_count >= spec.max_runs:
         next_fire_at = None

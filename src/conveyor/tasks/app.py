@@ -199,6 +199,12 @@ class Conveyor:
         batch_size: int | None = None,
         batch_wait_s: float | None = None,
     ) -> Task:
+        if isinstance(fn, Task):
+            raise ValidationError(
+                f"@app.task is applied to {fn.name!r}, which is a task already, "
+                "e.g. because @app.task sits above @app.periodic; put @app.periodic "
+                "on top of @app.task, or use @app.periodic alone with the task options"
+            )
         name = name if name is not None else _default_name(fn)
         _check_function(fn, name)
         validate_queue_name(queue)
@@ -290,7 +296,10 @@ class Conveyor:
                 self.periodic_schedules[declared.name] = declared
             return task
 
-        check_option_names("@app.periodic", task_options, TASK_OPTION_NAMES)
+        check_option_names(
+            "@app.periodic", task_options,
+            (*PERIODIC_OPTION_NAMES, "task_name", *(n for n in TASK_OPTION_NAMES if n != "name")),
+        )
         return decorate if fn is None else decorate(fn)
 
     def sync_schedules(self, queues: Sequence[str] | None = None) -> list[Any]:
@@ -339,6 +348,12 @@ class Conveyor:
 
 TASK_OPTION_NAMES = tuple(
     name for name in inspect.signature(Conveyor._register).parameters if name not in ("self", "fn")
+)
+# The schedule options of @app.periodic; it also takes the task options,
+# with task_name for the task's name.
+PERIODIC_OPTION_NAMES = tuple(
+    name for name in inspect.signature(Conveyor.periodic).parameters
+    if name not in ("self", "fn", "task_options")
 )
 
 

@@ -204,7 +204,7 @@ def _warn_about_removed(
     app_queues = set(queues) if queues is not None else set(app.queues())
     for queue in sorted(app_queues):
         for schedule in app.client.list_schedules(queue=queue, source="code", limit=1000):
-            if schedule.name not in names:
+            if schedule.name not in names and schedule.state != "finished":
                 logger.warning(
                     "Schedule %s on queue %s was declared in code but this app no "
                     "longer declares it; it keeps firing until deleted with "
