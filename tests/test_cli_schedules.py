@@ -186,3 +186,52 @@ def test_create_without_timing_names_flags(cli: Cli) -> None:
     assert done.returncode != 0
     assert "--cron" in done.stderr.decode()
     assert "--every-s" in done.stderr.decode()
+
+
+def test_update_changes_given_fields(cli: Cli) -> None:
+    cli.ok("schedules", "create", "edit", "jobs", "--every-s", "30", "--catch-up", "once",
+           "--header", "team=ops")
+    updated = cli.json("schedules", "update", "edit", "--every-s", "60",
+                       "--header", "team=dev", "--body", '{"v": 2}', "--pause")
+    assert updated["interval_s"] == 60.0
+    assert updated["catch_up"] == "once"
+    assert updated["message"]["headers"] == {"team": "dev"}
+    assert updated["message"]["body"] == {"v": 2}
+    assert updated["state"] == "paused"
+
+
+def test_update_resume_and_clear_headers(cli: Cli) -> None:
+    cli.ok("schedules", "create", "edit2", "jobs", "--every-s", "30", "--paused",
+           "--header", "team=ops")
+    updated = cli.json("schedules", "update", "edit2", "--clear-headers", "--resume")
+    assert "headers" not in updated["message"]
+    assert updated["state"] == "active"
+
+
+def test_update_without_flags_fails(cli: Cli) -> None:
+    cli.ok("schedules", "create", "edit3", "jobs", "--every-s", "30")
+    done = cli("schedules", "update", "edit3")
+    assert done.returncode != 0
+    assert "nothing to change" in done.stderr.decode()
+
+
+def test_ticks_lists_fired(cli: Cli) -> None:
+    cli.ok("schedules", "create", "fired", "jobs", "--every-s", "1")
+    with connect(cli.url) as client:
+        deadline = time.monotonic() + 10
+        while not client.list_schedule_ticks("fired"):
+            assert time.monotonic() < deadline, "no server fired the schedule"
+            if hasattr(client, "run_schedules"):
+                client.run_schedules()
+            else:
+                time.sleep(0.2)
+    out = cli.ok("schedules", "ticks", "fired", env={"TZ": "UTC"})
+    assert "Ticks of schedule fired" in out
+    assert "+00:00" in out
+
+
+def test_show_prints_utc_offset(cli: Cli) -> None:
+    cli.ok("schedules", "create", "zoned", "jobs", "--every-s", "30",
+           "--start", "2030-01-01T00:00:00+00:00")
+    out = cli.ok("schedules", "show", "zoned", env={"TZ": "UTC"})
+    assert "2030-01-01 00:00:00+00:00" in out

@@ -227,3 +227,27 @@ def test_naive_datetime_rejected_alike(client, queue) -> None:
         client.create_schedule(new_name(), queue, interval_s=60, start_at=datetime(2030, 1, 1))
     assert "start_at" in caught.value.detail
     assert "time zone" in caught.value.detail
+
+
+def test_list_pages_with_after(client, queue) -> None:
+    names = sorted(new_name() for _ in range(5))
+    for name in names:
+        client.create_schedule(name, queue, interval_s=60)
+    first = client.list_schedules(queue=queue, limit=3)
+    second = client.list_schedules(queue=queue, limit=3, after=first[-1].name)
+    assert [s.name for s in first] == names[:3]
+    assert [s.name for s in second] == names[3:]
+
+
+def test_http_list_returns_next_cursor(http_server) -> None:
+    queue = "s-" + uuid.uuid4().hex[:12]
+    with connect(http_server.url) as http:
+        http.create_queue(queue)
+        for _ in range(3):
+            http.create_schedule(new_name(), queue, interval_s=60)
+    full = httpx.get(f"{http_server.url}/v1/schedules", params={"queue": queue, "limit": 2})
+    last = httpx.get(f"{http_server.url}/v1/schedules",
+                     params={"queue": queue, "limit": 2, "after": full.json()["next_cursor"]})
+    assert full.json()["next_cursor"] == full.json()["schedules"][-1]["name"]
+    assert len(last.json()["schedules"]) == 1
+    assert last.json()["next_cursor"] is None

@@ -103,15 +103,25 @@ class ScheduleMethods:
         return self._schedules.get(validate_schedule_name(name))
 
     def list_schedules(
-        self, queue: str | None = None, source: str | None = None, limit: int = 100
+        self,
+        queue: str | None = None,
+        source: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
     ) -> list[Schedule]:
-        """Return schedules by name, optionally only those of a queue or a source."""
+        """Return schedules by name, optionally only those of a queue or a source.
+
+        `after` pages: pass the last name of the previous page to get the
+        schedules whose names sort after it.
+        """
         if queue is not None:
             validate_queue_name(queue)
         if source is not None:
             check_source(source)
+        if after is not None:
+            validate_schedule_name(after)
         check.check_int("limit", limit, 1, MAX_SCHEDULES_LISTED)
-        return self._schedules.list(queue, source, limit)
+        return self._schedules.list(queue, source, limit, after)
 
     def pause_schedule(self, name: str) -> Schedule:
         """Stop firing a schedule until it is resumed."""

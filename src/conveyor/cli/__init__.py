@@ -15,6 +15,7 @@ from .. import __version__
 
 COMMAND_MODULES = (
     "server", "migrate", "queues", "messages", "message", "dlq", "schedules",
+    "schedule_changes",
     "workflows", "worker",
     "demo",
 )

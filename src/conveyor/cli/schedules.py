@@ -1,4 +1,8 @@
-"""`conveyor schedules ...`: list, show, create, pause, resume and delete schedules."""
+"""`conveyor schedules ...`: list, show, create, pause, resume and delete schedules.
+
+`update` and `ticks` live in schedule_changes.py. Times print in local time
+with their UTC offset.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ from .common import (
     ClientOptions,
     client_options,
     confirm_or_fail,
-    format_time,
     open_client,
     option,
     preview_body,
@@ -31,6 +34,13 @@ from .common import (
 def schedules_group() -> None:
     """Create, inspect, pause and delete schedules that post messages on cron
     ticks or at fixed intervals. A `conveyor server` fires them."""
+
+
+def format_zoned_time(timestamp: float | None) -> str:
+    """Format a Unix time in local time with its UTC offset: `2026-05-01 14:03:07+02:00`."""
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(" ", "seconds")
 
 
 def _timing(schedule: Schedule) -> str:
@@ -77,8 +87,8 @@ def list_schedules(options: ClientOptions, queue: str | None, limit: int) -> Non
                 _timing(s),
                 s.state,
                 s.run_count if s.max_runs is None else f"{s.run_count}/{s.max_runs}",
-                format_time(s.last_fire_at),
-                format_time(s.next_fire_at),
+                format_zoned_time(s.last_fire_at),
+                format_zoned_time(s.next_fire_at),
                 s.source,
                 _short_error(s.last_error),
             )
@@ -104,15 +114,16 @@ def show_schedule(options: ClientOptions, name: str) -> None:
         ("Timing", _timing(schedule)),
         ("State", schedule.state),
         ("Source", schedule.source),
-        ("Start", format_time(schedule.start_at)),
-        ("End", format_time(schedule.end_at)),
+        ("Start", format_zoned_time(schedule.start_at)),
+        ("End", format_zoned_time(schedule.end_at)),
         ("Runs", schedule.run_count if schedule.max_runs is None
          else f"{schedule.run_count} of {schedule.max_runs}"),
         ("Catch-up", schedule.catch_up if schedule.catch_up != "all"
          else f"all, at most {schedule.catch_up_limit}"),
         ("Grace", f"{schedule.grace_s:g} s"),
-        ("Last tick", format_time(schedule.last_fire_at)),
-        ("Next ticks", ", ".join(format_time(t) for t in schedule.next_fire_times) or "-"),
+        ("Last tick", format_zoned_time(schedule.last_fire_at)),
+        ("Next ticks",
+         ", ".join(format_zoned_time(t) for t in schedule.next_fire_times) or "-"),
         ("Last error", schedule.last_error or "-"),
         ("Body", preview_body(template.get("body"))),
     ]
@@ -155,7 +166,7 @@ def _next_tick_text(schedule: Schedule) -> str:
         return "paused, so no tick fires until it is resumed"
     if schedule.state == "finished":
         return "finished, with no tick left"
-    return f"next tick {format_time(schedule.next_fire_at)}"
+    return f"next tick {format_zoned_time(schedule.next_fire_at)}"
 
 
 def _parse_time(value: str | None, name: str) -> float | None:

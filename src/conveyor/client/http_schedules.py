@@ -39,10 +39,19 @@ class HTTPScheduleMethods:
         return Schedule(**self._request("GET", _schedule_path(name)))
 
     def list_schedules(
-        self, queue: str | None = None, source: str | None = None, limit: int = 100
+        self,
+        queue: str | None = None,
+        source: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
     ) -> list[Schedule]:
-        """Return schedules by name, optionally only those of a queue or a source."""
+        """Return schedules by name, optionally only those of a queue or a source.
+
+        `after` pages: pass the last name of the previous page.
+        """
         params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
         if queue is not None:
             params["queue"] = queue
         if source is not None:

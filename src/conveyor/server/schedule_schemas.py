@@ -106,6 +106,9 @@ class ScheduleModel(BaseModel):
 
 class ScheduleList(BaseModel):
     schedules: list[ScheduleModel] = Field(description="By name")
+    next_cursor: str | None = Field(
+        description="Pass as `after` for the next page; null on the last page"
+    )
 
 
 class ScheduleDeleted(BaseModel):

@@ -74,7 +74,8 @@ SELECT_DUE_SCHEDULE = (
 )
 SELECT_SCHEDULES = (
     f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE (%s::text IS NULL OR queue = %s) "
-    "AND (%s::text IS NULL OR source = %s) ORDER BY name LIMIT %s"
+    "AND (%s::text IS NULL OR source = %s) AND (%s::text IS NULL OR name > %s) "
+    "ORDER BY name LIMIT %s"
 )
 SELECT_DUE_NAMES = (
     "SELECT name FROM schedules WHERE NOT paused AND next_fire_at <= %s "

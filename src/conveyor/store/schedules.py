@@ -226,10 +226,16 @@ def get_schedule(
 
 
 def list_schedules(
-    execute: Execute, sql: ModuleType, queue: str | None, source: str | None, limit: int
+    execute: Execute,
+    sql: ModuleType,
+    queue: str | None,
+    source: str | None,
+    limit: int,
+    after: str | None = None,
 ) -> list[Schedule]:
-    """Return schedules by name, optionally of one queue or one source."""
-    rows = execute(sql.SELECT_SCHEDULES, (queue, queue, source, source, limit)).fetchall()
+    """Return schedules by name, optionally of one queue or one source, after a name."""
+    params = (queue, queue, source, source, after, after, limit)
+    rows = execute(sql.SELECT_SCHEDULES, params).fetchall()
     return [schedule_from_row(row) for row in rows]
 
 
@@ -564,9 +570,11 @@ class ScheduleStore:
     def get(self, name: str) -> Schedule:
         return self._read(lambda execute: get_schedule(execute, self._sql, name))
 
-    def list(self, queue: str | None, source: str | None, limit: int) -> list[Schedule]:
+    def list(
+        self, queue: str | None, source: str | None, limit: int, after: str | None = None
+    ) -> list[Schedule]:
         return self._read(
-            lambda execute: list_schedules(execute, self._sql, queue, source, limit)
+            lambda execute: list_schedules(execute, self._sql, queue, source, limit, after)
         )
 
     def due_names(self, now: float, limit: int) -> list[str]:

@@ -67,7 +67,7 @@ SELECT_DUE_SCHEDULE = (
 )
 SELECT_SCHEDULES = (
     f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE (? IS NULL OR queue = ?) "
-    "AND (? IS NULL OR source = ?) ORDER BY name LIMIT ?"
+    "AND (? IS NULL OR source = ?) AND (? IS NULL OR name > ?) ORDER BY name LIMIT ?"
 )
 SELECT_DUE_NAMES = (
     "SELECT name FROM schedules WHERE paused = 0 AND next_fire_at <= ? "
