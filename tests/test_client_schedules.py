@@ -251,3 +251,10 @@ def test_http_list_returns_next_cursor(http_server) -> None:
     assert full.json()["next_cursor"] == full.json()["schedules"][-1]["name"]
     assert len(last.json()["schedules"]) == 1
     assert last.json()["next_cursor"] is None
+
+
+def test_long_name_echo_capped(http_server) -> None:
+    name = "x" * 5000
+    response = httpx.get(f"{http_server.url}/v1/schedules/-{name}")
+    assert response.status_code == 422
+    assert len(response.text) < 1000

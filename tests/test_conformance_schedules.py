@@ -398,6 +398,7 @@ INVALID = [
     ({"interval_s": 60, "body": "x" * 70_000}, "bytes"),
     ({"interval_s": 60, "body": b"binary"}, "JSON"),
     ({"interval_s": 60, "headers": {"conveyor-schedule": "x"}}, "conveyor-schedule"),
+    ({"interval_s": 60, "headers": {"Conveyor-Schedule-Tick": "x"}}, "Conveyor-Schedule-Tick"),
     ({"interval_s": 60, "priority": 5000}, "priority"),
     ({"interval_s": 60, "colour": "red"}, "colour"),
     ({"interval_s": 60, "grace_s": -1}, "grace_s"),

@@ -249,3 +249,13 @@ def test_finished_schedule_not_warned(app, caplog):
     with caplog.at_level(logging.WARNING, logger="conveyor.tasks.periodic"):
         app.sync_schedules()
     assert "done" not in caplog.text
+
+
+def test_default_name_of_script_task(app):
+    def f() -> None:
+        return None
+
+    f.__module__ = "__main__"
+    f.__qualname__ = "f"
+    app.periodic(every=60, queue="misc")(f)
+    assert list(app.periodic_schedules) == ["main.f"]

@@ -27,6 +27,8 @@ from .models import NewMessage
 from .schedule_times import CATCH_UP_POLICIES, Timing
 from .settings import validate_queue_name
 
+# Error messages quote at most this many characters of a bad value.
+MAX_ECHO_CHARS = 100
 SCHEDULE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}")
 MIN_INTERVAL_S = 1.0
 MAX_INTERVAL_S = 366 * 86_400.0
@@ -96,11 +98,19 @@ class ScheduleSpec:
         return fields
 
 
+def echo(value: Any, max_chars: int = MAX_ECHO_CHARS) -> str:
+    """Return repr(value) for an error message, cut to `max_chars` with its full length."""
+    text = repr(value)
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}... ({len(text)} characters)"
+
+
 def validate_schedule_name(name: Any) -> str:
     """Return the name, or raise ValidationError naming the rule it breaks."""
     if not isinstance(name, str) or not SCHEDULE_NAME_RE.fullmatch(name):
         raise ValidationError(
-            f"invalid schedule name {name!r}: use 1 to 80 letters, digits, "
+            f"invalid schedule name {echo(name)}: use 1 to 80 letters, digits, "
             "'_', '.' or '-', starting with a letter or digit"
         )
     return name
@@ -263,7 +273,7 @@ def _check_timing_rule(fields: dict[str, Any]) -> tuple[str | None, str, float |
 def _check_cron(cron: Any, zone: str) -> str:
     if not isinstance(cron, str) or not 1 <= len(cron) <= MAX_CRON_LENGTH:
         raise ValidationError(
-            f"invalid cron expression {cron!r}: use a string of at most "
+            f"invalid cron expression {echo(cron)}: use a string of at most "
             f"{MAX_CRON_LENGTH} characters such as '0 9 * * 1-5'"
         )
     fields = cron.split()
@@ -311,7 +321,7 @@ def _check_timezone(zone: Any) -> str:
         return "UTC"
     if not isinstance(zone, str) or not 1 <= len(zone) <= MAX_TIMEZONE_LENGTH:
         raise ValidationError(
-            f"invalid timezone {zone!r}: use an IANA time zone name such as "
+            f"invalid timezone {echo(zone)}: use an IANA time zone name such as "
             "'Europe/Berlin' or 'UTC'"
         )
     if zone not in iana_zone_names():
@@ -407,7 +417,7 @@ def _check_template_headers(headers: Any) -> None:
             f"the schedule's headers must be an object of at most "
             f"{MAX_TEMPLATE_HEADERS} string entries"
         )
-    reserved = sorted(set(headers) & set(RESERVED_HEADERS))
+    reserved = sorted(name for name in headers if str(name).lower() in RESERVED_HEADERS)
     if reserved:
         raise ValidationError(
             f"the schedule's headers set {', '.join(map(repr, reserved))}, which every "

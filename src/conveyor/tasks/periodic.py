@@ -127,8 +127,17 @@ def _definition_fields(
 
 
 def default_name(task: Task) -> str:
-    """Return the schedule name for a task: its name with other characters as '-'."""
-    name = _NOT_IN_NAME.sub("-", task.name).lstrip("-_.")[:80]
+    """Return the schedule name for a task, following the rule in docs/schedules.md.
+
+    A leading "__main__." (a task defined in a script) becomes "main.". Then
+    each run of characters other than letters, digits, '_', '.' and '-'
+    becomes '-', leading characters other than letters and digits are
+    dropped, and the name is cut to 80 characters.
+    """
+    name = task.name
+    if name.startswith("__main__."):
+        name = "main." + name.removeprefix("__main__.")
+    name = _NOT_IN_NAME.sub("-", name).lstrip("-_.")[:80]
     return name or "periodic"
 
 
