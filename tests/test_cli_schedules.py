@@ -235,3 +235,19 @@ def test_show_prints_utc_offset(cli: Cli) -> None:
            "--start", "2030-01-01T00:00:00+00:00")
     out = cli.ok("schedules", "show", "zoned", env={"TZ": "UTC"})
     assert "2030-01-01 00:00:00+00:00" in out
+
+
+def test_message_show_prints_headers(cli: Cli) -> None:
+    cli.ok("schedules", "create", "shown", "jobs", "--every-s", "1")
+    with connect(cli.url) as client:
+        deadline = time.monotonic() + 10
+        while not client.list_schedule_ticks("shown"):
+            assert time.monotonic() < deadline, "no server fired the schedule"
+            if hasattr(client, "run_schedules"):
+                client.run_schedules()
+            else:
+                time.sleep(0.2)
+        message_id = client.list_schedule_ticks("shown")[-1]["message_id"]
+    out = cli.ok("message", "show", message_id)
+    assert "header conveyor-schedule " in out
+    assert "shown" in out
