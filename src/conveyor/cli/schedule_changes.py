@@ -24,11 +24,11 @@ from .common import (
 )
 from .schedules import (
     FINITE_FLOAT,
-    _next_tick_text,
-    _parse_headers,
-    _parse_time,
-    _timing,
+    describe_timing,
     format_zoned_time,
+    next_tick_text,
+    parse_headers,
+    parse_time,
     schedules_group,
 )
 
@@ -96,8 +96,8 @@ def update_schedule(options: ClientOptions, name: str, **flags: Any) -> None:
         print_json(schedule.to_wire())
         return
     print_line(
-        f"Updated schedule {schedule.name} ({_timing(schedule)}) posting to queue "
-        f"{schedule.queue}; {_next_tick_text(schedule)}."
+        f"Updated schedule {schedule.name} ({describe_timing(schedule)}) posting to queue "
+        f"{schedule.queue}; {next_tick_text(schedule)}."
     )
 
 
@@ -112,14 +112,14 @@ def _changes_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
     for flag, field in (("start", "start_at"), ("end", "end_at")):
         value = changes.pop(flag, None)
         if value is not None:
-            changes[field] = _parse_time(value, f"--{flag}")
+            changes[field] = parse_time(value, f"--{flag}")
     if body_json is not None:
         try:
             changes["body"] = orjson.loads(body_json)
         except orjson.JSONDecodeError as exc:
             raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--body") from exc
     if headers:
-        changes["headers"] = _parse_headers(headers)
+        changes["headers"] = parse_headers(headers)
     if clear_headers:
         changes["headers"] = None
     return changes

@@ -43,7 +43,7 @@ def format_zoned_time(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp).astimezone().isoformat(" ", "seconds")
 
 
-def _timing(schedule: Schedule) -> str:
+def describe_timing(schedule: Schedule) -> str:
     if schedule.cron is not None:
         return f"{schedule.cron} ({schedule.timezone})"
     return f"every {schedule.interval_s:g}s"
@@ -84,7 +84,7 @@ def list_schedules(options: ClientOptions, queue: str | None, limit: int) -> Non
             (
                 s.name,
                 s.queue,
-                _timing(s),
+                describe_timing(s),
                 s.state,
                 s.run_count if s.max_runs is None else f"{s.run_count}/{s.max_runs}",
                 format_zoned_time(s.last_fire_at),
@@ -111,7 +111,7 @@ def show_schedule(options: ClientOptions, name: str) -> None:
     template = schedule.message
     rows = [
         ("Queue", schedule.queue),
-        ("Timing", _timing(schedule)),
+        ("Timing", describe_timing(schedule)),
         ("State", schedule.state),
         ("Source", schedule.source),
         ("Start", format_zoned_time(schedule.start_at)),
@@ -161,7 +161,7 @@ class FiniteFloat(click.ParamType):
 FINITE_FLOAT = FiniteFloat()
 
 
-def _next_tick_text(schedule: Schedule) -> str:
+def next_tick_text(schedule: Schedule) -> str:
     if schedule.state == "paused":
         return "paused, so no tick fires until it is resumed"
     if schedule.state == "finished":
@@ -169,7 +169,7 @@ def _next_tick_text(schedule: Schedule) -> str:
     return f"next tick {format_zoned_time(schedule.next_fire_at)}"
 
 
-def _parse_time(value: str | None, name: str) -> float | None:
+def parse_time(value: str | None, name: str) -> float | None:
     """Read an ISO 8601 time with an offset, or Unix seconds."""
     if value is None:
         return None
@@ -200,7 +200,7 @@ def _parse_time(value: str | None, name: str) -> float | None:
     return moment.timestamp()
 
 
-def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str] | None:
+def parse_headers(pairs: tuple[str, ...]) -> dict[str, str] | None:
     headers: dict[str, str] = {}
     for pair in pairs:
         key, separator, value = pair.partition("=")
@@ -259,9 +259,9 @@ def create_schedule(options: ClientOptions, name: str, queue: str, **flags: Any)
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--body") from exc
     fields = {
         "body": body,
-        "headers": _parse_headers(flags.pop("headers")),
-        "start_at": _parse_time(flags.pop("start"), "--start"),
-        "end_at": _parse_time(flags.pop("end"), "--end"),
+        "headers": parse_headers(flags.pop("headers")),
+        "start_at": parse_time(flags.pop("start"), "--start"),
+        "end_at": parse_time(flags.pop("end"), "--end"),
         **flags,
     }
     if fields.get("cron") is None and fields.get("interval_s") is None:
@@ -280,8 +280,8 @@ def create_schedule(options: ClientOptions, name: str, queue: str, **flags: Any)
         print_json(schedule.to_wire())
         return
     print_line(
-        f"Created schedule {schedule.name} ({_timing(schedule)}) posting to queue "
-        f"{schedule.queue}; {_next_tick_text(schedule)}."
+        f"Created schedule {schedule.name} ({describe_timing(schedule)}) posting to queue "
+        f"{schedule.queue}; {next_tick_text(schedule)}."
     )
 
 
@@ -310,7 +310,7 @@ def resume_schedule(options: ClientOptions, name: str) -> None:
         return
     print_line(
         f"Resumed schedule {schedule.name} (catch-up {schedule.catch_up}); "
-        f"{_next_tick_text(schedule)}."
+        f"{next_tick_text(schedule)}."
     )
 
 

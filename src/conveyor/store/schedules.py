@@ -262,7 +262,7 @@ def set_paused(
         return get_schedule(execute, sql, name)
     execute(sql.UPDATE_PAUSED, (paused, now, name))
     logger.info("Schedule %s %s", name, "paused" if paused else "resumed")
-    if not paused:
+    if not paused and current.next_fire_at is not None:
         _fire_due_ticks(execute, sql, current, now, post, 0.0, "while paused")
     return get_schedule(execute, sql, name)
 
