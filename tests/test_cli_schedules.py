@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Iterator
@@ -251,3 +252,14 @@ def test_message_show_prints_headers(cli: Cli) -> None:
     out = cli.ok("message", "show", message_id)
     assert "header conveyor-schedule " in out
     assert "shown" in out
+
+
+def test_cli_log_lines_use_utc_iso_times(tmp_path: Path) -> None:
+    cli = Cli(f"sqlite:///{tmp_path}/logs.db")
+    cli.ok("queue", "create", "jobs")
+    done = cli("--log-level", "info", "schedules", "create", "logged", "jobs",
+               "--every-s", "30")
+    assert done.returncode == 0
+    lines = [line for line in done.stderr.decode().splitlines() if "INFO" in line]
+    assert lines, "the CLI logged nothing at INFO"
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO ", lines[0])
