@@ -258,3 +258,14 @@ def test_long_name_echo_capped(http_server) -> None:
     response = httpx.get(f"{http_server.url}/v1/schedules/-{name}")
     assert response.status_code == 422
     assert len(response.text) < 1000
+
+
+def test_http_queue_delete_names_schedules(http_server) -> None:
+    queue = "s-" + uuid.uuid4().hex[:12]
+    name = new_name()
+    with connect(http_server.url) as http:
+        http.create_queue(queue)
+        http.create_schedule(name, queue, interval_s=60)
+    response = httpx.delete(f"{http_server.url}/v1/queues/{queue}")
+    assert response.status_code == 200
+    assert response.json()["schedules"] == [name]
