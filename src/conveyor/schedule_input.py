@@ -346,6 +346,9 @@ def iana_zone_names() -> frozenset[str]:
     Names from the host's zoneinfo folder that are no IANA zone (localtime,
     posixrules, right/..., posix/...) are left out, so every server accepts
     the same names. "Factory" is in the list but is no real zone.
+    NOTE: zoneinfo still reads a zone's rules from the host's folder when it
+    has one, so hosts with older system data than tzdata may disagree on
+    recently changed rules.
     """
     listed = importlib.resources.files("tzdata").joinpath("zones").read_text()
     return frozenset(listed.split()) - {"Factory"}
