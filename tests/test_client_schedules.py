@@ -172,3 +172,100 @@ def test_enqueue_in_ignores_client_clock(http_server: ServerProcess, monkeypatch
     app.close()
     assert message.due_at - message.posted_at == pytest.approx(60)
     assert abs(message.posted_at - time.time()) < 30
+
+
+NON_FINITE = [
+    {"cron": "* * * * *", "interval_s": float("nan")},
+    {"interval_s": float("inf")},
+    {"interval_s": 60, "grace_s": float("nan")},
+]
+
+
+@pytest.mark.parametrize("fields", NON_FINITE)
+def test_non_finite_rejected_alike(client, queue, fields) -> None:
+    name = new_name()
+    with pytest.raises(errors.ValidationError) as caught:
+        client.create_schedule(name, queue, **fields)
+    assert "finite" in caught.value.detail
+    assert client.list_schedules(queue=queue) == []
+
+
+def test_update_non_finite_rejected(client, queue) -> None:
+    name = new_name()
+    client.create_schedule(name, queue, interval_s=60)
+    with pytest.raises(errors.ValidationError):
+        client.update_schedule(name, interval_s=float("nan"))
+    assert client.get_schedule(name).interval_s == 60.0
+
+
+def test_timedelta_and_datetime_accepted(client, queue) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2030, 1, 1, 9, tzinfo=timezone.utc)
+    schedule = client.create_schedule(
+        new_name(), queue, interval_s=timedelta(minutes=5), grace_s=timedelta(seconds=10),
+        start_at=start, end_at=start + timedelta(days=1),
+    )
+    assert schedule.interval_s == 300.0
+    assert schedule.grace_s == 10.0
+    assert schedule.start_at == start.timestamp()
+    assert schedule.end_at == start.timestamp() + 86_400
+
+
+def test_update_takes_timedelta(client, queue) -> None:
+    from datetime import timedelta
+
+    name = new_name()
+    client.create_schedule(name, queue, interval_s=60)
+    assert client.update_schedule(name, interval_s=timedelta(hours=1)).interval_s == 3600.0
+
+
+def test_naive_datetime_rejected_alike(client, queue) -> None:
+    from datetime import datetime
+
+    with pytest.raises(errors.ValidationError) as caught:
+        client.create_schedule(new_name(), queue, interval_s=60, start_at=datetime(2030, 1, 1))
+    assert "start_at" in caught.value.detail
+    assert "time zone" in caught.value.detail
+
+
+def test_list_pages_with_after(client, queue) -> None:
+    names = sorted(new_name() for _ in range(5))
+    for name in names:
+        client.create_schedule(name, queue, interval_s=60)
+    first = client.list_schedules(queue=queue, limit=3)
+    second = client.list_schedules(queue=queue, limit=3, after=first[-1].name)
+    assert [s.name for s in first] == names[:3]
+    assert [s.name for s in second] == names[3:]
+
+
+def test_http_list_returns_next_cursor(http_server) -> None:
+    queue = "s-" + uuid.uuid4().hex[:12]
+    with connect(http_server.url) as http:
+        http.create_queue(queue)
+        for _ in range(3):
+            http.create_schedule(new_name(), queue, interval_s=60)
+    full = httpx.get(f"{http_server.url}/v1/schedules", params={"queue": queue, "limit": 2})
+    last = httpx.get(f"{http_server.url}/v1/schedules",
+                     params={"queue": queue, "limit": 2, "after": full.json()["next_cursor"]})
+    assert full.json()["next_cursor"] == full.json()["schedules"][-1]["name"]
+    assert len(last.json()["schedules"]) == 1
+    assert last.json()["next_cursor"] is None
+
+
+def test_long_name_echo_capped(http_server) -> None:
+    name = "x" * 5000
+    response = httpx.get(f"{http_server.url}/v1/schedules/-{name}")
+    assert response.status_code == 422
+    assert len(response.text) < 1000
+
+
+def test_http_queue_delete_names_schedules(http_server) -> None:
+    queue = "s-" + uuid.uuid4().hex[:12]
+    name = new_name()
+    with connect(http_server.url) as http:
+        http.create_queue(queue)
+        http.create_schedule(name, queue, interval_s=60)
+    response = httpx.delete(f"{http_server.url}/v1/queues/{queue}")
+    assert response.status_code == 200
+    assert response.json()["schedules"] == [name]

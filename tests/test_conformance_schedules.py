@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -57,6 +58,12 @@ def test_create_cron_next_in_timezone(engine, queue, clock):
     assert schedule.timezone == "Europe/Berlin"
     assert schedule.next_fire_at > clock.now
     assert schedule.next_fire_at <= clock.now + DAY_S
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata", "Etc/GMT+5"])
+def test_create_accepts_iana_zone(engine, queue, zone):
+    schedule = engine.create_schedule("z", "jobs", cron="0 9 * * *", timezone=zone)
+    assert schedule.timezone == zone
 
 
 def test_create_twice_rejected(engine, queue):
@@ -142,16 +149,14 @@ def test_paused_does_not_fire(engine, queue, clock):
     assert messages(engine) == []
 
 
-def test_resume_skip_goes_on_from_next_tick(engine, queue, clock):
+def test_resume_skip_fires_no_tick_of_pause(engine, queue, clock):
     schedule = every(engine)
     engine.pause_schedule("tick")
     clock.advance(600 + 30)
-    engine.resume_schedule("tick")
-    assert engine.run_schedules() == 1
-    posted = messages(engine)
-    # Only the tick within the grace period fires: 600 s after the first.
-    assert posted[0].headers["conveyor-schedule-tick"] == to_iso(schedule.next_fire_at + 600)
-    assert engine.get_schedule("tick").next_fire_at == schedule.next_fire_at + 660
+    resumed = engine.resume_schedule("tick")
+    assert resumed.next_fire_at == schedule.next_fire_at + 660
+    assert engine.run_schedules() == 0
+    assert messages(engine) == []
 
 
 def test_resume_once_fires_one_for_missed(engine, queue, clock):
@@ -159,9 +164,55 @@ def test_resume_once_fires_one_for_missed(engine, queue, clock):
     engine.pause_schedule("tick")
     clock.advance(3000 + GRACE_S + 40)
     engine.resume_schedule("tick")
-    assert engine.run_schedules() == 1
     posted = messages(engine)
+    assert len(posted) == 1
     assert posted[0].headers["conveyor-schedule-missed"] == "11"
+
+
+def test_resume_once_short_pause_fires_one(engine, queue, clock):
+    every(engine, catch_up="once")
+    engine.pause_schedule("tick")
+    clock.advance(150)
+    engine.resume_schedule("tick")
+    posted = messages(engine)
+    assert len(posted) == 1
+    assert posted[0].headers["conveyor-schedule-missed"] == "3"
+
+
+def test_resume_all_marks_pause_ticks_missed(engine, queue, clock):
+    every(engine, catch_up="all")
+    engine.pause_schedule("tick")
+    clock.advance(150)
+    engine.resume_schedule("tick")
+    missed = [m.headers.get("conveyor-schedule-missed") for m in messages(engine)]
+    assert missed == ["1", "1", "1"]
+
+
+def test_resume_returns_future_next_tick(engine, queue, clock):
+    every(engine, catch_up="once")
+    engine.pause_schedule("tick")
+    clock.advance(150)
+    resumed = engine.resume_schedule("tick")
+    assert resumed.next_fire_at > clock.now
+    assert resumed.next_fire_times[0] == resumed.next_fire_at
+
+
+def test_paused_shows_no_next_tick(engine, queue, clock):
+    every(engine, paused=True)
+    clock.advance(600)
+    paused = engine.get_schedule("tick")
+    assert paused.state == "paused"
+    assert paused.next_fire_at is None
+    assert paused.next_fire_times == []
+
+
+def test_resume_warning_says_paused(engine, queue, clock, caplog):
+    every(engine)
+    engine.pause_schedule("tick")
+    clock.advance(30)
+    with caplog.at_level("WARNING", logger="conveyor.store.schedules"):
+        engine.resume_schedule("tick")
+    assert "missed 1 tick while paused" in caplog.text
 
 
 def test_outage_days_skip_fires_none(engine, queue, clock):
@@ -213,6 +264,33 @@ def test_end_at_finishes(engine, queue, clock):
     assert engine.get_schedule("tick").state == "finished"
 
 
+def test_grace_defaults_to_60_s(engine, queue):
+    assert every(engine).grace_s == 60.0
+
+
+def test_grace_decides_late_tick(engine, queue, clock):
+    every(engine, name="strict", grace_s=0, interval_s=3600)
+    every(engine, name="lenient", grace_s=600, interval_s=3600)
+    clock.advance(300)
+    engine.run_schedules()
+    posted = [m.headers["conveyor-schedule"] for m in messages(engine)]
+    assert posted == ["lenient"]
+
+
+def test_outage_skip_posts_one_for_second_schedule(engine, queue, clock):
+    every(engine, interval_s=1)
+    clock.advance(59.5)
+    assert engine.run_schedules() == 1
+    assert engine.get_schedule("tick").next_fire_at == clock.now + 0.5
+
+
+def test_update_grace_keeps_other_fields(engine, queue):
+    every(engine, catch_up="once")
+    updated = engine.update_schedule("tick", grace_s=5)
+    assert updated.grace_s == 5.0
+    assert updated.catch_up == "once"
+
+
 def test_messages_follow_queue_rules(engine, clock):
     engine.create_queue("later", {"default_delay_s": 30})
     engine.create_schedule("s", "later", interval_s=60, body=1, priority=5)
@@ -233,6 +311,27 @@ def test_fifo_queue_needs_group(engine, clock):
     assert engine.peek("ordered")[0].group == "g"
 
 
+@pytest.mark.parametrize("cron,expected", [
+    ("0 0 30 2 *", "the date never occurs"),
+    ("61 * * * *", "the minute field (field 1) '61'"),
+    ("* * * * 9", "the day-of-week field (field 5) '9'"),
+    ("* 24 * * *", "use 0-23"),
+])
+def test_cron_error_names_field(engine, queue, cron, expected):
+    with pytest.raises(ValidationError) as caught:
+        engine.create_schedule("bad", "jobs", cron=cron)
+    assert expected in caught.value.detail
+    assert "use five fields" not in caught.value.detail
+
+
+def test_fifo_error_names_group(engine, clock):
+    engine.create_queue("ordered", {"type": "fifo"})
+    with pytest.raises(ValidationError) as caught:
+        engine.create_schedule("s", "ordered", interval_s=60, body=1)
+    assert "the schedule needs a group" in caught.value.detail
+    assert "--group" in caught.value.detail
+
+
 def test_missing_queue_rejected(engine):
     with pytest.raises(QueueNotFound):
         engine.create_schedule("s", "nowhere", interval_s=60, body=1)
@@ -248,6 +347,32 @@ def test_deleted_queue_records_error(engine, queue, clock):
     assert schedule.next_fire_at == schedule.start_at + 60
 
 
+def test_missing_queue_warning_rate_limited(engine, queue, clock, caplog):
+    name = "orphan-" + uuid.uuid4().hex[:8]
+    every(engine, name=name, interval_s=30)
+    engine.delete_queue("jobs")
+    with caplog.at_level("WARNING", logger="conveyor.store.schedules"):
+        for _ in range(4):
+            engine.run_schedules()
+            clock.advance(30)
+    reports = [r for r in caplog.records if "could not post" in r.getMessage()]
+    assert len(reports) == 1
+    clock.advance(300)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="conveyor.store.schedules"):
+        engine.run_schedules()
+    reports = [r.getMessage() for r in caplog.records if "could not post" in r.getMessage()]
+    assert len(reports) == 1
+    assert "more failed ticks since the last report" in reports[0]
+
+
+def test_delete_queue_warns_about_schedules(engine, queue, caplog):
+    every(engine, name="feeder")
+    with caplog.at_level("WARNING", logger="conveyor.engine"):
+        engine.delete_queue("jobs")
+    assert "schedules feeder still post to it" in caplog.text
+
+
 INVALID = [
     ({"cron": "61 * * * *"}, "cron"),
     ({"cron": "@daily"}, "cron"),
@@ -255,6 +380,11 @@ INVALID = [
     ({"cron": "0 0 30 2 *"}, "cron"),
     ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "timezone"),
     ({"cron": "0 9 * * *", "timezone": "../etc/passwd"}, "timezone"),
+    ({"cron": "0 9 * * *", "timezone": "localtime"}, "timezone"),
+    ({"cron": "0 9 * * *", "timezone": "posixrules"}, "timezone"),
+    ({"cron": "0 9 * * *", "timezone": "Factory"}, "timezone"),
+    ({"cron": "0 9 * * *", "timezone": "right/UTC"}, "timezone"),
+    ({"cron": "0 9 * * *", "timezone": "posix/Europe/Berlin"}, "timezone"),
     ({"interval_s": 0}, "interval_s"),
     ({"interval_s": -5}, "interval_s"),
     ({"interval_s": 0.5}, "interval_s"),
@@ -268,8 +398,17 @@ INVALID = [
     ({"interval_s": 60, "body": "x" * 70_000}, "bytes"),
     ({"interval_s": 60, "body": b"binary"}, "JSON"),
     ({"interval_s": 60, "headers": {"conveyor-schedule": "x"}}, "conveyor-schedule"),
+    ({"interval_s": 60, "headers": {"Conveyor-Schedule-Tick": "x"}}, "Conveyor-Schedule-Tick"),
     ({"interval_s": 60, "priority": 5000}, "priority"),
     ({"interval_s": 60, "colour": "red"}, "colour"),
+    ({"interval_s": 60, "grace_s": -1}, "grace_s"),
+    ({"interval_s": 60, "grace_s": 86_401}, "grace_s"),
+    ({"interval_s": 60, "grace_s": "soon"}, "grace_s"),
+    ({"interval_s": float("nan")}, "finite"),
+    ({"interval_s": float("inf")}, "interval_s"),
+    ({"cron": "* * * * *", "interval_s": float("nan")}, "interval_s"),
+    ({"interval_s": 60, "start_at": float("nan")}, "start_at"),
+    ({"interval_s": 60, "body": {"x": [1.0, float("inf")]}}, "body['x'][1]"),
 ]
 
 
@@ -308,6 +447,16 @@ def test_put_changed_updates_definition(engine, queue, clock):
     assert changed.message == {"body": 2}
     assert changed.run_count == 1
     assert changed.next_fire_at == changed.start_at + 120
+
+
+def test_put_code_rejects_api_schedule(engine, queue):
+    every(engine)
+    with pytest.raises(ScheduleAlreadyExists) as caught:
+        engine.put_schedule("tick", "jobs", source="code", interval_s=30, body=None)
+    assert "'tick'" in caught.value.detail
+    stored = engine.get_schedule("tick")
+    assert stored.source == "api"
+    assert stored.interval_s == 60.0
 
 
 def test_put_invalid_keeps_old(engine, queue):
@@ -447,3 +596,28 @@ def test_raising_max_runs_reactivates(engine, queue, clock):
     assert changed.state == "active"
     assert changed.run_count == 1
     assert changed.next_fire_at == changed.start_at + 60
+
+
+def test_sqlite_file_without_grace_gets_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old_table = (
+        "CREATE TABLE schedules (name TEXT PRIMARY KEY, queue TEXT NOT NULL, cron TEXT, "
+        "timezone TEXT NOT NULL, interval_s REAL, start_at REAL NOT NULL, end_at REAL, "
+        "max_runs INTEGER, catch_up TEXT NOT NULL, catch_up_limit INTEGER NOT NULL, "
+        "message TEXT NOT NULL, source TEXT NOT NULL, paused INTEGER NOT NULL DEFAULT 0, "
+        "run_count INTEGER NOT NULL DEFAULT 0, last_fire_at REAL, next_fire_at REAL, "
+        "last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL)"
+    )
+    with sqlite3.connect(path) as conn:
+        conn.execute(old_table)
+        conn.execute(
+            "INSERT INTO schedules VALUES ('old', 'jobs', NULL, 'UTC', 60, 0, NULL, NULL, "
+            "'skip', 100, '{}', 'api', 0, 0, NULL, 60, NULL, 0, 0)"
+        )
+    engine = Engine(f"sqlite:///{path}")
+    try:
+        assert engine.get_schedule("old").grace_s == 60.0
+    finally:
+        engine.close()

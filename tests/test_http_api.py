@@ -343,8 +343,8 @@ def test_queue_update_unknown_queue_is_404(api: httpx.Client) -> None:
 def test_queue_delete_removes_queue(api: httpx.Client, queue: str) -> None:
     post(api, queue, {"body": 1}, {"body": 2})
     response = api.delete(f"/queues/{queue}")
-    data = valid(schemas.MessagesDeleted, response)
-    assert data == {"queue": queue, "messages_deleted": 2}
+    data = valid(schemas.QueueDeleted, response)
+    assert data == {"queue": queue, "messages_deleted": 2, "schedules": []}
     assert_problem(api.get(f"/queues/{queue}"), 404, "queue-not-found")
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from conveyor import Conveyor
-from conveyor.errors import ValidationError
+from conveyor.errors import ScheduleAlreadyExists, ValidationError
 from http_fixtures import start_server
 from task_workers import read_records, start_worker, stop_worker, wait_until
 
@@ -138,3 +139,123 @@ def test_worker_runs_periodic_task(tmp_path):
     assert records[0]["word"] == "hello"
     assert len({r["tick"] for r in records}) == len(records)
     assert "Schedule greet-every-second of task" in worker.log()
+
+
+def test_periodic_grace_stored(app):
+    @app.periodic(every=60, grace=timedelta(seconds=5))
+    @app.task(queue="misc", name="graceful")
+    def graceful() -> None:
+        return None
+
+    assert app.periodic_schedules["graceful"].fields["grace_s"] == 5.0
+    stored = app.sync_schedules()
+    assert stored[0].grace_s == 5.0
+
+
+BAD_DECLARATIONS = [
+    ({"cron": "@daily"}, "cron"),
+    ({"every": 0.1}, "interval_s"),
+    ({"cron": "0 9 * * *", "timezone": "Mars/X"}, "timezone"),
+    ({"every": 60, "catch_up": "sometimes"}, "catch_up"),
+    ({"every": 60, "max_runs": 0}, "max_runs"),
+    ({"every": 60, "grace": -1}, "grace_s"),
+    ({"every": float("nan")}, "interval_s"),
+]
+
+
+@pytest.mark.parametrize("options,mentioned", BAD_DECLARATIONS)
+def test_periodic_checks_definition_at_import(app, options, mentioned):
+    with pytest.raises(ValidationError) as caught:
+        @app.periodic(**options)
+        @app.task(queue="misc", name="misc.bad")
+        def bad() -> None:
+            return None
+    assert mentioned in caught.value.detail
+    assert "'misc.bad'" in caught.value.detail
+    assert "schedule 'misc.bad'" in caught.value.detail
+    assert app.periodic_schedules == {}
+
+
+def test_sync_keeps_api_schedule(app):
+    app.client.create_queue("misc")
+    app.client.create_schedule("misc.shared", "misc", interval_s=300, body=None)
+
+    @app.periodic(every=60)
+    @app.task(queue="misc", name="misc.shared")
+    def shared() -> None:
+        return None
+
+    with pytest.raises(ScheduleAlreadyExists) as caught:
+        app.sync_schedules()
+    assert "misc.shared" in caught.value.detail
+    assert "delete" in caught.value.detail
+    stored = app.client.get_schedule("misc.shared")
+    assert stored.source == "api"
+    assert stored.interval_s == 300.0
+
+
+def test_sync_logs_changed_definition(tmp_path, caplog):
+    url = f"sqlite:///{tmp_path}/shared.db"
+    first, second = Conveyor(url), Conveyor(url)
+    try:
+        for application, seconds in ((first, 60), (second, 90)):
+            @application.periodic(every=seconds, name="beat")
+            @application.task(queue="misc", name="misc.beat")
+            def beat() -> None:
+                return None
+        first.sync_schedules()
+        with caplog.at_level(logging.WARNING, logger="conveyor.tasks.periodic"):
+            second.sync_schedules()
+    finally:
+        first.close()
+        second.close()
+    assert "Schedule beat of task misc.beat changed on sync" in caplog.text
+    assert "interval_s 60.0 -> 90.0" in caplog.text
+
+
+def test_task_above_periodic_says_order(app):
+    with pytest.raises(ValidationError) as caught:
+        @app.task(queue="misc", name="misc.upside")
+        @app.periodic(every=60, queue="misc", task_name="misc.upside")
+        def upside() -> None:
+            return None
+    assert "put @app.periodic on top of @app.task" in caught.value.detail
+
+
+def test_periodic_unknown_keyword_lists_options(app):
+    with pytest.raises(ValidationError) as caught:
+        @app.periodic(every=60, catchup="once")
+        @app.task(queue="misc", name="misc.typo")
+        def typo() -> None:
+            return None
+    assert "'catchup'" in caught.value.detail
+    assert "catch_up" in caught.value.detail
+    assert "grace" in caught.value.detail
+
+
+def test_finished_schedule_not_warned(app, caplog):
+    app.client.create_queue("misc")
+    app.client.put_schedule(
+        "done", "misc", source="code", interval_s=60,
+        start_at=time.time() - 90, end_at=time.time() - 10,
+    )
+    assert app.client.get_schedule("done").state == "finished"
+
+    @app.periodic(every=60)
+    @app.task(queue="misc", name="misc.other")
+    def other() -> None:
+        return None
+
+    with caplog.at_level(logging.WARNING, logger="conveyor.tasks.periodic"):
+        app.sync_schedules()
+    assert "done" not in caplog.text
+
+
+def test_default_name_of_script_task(app):
+    def f() -> None:
+        return None
+
+    f.__module__ = "__main__"
+    f.__qualname__ = "f"
+    app.periodic(every=60, queue="misc")(f)
+    assert list(app.periodic_schedules) == ["main.f"]

@@ -242,6 +242,40 @@ def test_plan_cron_outage_days_once():
     assert plan.next_fire_at == local("Europe/Berlin", "2026-05-05 09:00")
 
 
+def test_plan_grace_zero_misses_late_tick():
+    plan = plan_ticks(EVERY_MINUTE, 60.0, 61.0, "skip", 100, None, grace_s=0.0)
+    assert plan.fire == []
+    assert plan.skipped == 1
+
+
+def test_plan_long_grace_keeps_late_tick_on_time():
+    plan = plan_ticks(FIVE_MINUTES, 300.0, 3100.0, "skip", 100, None, grace_s=3600.0)
+    assert [t.at for t in plan.fire] == [3000.0]
+    assert plan.skipped == 0
+
+
+EVERY_SECOND = Timing(None, "UTC", 1.0, start_at=0.0)
+
+
+def test_plan_skip_coalesces_on_time_ticks():
+    plan = plan_ticks(EVERY_SECOND, 1.0, 50.5, "skip", 100, None)
+    assert [t.at for t in plan.fire] == [50.0]
+    assert plan.coalesced == 49
+    assert plan.skipped == 0
+
+
+def test_plan_once_coalesces_on_time_ticks():
+    plan = plan_ticks(EVERY_SECOND, 1.0, 100.5, "once", 100, None, grace_s=10.0)
+    assert [(t.at, t.missed) for t in plan.fire] == [(90.0, 90), (100.0, 0)]
+    assert plan.coalesced == 9
+
+
+def test_plan_all_fires_each_on_time_tick():
+    plan = plan_ticks(EVERY_SECOND, 1.0, 5.5, "all", 100, None)
+    assert [t.at for t in plan.fire] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert plan.coalesced == 0
+
+
 def test_to_iso_is_utc_with_z():
     assert to_iso(utc("2026-03-29 01:00")) == "2026-03-29T01:00:00.000Z"
 

@@ -42,7 +42,7 @@ from .settings import (
     check_changes,
     validate_queue_name,
 )
-from .engine_schedules import ScheduleMethods
+from .engine_schedules import MAX_SCHEDULES_LISTED, ScheduleMethods
 from .redrive_runner import RedriveRunner
 from .scheduler import Scheduler
 from .store.flow import MODES as BREAKER_MODES
@@ -212,7 +212,19 @@ class Engine(ScheduleMethods):
         """Delete a queue and its messages; return how many messages were deleted."""
         removed = self.store.delete_queue(validate_queue_name(name)).result()
         logger.info("Queue %s deleted with %d messages", name, removed)
+        self._warn_about_orphaned_schedules(name)
         return removed
+
+    def _warn_about_orphaned_schedules(self, queue: str) -> None:
+        """Log a WARNING naming the schedules that still post to a deleted queue."""
+        schedules = self.list_schedules(queue=queue, limit=MAX_SCHEDULES_LISTED)
+        if schedules:
+            logger.warning(
+                "Queue %s was deleted, but schedules %s still post to it; each tick "
+                "posts nothing until the queue is created again or the schedules are "
+                "deleted or changed",
+                queue, ", ".join(s.name for s in schedules),
+            )
 
     def purge_queue(self, name: str) -> int:
         """Delete every message of a queue; return how many."""

@@ -13,7 +13,7 @@ from . import validation as check
 from .errors import ValidationError
 from .models import Schedule
 from .schedule_input import DEFINITION_FIELDS, check_definition, check_source
-from .schedule_input import validate_schedule_name
+from .schedule_input import convert_sdk_values, validate_schedule_name
 from .settings import validate_queue_name
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class ScheduleMethods:
         """
         validate_schedule_name(name)
         _check_flag("paused", paused)
+        fields = convert_sdk_values(fields)
         now = self.clock()
         spec = check_definition({**fields, "queue": queue}, now)
         schedule = self._schedules.create(name, spec, "api", paused, now).result()
@@ -71,6 +72,7 @@ class ScheduleMethods:
         """
         validate_schedule_name(name)
         check_source(source)
+        fields = convert_sdk_values(fields)
         fields = {**fields, "queue": queue}
         _check_field_names(fields)
         schedule, outcome = self._schedules.put(name, fields, source, self.clock()).result()
@@ -90,6 +92,7 @@ class ScheduleMethods:
                 f"{', '.join(DEFINITION_FIELDS)}"
             )
         _check_field_names(changes)
+        changes = convert_sdk_values(changes)
         if "queue" in changes:
             validate_queue_name(changes["queue"])
         schedule = self._schedules.update(name, changes, self.clock()).result()
@@ -100,15 +103,25 @@ class ScheduleMethods:
         return self._schedules.get(validate_schedule_name(name))
 
     def list_schedules(
-        self, queue: str | None = None, source: str | None = None, limit: int = 100
+        self,
+        queue: str | None = None,
+        source: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
     ) -> list[Schedule]:
-        """Return schedules by name, optionally only those of a queue or a source."""
+        """Return schedules by name, optionally only those of a queue or a source.
+
+        `after` pages: pass the last name of the previous page to get the
+        schedules whose names sort after it.
+        """
         if queue is not None:
             validate_queue_name(queue)
         if source is not None:
             check_source(source)
+        if after is not None:
+            validate_schedule_name(after)
         check.check_int("limit", limit, 1, MAX_SCHEDULES_LISTED)
-        return self._schedules.list(queue, source, limit)
+        return self._schedules.list(queue, source, limit, after)
 
     def pause_schedule(self, name: str) -> Schedule:
         """Stop firing a schedule until it is resumed."""

@@ -352,6 +352,7 @@ class Schedule:
     max_runs: int | None
     catch_up: str
     catch_up_limit: int
+    grace_s: float
     message: dict[str, Any]
     source: str
     paused: bool

@@ -9,10 +9,12 @@ keys travel over HTTP, through the SDK and into the store.
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,13 +27,26 @@ from .models import NewMessage
 from .schedule_times import CATCH_UP_POLICIES, Timing
 from .settings import validate_queue_name
 
+# Error messages quote at most this many characters of a bad value.
+MAX_ECHO_CHARS = 100
 SCHEDULE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}")
 MIN_INTERVAL_S = 1.0
 MAX_INTERVAL_S = 366 * 86_400.0
 MAX_CRON_LENGTH = 200
+# The five cron fields in order, with the values each accepts.
+CRON_FIELD_RULES = {
+    "minute": "0-59",
+    "hour": "0-23",
+    "day-of-month": "1-31 or L",
+    "month": "1-12 or JAN-DEC",
+    "day-of-week": "0-7 or SUN-SAT (0 and 7 are Sunday)",
+}
 MAX_TIMEZONE_LENGTH = 64
 MAX_RUNS_LIMIT = 10**9
 DEFAULT_CATCH_UP_LIMIT = 100
+# A tick fired at most grace_s seconds late is on time; see schedule_times.plan_ticks.
+DEFAULT_GRACE_S = 60.0
+MAX_GRACE_S = 86_400.0
 MAX_CATCH_UP_LIMIT = 1000
 # The body of a template, encoded as JSON, may have at most this many bytes.
 MAX_TEMPLATE_BODY_BYTES = 64 * 1024
@@ -48,7 +63,7 @@ TEMPLATE_FIELDS = (
 )
 TIMING_FIELDS = (
     "cron", "timezone", "interval_s", "start_at", "end_at", "max_runs",
-    "catch_up", "catch_up_limit",
+    "catch_up", "catch_up_limit", "grace_s",
 )
 DEFINITION_FIELDS = ("queue", *TIMING_FIELDS, *TEMPLATE_FIELDS)
 
@@ -69,6 +84,7 @@ class ScheduleSpec:
     max_runs: int | None
     catch_up: str
     catch_up_limit: int
+    grace_s: float
     template: dict[str, Any]
 
     @property
@@ -82,14 +98,86 @@ class ScheduleSpec:
         return fields
 
 
+def echo(value: Any, max_chars: int = MAX_ECHO_CHARS) -> str:
+    """Return repr(value) for an error message, cut to `max_chars` with its full length."""
+    text = repr(value)
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}... ({len(text)} characters)"
+
+
 def validate_schedule_name(name: Any) -> str:
     """Return the name, or raise ValidationError naming the rule it breaks."""
     if not isinstance(name, str) or not SCHEDULE_NAME_RE.fullmatch(name):
         raise ValidationError(
-            f"invalid schedule name {name!r}: use 1 to 80 letters, digits, "
+            f"invalid schedule name {echo(name)}: use 1 to 80 letters, digits, "
             "'_', '.' or '-', starting with a letter or digit"
         )
     return name
+
+
+# Fields in seconds that SDK callers may give as a timedelta.
+DURATION_FIELDS = ("interval_s", "grace_s", "delay_s", "retention_s")
+# Fields in Unix seconds that SDK callers may give as an aware datetime.
+TIME_FIELDS = ("start_at", "end_at")
+
+
+def convert_sdk_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """Return `fields` with timedeltas as seconds and aware datetimes as Unix seconds.
+
+    Both SDK transports run this first, so they accept the same values and
+    raise the same errors. A naive datetime raises ValidationError because
+    its time zone would be a guess.
+    """
+    converted = dict(fields)
+    for name in DURATION_FIELDS:
+        if isinstance(converted.get(name), timedelta):
+            converted[name] = converted[name].total_seconds()
+    for name in TIME_FIELDS:
+        moment = converted.get(name)
+        if isinstance(moment, datetime):
+            if moment.tzinfo is None or moment.utcoffset() is None:
+                raise ValidationError(
+                    f"invalid {name} {moment.isoformat()}: the datetime has no time "
+                    "zone; pass an aware datetime such as datetime(2026, 12, 1, 9, "
+                    "tzinfo=timezone.utc), or Unix seconds"
+                )
+            converted[name] = moment.timestamp()
+    reject_non_finite(converted)
+    return converted
+
+
+def reject_non_finite(fields: dict[str, Any]) -> None:
+    """Raise ValidationError for a NaN or infinite number anywhere in `fields`.
+
+    JSON has no form for them: orjson writes NaN as null, so over HTTP a NaN
+    `interval_s` would arrive as "no interval". Both transports run this
+    check before anything else, so they reject such values alike.
+    """
+    for name, value in fields.items():
+        found = _find_non_finite(value, name)
+        if found is not None:
+            path, number = found
+            raise ValidationError(
+                f"invalid {path} {number!r}: NaN and infinity are not allowed; "
+                "use a finite number"
+            )
+
+
+def _find_non_finite(value: Any, path: str) -> tuple[str, float] | None:
+    """Return the path and value of the first NaN or infinity in `value`, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    for key, item in items:
+        found = _find_non_finite(item, f"{path}[{key!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 def check_source(source: Any) -> str:
@@ -136,6 +224,7 @@ def check_definition(fields: dict[str, Any], now: float) -> ScheduleSpec:
         catch_up_limit=_check_optional_int(
             "catch_up_limit", fields.get("catch_up_limit"), 1, MAX_CATCH_UP_LIMIT
         ) or DEFAULT_CATCH_UP_LIMIT,
+        grace_s=_check_grace(fields.get("grace_s")),
         template=_check_template(fields),
     )
     if cron is not None and spec.timing.next_after(start_at) is None:
@@ -184,7 +273,7 @@ def _check_timing_rule(fields: dict[str, Any]) -> tuple[str | None, str, float |
 def _check_cron(cron: Any, zone: str) -> str:
     if not isinstance(cron, str) or not 1 <= len(cron) <= MAX_CRON_LENGTH:
         raise ValidationError(
-            f"invalid cron expression {cron!r}: use a string of at most "
+            f"invalid cron expression {echo(cron)}: use a string of at most "
             f"{MAX_CRON_LENGTH} characters such as '0 9 * * 1-5'"
         )
     fields = cron.split()
@@ -197,11 +286,34 @@ def _check_cron(cron: Any, zone: str) -> str:
     try:
         CronSim(cron, datetime.now(tz=timezone.utc).astimezone(ZoneInfo(zone)))
     except CronSimError as exc:
-        raise ValidationError(
-            f"invalid cron expression {cron!r}: {exc}; use five fields "
-            "(minute hour day-of-month month day-of-week), e.g. '0 9 * * 1-5'"
-        ) from exc
+        raise ValidationError(_explain_cron_error(cron, fields, str(exc))) from exc
     return " ".join(fields)
+
+
+def _explain_cron_error(cron: str, fields: list[str], error: str) -> str:
+    """Return a message that names the bad field of a five-field expression.
+
+    cronsim (2.9) reports errors as "Bad <field>"; other wording is passed on.
+    """
+    bad = next((name for name in CRON_FIELD_RULES if error == f"Bad {name}"), None)
+    if bad is None:
+        return f"invalid cron expression {cron!r}: {error}; e.g. '0 9 * * 1-5'"
+    position = list(CRON_FIELD_RULES).index(bad)
+    day, month = fields[2], fields[3]
+    if bad == "day-of-month" and _is_day_number(day):
+        return (
+            f"invalid cron expression {cron!r}: the date never occurs, because no "
+            f"month in {month!r} has a day {day}; pick a day that exists in those months"
+        )
+    return (
+        f"invalid cron expression {cron!r}: the {bad} field (field {position + 1}) "
+        f"{fields[position]!r} is invalid; use {CRON_FIELD_RULES[bad]}, as a single "
+        "value, a list (1,15), a range (1-5) or a step (*/15)"
+    )
+
+
+def _is_day_number(field: str) -> bool:
+    return field.isdigit() and 1 <= int(field) <= 31
 
 
 def _check_timezone(zone: Any) -> str:
@@ -209,17 +321,37 @@ def _check_timezone(zone: Any) -> str:
         return "UTC"
     if not isinstance(zone, str) or not 1 <= len(zone) <= MAX_TIMEZONE_LENGTH:
         raise ValidationError(
-            f"invalid timezone {zone!r}: use an IANA time zone name such as "
+            f"invalid timezone {echo(zone)}: use an IANA time zone name such as "
             "'Europe/Berlin' or 'UTC'"
+        )
+    if zone not in iana_zone_names():
+        raise ValidationError(
+            f"unknown timezone {zone!r}: use a canonical IANA time zone name such as "
+            "'Europe/Berlin', 'America/New_York' or 'UTC'"
         )
     try:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValidationError(
-            f"unknown timezone {zone!r}: use an IANA time zone name such as "
-            "'Europe/Berlin', 'America/New_York' or 'UTC'"
+            f"timezone {zone!r} has no data on this server: {exc}; install the "
+            "tzdata package that Conveyor depends on"
         ) from exc
     return zone
+
+
+@functools.cache
+def iana_zone_names() -> frozenset[str]:
+    """Return the time zone names that schedules accept: those the tzdata package lists.
+
+    Names from the host's zoneinfo folder that are no IANA zone (localtime,
+    posixrules, right/..., posix/...) are left out, so every server accepts
+    the same names. "Factory" is in the list but is no real zone.
+    NOTE: zoneinfo still reads a zone's rules from the host's folder when it
+    has one, so hosts with older system data than tzdata may disagree on
+    recently changed rules.
+    """
+    listed = importlib.resources.files("tzdata").joinpath("zones").read_text()
+    return frozenset(listed.split()) - {"Factory"}
 
 
 def _check_time(name: str, value: Any) -> float | None:
@@ -236,6 +368,12 @@ def _check_time(name: str, value: Any) -> float | None:
 
 def _check_optional_int(name: str, value: Any, low: int, high: int) -> int | None:
     return None if value is None else check.check_int(name, value, low, high)
+
+
+def _check_grace(grace_s: Any) -> float:
+    if grace_s is None:
+        return DEFAULT_GRACE_S
+    return check.check_optional_duration("grace_s", grace_s, 0.0, MAX_GRACE_S)
 
 
 def _check_catch_up(policy: Any) -> str:
@@ -282,7 +420,7 @@ def _check_template_headers(headers: Any) -> None:
             f"the schedule's headers must be an object of at most "
             f"{MAX_TEMPLATE_HEADERS} string entries"
         )
-    reserved = sorted(set(headers) & set(RESERVED_HEADERS))
+    reserved = sorted(name for name in headers if str(name).lower() in RESERVED_HEADERS)
     if reserved:
         raise ValidationError(
             f"the schedule's headers set {', '.join(map(repr, reserved))}, which every "

@@ -36,7 +36,8 @@ from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
 
-# A tick fired at most this long after its time is on time. An older one
+# The default misfire grace of a schedule (its grace_s): a tick fired at
+# most this long after its time is on time. An older one
 # was missed, because every server was down or the schedule was paused, and
 # the schedule's catch-up policy decides whether it fires.
 GRACE_S = 60.0
@@ -122,12 +123,15 @@ class FirePlan:
     """The plan of one scheduler step for one schedule.
 
     `fire` lists the ticks to fire, oldest first. `skipped` counts the
-    missed ticks that do not fire. `next_fire_at` is the schedule's next
-    tick after the step, None when it has no more ticks.
+    missed ticks that do not fire. `coalesced` counts the on-time ticks
+    that do not fire because a newer on-time tick fires for them (catch-up
+    skip and once). `next_fire_at` is the schedule's next tick after the
+    step, None when it has no more ticks.
     """
 
     fire: list[PlannedTick] = field(default_factory=list)
     skipped: int = 0
+    coalesced: int = 0
     next_fire_at: float | None = None
 
 
@@ -138,18 +142,26 @@ def plan_ticks(
     catch_up: str,
     catch_up_limit: int,
     runs_left: int | None,
+    grace_s: float = GRACE_S,
 ) -> FirePlan:
     """Decide which due ticks of a schedule fire at `now`, and its next tick after.
 
-    Ticks due at or before `now` fire when on time (at most GRACE_S late).
-    Older, missed ticks follow `catch_up`: "skip" fires none, "once" fires
-    the newest for all of them, "all" fires the newest `catch_up_limit`.
-    `runs_left` (None: no limit) caps the ticks fired, oldest first.
+    Ticks due at or before `now` fire when on time (at most `grace_s`
+    seconds late). Older, missed ticks follow `catch_up`: "skip" fires
+    none, "once" fires the newest for all of them, "all" fires the newest
+    `catch_up_limit`. `runs_left` (None: no limit) caps the ticks fired,
+    oldest first. A resumed schedule passes `grace_s` 0, so every tick that
+    passed while it was paused counts as missed.
+
+    Under "skip" and "once", several on-time ticks in one step coalesce:
+    only the newest fires. So a 1-second schedule with a 60-second grace
+    posts one message, not 60, when its server comes back after a pause of
+    under a minute. Under "all", each on-time tick fires.
     """
     if next_fire_at is None or next_fire_at > now:
         return FirePlan(next_fire_at=next_fire_at)
 
-    cutoff = now - GRACE_S
+    cutoff = now - grace_s
     scan_from = max(next_fire_at, now - MAX_CATCH_UP_SCAN_S)
     keep = max(catch_up_limit, 1)
     if timing.interval_s:
@@ -163,6 +175,9 @@ def plan_ticks(
         plan.fire.append(PlannedTick(missed[-1], missed=missed_count))
     elif catch_up == "all":
         plan.fire.extend(PlannedTick(tick, missed=1) for tick in missed)
+    if catch_up != "all" and len(on_time) > 1:
+        plan.coalesced = len(on_time) - 1
+        on_time = on_time[-1:]
     plan.fire.extend(PlannedTick(tick) for tick in on_time)
     plan.skipped = missed_count - sum(tick.missed for tick in plan.fire)
 

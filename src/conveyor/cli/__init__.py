@@ -12,9 +12,11 @@ import logging
 import click
 
 from .. import __version__
+from ..log_format import configure_logging
 
 COMMAND_MODULES = (
     "server", "migrate", "queues", "messages", "message", "dlq", "schedules",
+    "schedule_changes",
     "workflows", "worker",
     "demo",
 )
@@ -49,10 +51,7 @@ def main(ctx: click.Context, log_level: str, config_path: str | None) -> None:
         from .config import load_default_map
 
         ctx.default_map = load_default_map(config_path, main)
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httpx logs every request at INFO, which would drown the worker's and
     # the CLI's own records; its warnings and errors still show.
     if logging.getLogger().level > logging.DEBUG:

@@ -75,6 +75,9 @@ def _message_rows(message: Message) -> list[tuple[str, str]]:
         ("last error", message.last_error or "-"),
         ("body", preview_body(message.body)),
     ]
+    # Headers sort by name, one row each; scheduled and workflow messages
+    # carry their schedule, tick and step there.
+    rows.extend((f"header {name}", value) for name, value in sorted(message.headers.items()))
     if message.idempotency_key is not None:
         rows.insert(2, ("idempotency key", message.idempotency_key))
     return rows

@@ -462,6 +462,15 @@ def delete_queue(options: ClientOptions, name: str, yes: bool) -> None:
     """Delete queue NAME and all its messages; its DLQ is kept."""
     with open_client(options) as client:
         info = client.get_queue(name)
+        schedules = [s.name for s in client.list_schedules(queue=name, limit=1000)]
+        if schedules:
+            click.echo(
+                f"warning: schedules {', '.join(schedules)} post to queue {name}; after the "
+                "delete their ticks post nothing until the queue exists again. "
+                "Delete or change them with 'conveyor schedules delete' or "
+                "'conveyor schedules update'.",
+                err=True,
+            )
         if not yes:
             confirm_or_fail(f"Delete queue {name} and all its messages?")
         removed = client.delete_queue(name)

@@ -1,7 +1,12 @@
-"""`conveyor schedules ...`: list, show, create, pause, resume and delete schedules."""
+"""`conveyor schedules ...`: list, show, create, pause, resume and delete schedules.
+
+`update` and `ticks` live in schedule_changes.py. Times print in local time
+with their UTC offset.
+"""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +21,6 @@ from .common import (
     ClientOptions,
     client_options,
     confirm_or_fail,
-    format_time,
     open_client,
     option,
     preview_body,
@@ -32,7 +36,14 @@ def schedules_group() -> None:
     ticks or at fixed intervals. A `conveyor server` fires them."""
 
 
-def _timing(schedule: Schedule) -> str:
+def format_zoned_time(timestamp: float | None) -> str:
+    """Format a Unix time in local time with its UTC offset: `2026-05-01 14:03:07+02:00`."""
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(" ", "seconds")
+
+
+def describe_timing(schedule: Schedule) -> str:
     if schedule.cron is not None:
         return f"{schedule.cron} ({schedule.timezone})"
     return f"every {schedule.interval_s:g}s"
@@ -67,17 +78,19 @@ def list_schedules(options: ClientOptions, queue: str | None, limit: int) -> Non
         return
     print_table(
         "Schedules",
-        ["Name", "Queue", "Timing", "State", "Runs", "Last tick", "Next tick", "Source"],
+        ["Name", "Queue", "Timing", "State", "Runs", "Last tick", "Next tick", "Source",
+         "Error"],
         [
             (
                 s.name,
                 s.queue,
-                _timing(s),
+                describe_timing(s),
                 s.state,
                 s.run_count if s.max_runs is None else f"{s.run_count}/{s.max_runs}",
-                format_time(s.last_fire_at),
-                format_time(s.next_fire_at),
+                format_zoned_time(s.last_fire_at),
+                format_zoned_time(s.next_fire_at),
                 s.source,
+                _short_error(s.last_error),
             )
             for s in schedules
         ],
@@ -98,17 +111,19 @@ def show_schedule(options: ClientOptions, name: str) -> None:
     template = schedule.message
     rows = [
         ("Queue", schedule.queue),
-        ("Timing", _timing(schedule)),
+        ("Timing", describe_timing(schedule)),
         ("State", schedule.state),
         ("Source", schedule.source),
-        ("Start", format_time(schedule.start_at)),
-        ("End", format_time(schedule.end_at)),
+        ("Start", format_zoned_time(schedule.start_at)),
+        ("End", format_zoned_time(schedule.end_at)),
         ("Runs", schedule.run_count if schedule.max_runs is None
          else f"{schedule.run_count} of {schedule.max_runs}"),
         ("Catch-up", schedule.catch_up if schedule.catch_up != "all"
          else f"all, at most {schedule.catch_up_limit}"),
-        ("Last tick", format_time(schedule.last_fire_at)),
-        ("Next ticks", ", ".join(format_time(t) for t in schedule.next_fire_times) or "-"),
+        ("Grace", f"{schedule.grace_s:g} s"),
+        ("Last tick", format_zoned_time(schedule.last_fire_at)),
+        ("Next ticks",
+         ", ".join(format_zoned_time(t) for t in schedule.next_fire_times) or "-"),
         ("Last error", schedule.last_error or "-"),
         ("Body", preview_body(template.get("body"))),
     ]
@@ -118,14 +133,58 @@ def show_schedule(options: ClientOptions, name: str) -> None:
     print_table(f"Schedule {schedule.name}", ["Field", "Value"], rows, wrapped=("Value",))
 
 
-def _parse_time(value: str | None, name: str) -> float | None:
+def _short_error(error: str | None, max_chars: int = 60) -> str:
+    """Return the last error cut to `max_chars`, or "-"; `show` prints it whole."""
+    if error is None:
+        return "-"
+    error = error.split(" posted nothing: ", 1)[-1]
+    return error if len(error) <= max_chars else error[: max_chars - 3] + "..."
+
+
+class FiniteFloat(click.ParamType):
+    """A float option that rejects nan and inf, which JSON cannot carry."""
+
+    name = "float"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds; use e.g. 30", param, ctx)
+        return number
+
+
+FINITE_FLOAT = FiniteFloat()
+
+
+def next_tick_text(schedule: Schedule) -> str:
+    if schedule.state == "paused":
+        return "paused, so no tick fires until it is resumed"
+    if schedule.state == "finished":
+        return "finished, with no tick left"
+    return f"next tick {format_zoned_time(schedule.next_fire_at)}"
+
+
+def parse_time(value: str | None, name: str) -> float | None:
     """Read an ISO 8601 time with an offset, or Unix seconds."""
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        if not math.isfinite(seconds):
+            raise click.BadParameter(
+                f"{value!r} is not a time: use ISO 8601 with an offset such as "
+                "2026-12-01T09:00:00+01:00, or finite Unix seconds",
+                param_hint=name,
+            )
+        return seconds
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -141,7 +200,7 @@ def _parse_time(value: str | None, name: str) -> float | None:
     return moment.timestamp()
 
 
-def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str] | None:
+def parse_headers(pairs: tuple[str, ...]) -> dict[str, str] | None:
     headers: dict[str, str] = {}
     for pair in pairs:
         key, separator, value = pair.partition("=")
@@ -160,7 +219,7 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str] | None:
         help="Five-field cron expression, e.g. '0 9 * * 1-5'; exclusive with --every-s.")
 @option("--timezone", envvar="CONVEYOR_SCHEDULE_TIMEZONE", default=None, show_default="UTC",
         help="IANA time zone that --cron is read in, e.g. Europe/Berlin.")
-@option("--every-s", "interval_s", envvar="CONVEYOR_SCHEDULE_EVERY_S", type=float,
+@option("--every-s", "interval_s", envvar="CONVEYOR_SCHEDULE_EVERY_S", type=FINITE_FLOAT,
         default=None, show_default="none",
         help="Seconds between ticks (at least 1), counted from --start.")
 @option("--body", "body_json", envvar="CONVEYOR_SCHEDULE_BODY", default="null",
@@ -185,6 +244,10 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str] | None:
 @option("--catch-up-limit", envvar="CONVEYOR_SCHEDULE_CATCH_UP_LIMIT",
         type=click.IntRange(1), default=None, show_default="100",
         help="With --catch-up all: fire at most this many missed ticks, the newest.")
+@option("--grace-s", "grace_s", envvar="CONVEYOR_SCHEDULE_GRACE_S", type=FINITE_FLOAT,
+        default=None, show_default="60",
+        help="Misfire grace in seconds (0 to 86400): a tick fired at most this late "
+        "is on time; later ticks follow --catch-up.")
 @option("--paused", envvar="CONVEYOR_SCHEDULE_PAUSED", is_flag=True, default=False,
         help="Store the schedule paused; resume it later.")
 @client_options
@@ -196,11 +259,18 @@ def create_schedule(options: ClientOptions, name: str, queue: str, **flags: Any)
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--body") from exc
     fields = {
         "body": body,
-        "headers": _parse_headers(flags.pop("headers")),
-        "start_at": _parse_time(flags.pop("start"), "--start"),
-        "end_at": _parse_time(flags.pop("end"), "--end"),
+        "headers": parse_headers(flags.pop("headers")),
+        "start_at": parse_time(flags.pop("start"), "--start"),
+        "end_at": parse_time(flags.pop("end"), "--end"),
         **flags,
     }
+    if fields.get("cron") is None and fields.get("interval_s") is None:
+        raise click.UsageError(
+            "a schedule needs its timing: give --cron EXPRESSION (with an optional "
+            "--timezone) or --every-s SECONDS"
+        )
+    if fields.get("cron") is not None and fields.get("interval_s") is not None:
+        raise click.UsageError("give either --cron or --every-s, not both")
     paused = fields.pop("paused")
     fields = {key: value for key, value in fields.items() if value is not None}
     with open_client(options) as client:
@@ -210,8 +280,8 @@ def create_schedule(options: ClientOptions, name: str, queue: str, **flags: Any)
         print_json(schedule.to_wire())
         return
     print_line(
-        f"Created schedule {schedule.name} ({_timing(schedule)}) posting to queue "
-        f"{schedule.queue}; next tick {format_time(schedule.next_fire_at)}."
+        f"Created schedule {schedule.name} ({describe_timing(schedule)}) posting to queue "
+        f"{schedule.queue}; {next_tick_text(schedule)}."
     )
 
 
@@ -240,7 +310,7 @@ def resume_schedule(options: ClientOptions, name: str) -> None:
         return
     print_line(
         f"Resumed schedule {schedule.name} (catch-up {schedule.catch_up}); "
-        f"next tick {format_time(schedule.next_fire_at)}."
+        f"{next_tick_text(schedule)}."
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from ..models import Schedule
+from ..schedule_input import convert_sdk_values
 
 
 class HTTPScheduleMethods:
@@ -17,6 +18,7 @@ class HTTPScheduleMethods:
         self, name: str, queue: str, *, paused: bool = False, **fields: Any
     ) -> Schedule:
         """Store a new schedule that posts to `queue`; see Engine.create_schedule."""
+        fields = convert_sdk_values(fields)
         body = {**fields, "name": name, "queue": queue, "paused": paused}
         return Schedule(**self._request("POST", "/schedules", body))
 
@@ -24,21 +26,32 @@ class HTTPScheduleMethods:
         self, name: str, queue: str, *, source: str = "api", **fields: Any
     ) -> Schedule:
         """Create a schedule or replace its whole definition; idempotent."""
+        fields = convert_sdk_values(fields)
         body = {**fields, "queue": queue, "source": source}
         return Schedule(**self._request("PUT", _schedule_path(name), body))
 
     def update_schedule(self, name: str, **changes: Any) -> Schedule:
         """Change some definition fields; a None value clears an optional one."""
+        changes = convert_sdk_values(changes)
         return Schedule(**self._request("PATCH", _schedule_path(name), changes))
 
     def get_schedule(self, name: str) -> Schedule:
         return Schedule(**self._request("GET", _schedule_path(name)))
 
     def list_schedules(
-        self, queue: str | None = None, source: str | None = None, limit: int = 100
+        self,
+        queue: str | None = None,
+        source: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
     ) -> list[Schedule]:
-        """Return schedules by name, optionally only those of a queue or a source."""
+        """Return schedules by name, optionally only those of a queue or a source.
+
+        `after` pages: pass the last name of the previous page.
+        """
         params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
         if queue is not None:
             params["queue"] = queue
         if source is not None:

@@ -48,12 +48,22 @@ class MethodNotAllowed(ConveyorError):
     title = "Method not allowed"
 
 
+# The longest request path a problem document repeats as its `instance`.
+MAX_INSTANCE_CHARS = 200
+
+
 def problem_response(
     error: ConveyorError,
     instance: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """Render an error as a problem document with the error's HTTP status."""
+    """Render an error as a problem document with the error's HTTP status.
+
+    An `instance` (the request path) longer than MAX_INSTANCE_CHARS is cut,
+    so a huge path is not echoed back whole.
+    """
+    if instance is not None and len(instance) > MAX_INSTANCE_CHARS:
+        instance = instance[: MAX_INSTANCE_CHARS - 3] + "..."
     return Response(
         orjson.dumps(error.to_problem(instance)),
         status_code=error.status,

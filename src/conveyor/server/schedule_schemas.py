@@ -44,6 +44,11 @@ class ScheduleFields(StrictModel):
     catch_up_limit: int | None = Field(
         None, description="With catch_up all: fire at most this many, the newest; default 100"
     )
+    grace_s: float | None = Field(
+        None,
+        description="Misfire grace in seconds, 0 to 86400: a tick fired at most this "
+        "late is on time; later ones follow catch_up; default 60",
+    )
     body: Any = Field(None, description="The message body: any JSON value, at most 64 KiB")
     headers: dict[str, str] | None = Field(None, description="Message headers")
     priority: int | None = Field(None, description="-1000 to 1000; higher is delivered first")
@@ -83,6 +88,7 @@ class ScheduleModel(BaseModel):
     max_runs: int | None
     catch_up: CatchUp
     catch_up_limit: int
+    grace_s: float = Field(description="A tick fired at most this many seconds late is on time")
     message: dict[str, Any] = Field(
         description="body, headers, priority, group, delay_s, retention_s, max_attempts"
     )
@@ -100,6 +106,9 @@ class ScheduleModel(BaseModel):
 
 class ScheduleList(BaseModel):
     schedules: list[ScheduleModel] = Field(description="By name")
+    next_cursor: str | None = Field(
+        description="Pass as `after` for the next page; null on the last page"
+    )
 
 
 class ScheduleDeleted(BaseModel):

@@ -225,6 +225,13 @@ class MessagesDeleted(BaseModel):
     messages_deleted: int
 
 
+class QueueDeleted(MessagesDeleted):
+    schedules: list[str] = Field(
+        description="Schedules that still post to the deleted queue; their ticks post "
+        "nothing until the queue exists again or they are changed or deleted"
+    )
+
+
 # Messages ----------------------------------------------------------------
 
 

@@ -46,16 +46,21 @@ CREATE_TABLES = [
     """,
 ]
 
+# Migration 8 adds the misfire grace of each schedule, in seconds.
+ADD_GRACE_COLUMN = [
+    "ALTER TABLE schedules ADD COLUMN grace_s double precision NOT NULL DEFAULT 60",
+]
+
 SCHEDULE_COLUMNS = (
     "name, queue, cron, timezone, interval_s, start_at, end_at, max_runs, catch_up, "
     "catch_up_limit, message, source, paused, run_count, last_fire_at, next_fire_at, "
-    "last_error, created_at, updated_at"
+    "last_error, created_at, updated_at, grace_s"
 )
 # Inserts nothing when the name is taken, also by a transaction that
 # commits meanwhile; the caller checks the row count.
 INSERT_SCHEDULE = (
     f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    f"VALUES ({', '.join(['%s'] * 20)}) "
     "ON CONFLICT (name) DO NOTHING"
 )
 SELECT_SCHEDULE = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = %s"
@@ -69,7 +74,8 @@ SELECT_DUE_SCHEDULE = (
 )
 SELECT_SCHEDULES = (
     f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE (%s::text IS NULL OR queue = %s) "
-    "AND (%s::text IS NULL OR source = %s) ORDER BY name LIMIT %s"
+    "AND (%s::text IS NULL OR source = %s) AND (%s::text IS NULL OR name > %s) "
+    "ORDER BY name LIMIT %s"
 )
 SELECT_DUE_NAMES = (
     "SELECT name FROM schedules WHERE NOT paused AND next_fire_at <= %s "
@@ -81,7 +87,8 @@ SELECT_NEXT_DUE = (
 UPDATE_DEFINITION = (
     "UPDATE schedules SET queue = %s, cron = %s, timezone = %s, interval_s = %s, "
     "start_at = %s, end_at = %s, max_runs = %s, catch_up = %s, catch_up_limit = %s, "
-    "message = %s, source = %s, next_fire_at = %s, updated_at = %s WHERE name = %s"
+    "grace_s = %s, message = %s, source = %s, next_fire_at = %s, updated_at = %s "
+    "WHERE name = %s"
 )
 UPDATE_PAUSED = "UPDATE schedules SET paused = %s, updated_at = %s WHERE name = %s"
 UPDATE_FIRED = (

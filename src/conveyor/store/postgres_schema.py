@@ -112,6 +112,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "add the workflows and workflow_steps tables",
         tuple(workflow_sql.CREATE_TABLES),
     ),
+    Migration(
+        8,
+        "add schedules.grace_s, the misfire grace of each schedule",
+        tuple(schedule_sql.ADD_GRACE_COLUMN),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

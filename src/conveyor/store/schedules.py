@@ -21,7 +21,12 @@ from typing import Any, Callable
 
 import orjson
 
-from ..errors import ConveyorError, ScheduleAlreadyExists, ScheduleNotFound
+from ..errors import (
+    ConveyorError,
+    ScheduleAlreadyExists,
+    ScheduleNotFound,
+    ValidationError,
+)
 from ..models import NewMessage, PostResult, Schedule
 from ..policy import PreparedMessage
 from ..schedule_input import (
@@ -32,8 +37,9 @@ from ..schedule_input import (
     build_message,
     check_definition,
 )
-from ..schedule_times import PlannedTick, plan_ticks, to_iso
+from ..schedule_times import FirePlan, PlannedTick, plan_ticks, to_iso
 from ..validation import prepare
+from .schedule_post_errors import POST_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +73,13 @@ def create_schedule(
     check_queue: CheckQueue,
 ) -> Schedule:
     """Store a new schedule, or raise ScheduleAlreadyExists."""
-    check_queue(spec.queue, build_message(spec.template, {}))
+    _check_target_queue(check_queue, spec)
     next_fire_at = spec.timing.next_after(now - 0.001)
     inserted = execute(sql.INSERT_SCHEDULE, (
         name, spec.queue, spec.cron, spec.timezone, spec.interval_s, spec.start_at,
         spec.end_at, spec.max_runs, spec.catch_up, spec.catch_up_limit,
         _dump(spec.template), source, paused, 0, None, next_fire_at, None, now, now,
+        spec.grace_s,
     ))
     if not inserted.rowcount:
         raise ScheduleAlreadyExists(
@@ -115,12 +122,36 @@ def put_schedule(
             # worker of the same app starting at the same moment.
             row = execute(sql.SELECT_SCHEDULE_LOCKED, (name,)).fetchone()
     current = schedule_from_row(row)
+    if source == "code" and current.source == "api":
+        raise ScheduleAlreadyExists(
+            f"schedule {name!r} was created through the API or CLI, so code may not "
+            f"replace it; give the @app.periodic declaration another name=..., or "
+            f"delete the stored schedule first with 'conveyor schedules delete {name}'"
+        )
     if fields.get("start_at") is None:
         fields = {**fields, "start_at": current.start_at}
     spec = check_definition(fields, now)
     if spec == _spec_of(current) and source == current.source:
         return current, "unchanged"
     return _replace_definition(execute, sql, current, spec, source, now, check_queue), "updated"
+
+
+def _check_target_queue(check_queue: CheckQueue, spec: ScheduleSpec) -> None:
+    """Check that the queue accepts the template, with schedule words in group errors."""
+    try:
+        check_queue(spec.queue, build_message(spec.template, {}))
+    except ValidationError as exc:
+        if spec.template.get("group") is None and "has no group" in exc.detail:
+            raise ValidationError(
+                f"queue {spec.queue!r} is a fifo queue, so the schedule needs a group "
+                "for its messages; set group (--group in the CLI)"
+            ) from exc
+        if spec.template.get("group") is not None and "standard queue" in exc.detail:
+            raise ValidationError(
+                f"queue {spec.queue!r} is a standard queue, so the schedule may not "
+                "set a group; remove group (--group in the CLI), or post to a fifo queue"
+            ) from exc
+        raise
 
 
 def update_schedule(
@@ -159,18 +190,20 @@ def _replace_definition(
     now: float,
     check_queue: CheckQueue,
 ) -> Schedule:
-    check_queue(spec.queue, build_message(spec.template, {}))
+    _check_target_queue(check_queue, spec)
     next_fire_at = spec.timing.next_after(now - 0.001)
     if spec.max_runs is not None and current.run_count >= spec.max_runs:
         next_fire_at = None
     execute(sql.UPDATE_DEFINITION, (
         spec.queue, spec.cron, spec.timezone, spec.interval_s, spec.start_at,
-        spec.end_at, spec.max_runs, spec.catch_up, spec.catch_up_limit,
+        spec.end_at, spec.max_runs, spec.catch_up, spec.catch_up_limit, spec.grace_s,
         _dump(spec.template), source, next_fire_at, now, current.name,
     ))
     logger.info(
-        "Schedule %s changed (%s) posting to queue %s; next tick at %s",
-        current.name, _describe(spec), spec.queue, _format(next_fire_at),
+        "Schedule %s changed (%s) posting to queue %s; changed fields: %s; next tick at %s",
+        current.name, _describe(spec), spec.queue,
+        ", ".join(changed_fields(_spec_of(current), spec)) or "source",
+        _format(next_fire_at),
     )
     return get_schedule(execute, sql, current.name)
 
@@ -193,25 +226,44 @@ def get_schedule(
 
 
 def list_schedules(
-    execute: Execute, sql: ModuleType, queue: str | None, source: str | None, limit: int
+    execute: Execute,
+    sql: ModuleType,
+    queue: str | None,
+    source: str | None,
+    limit: int,
+    after: str | None = None,
 ) -> list[Schedule]:
-    """Return schedules by name, optionally of one queue or one source."""
-    rows = execute(sql.SELECT_SCHEDULES, (queue, queue, source, source, limit)).fetchall()
+    """Return schedules by name, optionally of one queue or one source, after a name."""
+    params = (queue, queue, source, source, after, after, limit)
+    rows = execute(sql.SELECT_SCHEDULES, params).fetchall()
     return [schedule_from_row(row) for row in rows]
 
 
 def set_paused(
-    execute: Execute, sql: ModuleType, name: str, paused: bool, now: float
+    execute: Execute,
+    sql: ModuleType,
+    name: str,
+    paused: bool,
+    now: float,
+    post: PostMessages,
 ) -> Schedule:
     """Pause or resume a schedule.
 
-    A resumed schedule's ticks that passed while it was paused are missed
-    ticks, and its catch-up policy decides which of them fire.
+    Resuming applies the catch-up policy at once, in the same transaction:
+    every tick that passed while the schedule was paused is missed, even
+    one within the grace period, and a tick due exactly at `now` is on
+    time. So the returned schedule's `next_fire_at` is the real next tick.
     """
-    current = get_schedule(execute, sql, name, locked=True)
-    if current.paused != paused:
-        execute(sql.UPDATE_PAUSED, (paused, now, name))
-        logger.info("Schedule %s %s", name, "paused" if paused else "resumed")
+    get_schedule(execute, sql, name, locked=True)
+    current = schedule_from_row(
+        execute(sql.SELECT_SCHEDULE_LOCKED, (name,)).fetchone(), as_stored=True
+    )
+    if current.paused == paused:
+        return get_schedule(execute, sql, name)
+    execute(sql.UPDATE_PAUSED, (paused, now, name))
+    logger.info("Schedule %s %s", name, "paused" if paused else "resumed")
+    if not paused and current.next_fire_at is not None:
+        _fire_due_ticks(execute, sql, current, now, post, 0.0, "while paused")
     return get_schedule(execute, sql, name)
 
 
@@ -245,17 +297,37 @@ def fire_schedule(
     if row is None:
         return 0
     schedule = schedule_from_row(row)
+    return _fire_due_ticks(
+        execute, sql, schedule, now, post, schedule.grace_s, "while no server fired it"
+    )
+
+
+def _fire_due_ticks(
+    execute: Execute,
+    sql: ModuleType,
+    schedule: Schedule,
+    now: float,
+    post: PostMessages,
+    grace_s: float,
+    missed_because: str,
+) -> int:
+    """Fire the ticks that `plan_ticks` picks at `now`, advance the schedule, return the posts.
+
+    `missed_because` ends the WARNING about missed ticks, e.g. "while paused".
+    """
     spec = _spec_of(schedule)
     runs_left = None if spec.max_runs is None else spec.max_runs - schedule.run_count
     plan = plan_ticks(
-        spec.timing, schedule.next_fire_at, now, spec.catch_up, spec.catch_up_limit, runs_left
+        spec.timing, schedule.next_fire_at, now, spec.catch_up, spec.catch_up_limit,
+        runs_left, grace_s,
     )
     if plan.skipped:
-        logger.warning(
-            "Schedule %s missed %d ticks while no server fired it; catch-up policy %s "
-            "fires %d of them",
-            name, plan.skipped + sum(t.missed for t in plan.fire), spec.catch_up,
-            sum(1 for t in plan.fire if t.missed),
+        _log_missed(schedule.name, plan, spec.catch_up, missed_because)
+    if plan.coalesced:
+        logger.info(
+            "Schedule %s had %s on time in one step; catch-up policy %s fires "
+            "only the newest", schedule.name, _count(plan.coalesced + 1, "tick"),
+            spec.catch_up,
         )
 
     posted = 0
@@ -270,14 +342,29 @@ def fire_schedule(
 
     last_fire_at = plan.fire[-1].at if plan.fire else schedule.last_fire_at
     execute(sql.UPDATE_FIRED, (
-        schedule.run_count + posted, last_fire_at, plan.next_fire_at, last_error, name,
+        schedule.run_count + posted, last_fire_at, plan.next_fire_at, last_error,
+        schedule.name,
     ))
     if plan.next_fire_at is None:
         logger.info(
             "Schedule %s finished after %d runs: no tick is left before its end or "
-            "its max_runs", name, schedule.run_count + posted,
+            "its max_runs", schedule.name, schedule.run_count + posted,
         )
     return posted
+
+
+def _log_missed(name: str, plan: FirePlan, catch_up: str, missed_because: str) -> None:
+    missed = plan.skipped + sum(tick.missed for tick in plan.fire)
+    fired = sum(1 for tick in plan.fire if tick.missed)
+    logger.warning(
+        "Schedule %s missed %s %s; catch-up policy %s fires %d of them",
+        name, _count(missed, "tick"), missed_because, catch_up, fired,
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    """Return e.g. "1 tick" or "3 ticks"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _fire_tick(
@@ -303,11 +390,9 @@ def _fire_tick(
     try:
         result = post(schedule.queue, [build_message(schedule.message, headers)], now)[0]
     except ConveyorError as exc:
-        logger.warning(
-            "Schedule %s could not post its tick %s to queue %s: %s",
-            schedule.name, to_iso(tick.at), schedule.queue, exc,
-        )
+        POST_ERRORS.failed(schedule.name, schedule.queue, tick.at, str(exc), now)
         return f"tick {to_iso(tick.at)} posted nothing: {exc}"
+    POST_ERRORS.posted(schedule.name)
     execute(sql.SET_TICK_MESSAGE, (result.id, schedule.name, tick_ms))
     logger.debug(
         "Schedule %s fired tick %s: message %s in queue %s",
@@ -332,8 +417,13 @@ def prune_ticks(execute: Execute, sql: ModuleType, now: float) -> int:
     return execute(sql.PRUNE_TICKS, (now - TICK_RETENTION_S,)).rowcount
 
 
-def schedule_from_row(row: tuple) -> Schedule:
-    """Build a schedule from a row of SCHEDULE_COLUMNS, with its next few ticks."""
+def schedule_from_row(row: tuple, as_stored: bool = False) -> Schedule:
+    """Build a schedule from a row of SCHEDULE_COLUMNS, with its next few ticks.
+
+    A paused schedule has no next tick until it is resumed, so it shows
+    `next_fire_at` None and no `next_fire_times`. With `as_stored`, it keeps
+    the stored `next_fire_at`, because resuming counts the missed ticks from it.
+    """
     schedule = Schedule(
         name=row[0],
         queue=row[1],
@@ -345,6 +435,7 @@ def schedule_from_row(row: tuple) -> Schedule:
         max_runs=row[7],
         catch_up=row[8],
         catch_up_limit=row[9],
+        grace_s=row[19],
         message=orjson.loads(row[10]),
         source=row[11],
         paused=bool(row[12]),
@@ -360,6 +451,8 @@ def schedule_from_row(row: tuple) -> Schedule:
         schedule.state = "finished"
     elif schedule.paused:
         schedule.state = "paused"
+        if not as_stored:
+            schedule.next_fire_at = None
     schedule.next_fire_times = _next_fire_times(schedule)
     return schedule
 
@@ -389,8 +482,15 @@ def _spec_of(schedule: Schedule) -> ScheduleSpec:
         max_runs=schedule.max_runs,
         catch_up=schedule.catch_up,
         catch_up_limit=schedule.catch_up_limit,
+        grace_s=schedule.grace_s,
         template=schedule.message,
     )
+
+
+def changed_fields(old: ScheduleSpec, new: ScheduleSpec) -> list[str]:
+    """Return the names of the definition fields that differ, in DEFINITION_FIELDS order."""
+    old_fields, new_fields = old.to_fields(), new.to_fields()
+    return [name for name in old_fields if old_fields[name] != new_fields[name]]
 
 
 def _describe(spec: ScheduleSpec) -> str:
@@ -454,7 +554,9 @@ class ScheduleStore:
         ))
 
     def set_paused(self, name: str, paused: bool, now: float) -> Future:
-        return self._write(lambda tx: set_paused(tx.execute, self._sql, name, paused, now))
+        return self._write(
+            lambda tx: set_paused(tx.execute, self._sql, name, paused, now, tx.post)
+        )
 
     def delete(self, name: str) -> Future:
         return self._write(lambda tx: delete_schedule(tx.execute, self._sql, name))
@@ -468,9 +570,11 @@ class ScheduleStore:
     def get(self, name: str) -> Schedule:
         return self._read(lambda execute: get_schedule(execute, self._sql, name))
 
-    def list(self, queue: str | None, source: str | None, limit: int) -> list[Schedule]:
+    def list(
+        self, queue: str | None, source: str | None, limit: int, after: str | None = None
+    ) -> list[Schedule]:
         return self._read(
-            lambda execute: list_schedules(execute, self._sql, queue, source, limit)
+            lambda execute: list_schedules(execute, self._sql, queue, source, limit, after)
         )
 
     def due_names(self, now: float, limit: int) -> list[str]:

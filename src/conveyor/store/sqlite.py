@@ -72,6 +72,21 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+def _prepare_schedule_schema(conn: sqlite3.Connection) -> None:
+    """Create the schedule tables and add the columns an older file lacks."""
+    conn.executescript(schedule_sql.SCHEMA)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, column_type in schedule_sql.ADDED_COLUMNS:
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {column_type}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 class SQLiteStore(SQLiteWorkflows):
     """Stores queues and messages in one SQLite file."""
 
@@ -84,7 +99,7 @@ class SQLiteStore(SQLiteWorkflows):
                 conn.executescript(sql.SCHEMA)
                 sqlite_flow.prepare_schema(conn)
                 sqlite_runs.prepare_schema(conn)
-                conn.executescript(schedule_sql.SCHEMA)
+                _prepare_schedule_schema(conn)
                 sqlite_workflows.prepare_schema(conn)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS schedules (
     next_fire_at    REAL,
     last_error      TEXT,
     created_at      REAL NOT NULL,
-    updated_at      REAL NOT NULL
+    updated_at      REAL NOT NULL,
+    grace_s         REAL NOT NULL DEFAULT 60
 );
 CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_fire_at)
     WHERE paused = 0 AND next_fire_at IS NOT NULL;
@@ -42,15 +43,19 @@ CREATE TABLE IF NOT EXISTS schedule_ticks (
 );
 """
 
+# Columns added after the table was first released, as (table, column,
+# type). Opening an older store file adds them.
+ADDED_COLUMNS = (("schedules", "grace_s", "REAL NOT NULL DEFAULT 60"),)
+
 SCHEDULE_COLUMNS = (
     "name, queue, cron, timezone, interval_s, start_at, end_at, max_runs, catch_up, "
     "catch_up_limit, message, source, paused, run_count, last_fire_at, next_fire_at, "
-    "last_error, created_at, updated_at"
+    "last_error, created_at, updated_at, grace_s"
 )
 # Inserts nothing when the name is taken; the caller checks the row count.
 INSERT_SCHEDULE = (
     f"INSERT OR IGNORE INTO schedules ({SCHEDULE_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SELECT_SCHEDULE = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?"
 SELECT_SCHEDULE_LOCKED = SELECT_SCHEDULE
@@ -62,7 +67,7 @@ SELECT_DUE_SCHEDULE = (
 )
 SELECT_SCHEDULES = (
     f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE (? IS NULL OR queue = ?) "
-    "AND (? IS NULL OR source = ?) ORDER BY name LIMIT ?"
+    "AND (? IS NULL OR source = ?) AND (? IS NULL OR name > ?) ORDER BY name LIMIT ?"
 )
 SELECT_DUE_NAMES = (
     "SELECT name FROM schedules WHERE paused = 0 AND next_fire_at <= ? "
@@ -74,7 +79,8 @@ SELECT_NEXT_DUE = (
 UPDATE_DEFINITION = (
     "UPDATE schedules SET queue = ?, cron = ?, timezone = ?, interval_s = ?, "
     "start_at = ?, end_at = ?, max_runs = ?, catch_up = ?, catch_up_limit = ?, "
-    "message = ?, source = ?, next_fire_at = ?, updated_at = ? WHERE name = ?"
+    "grace_s = ?, message = ?, source = ?, next_fire_at = ?, updated_at = ? "
+    "WHERE name = ?"
 )
 UPDATE_PAUSED = "UPDATE schedules SET paused = ?, updated_at = ? WHERE name = ?"
 UPDATE_FIRED = (

@@ -199,6 +199,12 @@ class Conveyor:
         batch_size: int | None = None,
         batch_wait_s: float | None = None,
     ) -> Task:
+        if isinstance(fn, Task):
+            raise ValidationError(
+                f"@app.task is applied to {fn.name!r}, which is a task already, "
+                "e.g. because @app.task sits above @app.periodic; put @app.periodic "
+                "on top of @app.task, or use @app.periodic alone with the task options"
+            )
         name = name if name is not None else _default_name(fn)
         _check_function(fn, name)
         validate_queue_name(queue)
@@ -247,6 +253,7 @@ class Conveyor:
         max_runs: int | None = None,
         catch_up: str = "skip",
         catch_up_limit: int | None = None,
+        grace: timedelta | float | None = None,
         name: str | None = None,
         **task_options: Any,
     ) -> Any:
@@ -259,7 +266,9 @@ class Conveyor:
         (timedelta or seconds) sets the ticks; `args` and `kwargs` are the
         call each tick enqueues. `start` and `end` (aware datetimes or Unix
         seconds), `max_runs`, `catch_up` (skip, once or all) and
-        `catch_up_limit` are as in docs/schedules.md. `name` names the
+        `catch_up_limit` are as in docs/schedules.md. `grace` (timedelta or
+        seconds, default 60) is how late a tick may fire and still be on
+        time. `name` names the
         schedule; the default is the task name. `app.sync_schedules()` or
         `conveyor worker` stores the declarations.
         """
@@ -276,7 +285,7 @@ class Conveyor:
                 )
             declared = periodic_schedules.declare(
                 task, cron, timezone, every, args, kwargs, start, end, max_runs,
-                catch_up, catch_up_limit, name,
+                catch_up, catch_up_limit, grace, name,
             )
             with self._lock:
                 if declared.name in self.periodic_schedules:
@@ -287,7 +296,10 @@ class Conveyor:
                 self.periodic_schedules[declared.name] = declared
             return task
 
-        check_option_names("@app.periodic", task_options, TASK_OPTION_NAMES)
+        check_option_names(
+            "@app.periodic", task_options,
+            (*PERIODIC_OPTION_NAMES, "task_name", *(n for n in TASK_OPTION_NAMES if n != "name")),
+        )
         return decorate if fn is None else decorate(fn)
 
     def sync_schedules(self, queues: Sequence[str] | None = None) -> list[Any]:
@@ -336,6 +348,12 @@ class Conveyor:
 
 TASK_OPTION_NAMES = tuple(
     name for name in inspect.signature(Conveyor._register).parameters if name not in ("self", "fn")
+)
+# The schedule options of @app.periodic; it also takes the task options,
+# with task_name for the task's name.
+PERIODIC_OPTION_NAMES = tuple(
+    name for name in inspect.signature(Conveyor.periodic).parameters
+    if name not in ("self", "fn", "task_options")
 )
 
 

@@ -35,6 +35,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..errors import Reject, RetryAfter, TaskTimeout
+from ..log_format import configure_logging
 from ..tasks.app import Conveyor
 from ..tasks.hooks import TaskRun
 from ..tasks.task import Task
@@ -77,7 +78,7 @@ def child_main(config: ChildConfig, commands: Connection, results: Connection) -
     # On a crash in C code, print the Python stack; the exit status still
     # names the signal.
     faulthandler.enable()
-    logging.basicConfig(level=config.log_level, format=LOG_FORMAT)
+    configure_logging(config.log_level, LOG_FORMAT)
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     install_capture_handler()

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from ...engine import DEFAULT_BREAKER_EVENTS, MAX_BREAKER_EVENTS, Engine
+from ...engine_schedules import MAX_SCHEDULES_LISTED
 from ...errors import QueueNotFound
 from ..openapi import PROBLEM_RESPONSES, request_body
 from ..schemas import (
@@ -19,6 +20,7 @@ from ..schemas import (
     CreateQueueRequest,
     ForceBreakerRequest,
     MessagesDeleted,
+    QueueDeleted,
     QueueInfoModel,
     QueueList,
     QueueSettingsChanges,
@@ -76,12 +78,20 @@ def queue_routes(engine: Engine) -> APIRouter:
 
     @router.delete(
         "/{name}",
-        response_model=MessagesDeleted,
+        response_model=QueueDeleted,
         summary="Delete a queue and its messages",
+        description="The response names the schedules that still post to the queue.",
     )
     async def delete_queue(name: str):
         removed = await run_in_threadpool(engine.delete_queue, name)
-        return json_response({"queue": name, "messages_deleted": removed})
+        schedules = await run_in_threadpool(
+            lambda: engine.list_schedules(queue=name, limit=MAX_SCHEDULES_LISTED)
+        )
+        return json_response({
+            "queue": name,
+            "messages_deleted": removed,
+            "schedules": [s.name for s in schedules],
+        })
 
     @router.post(
         "/{name}/purge",

@@ -33,9 +33,19 @@ def schedule_routes(engine: Engine) -> APIRouter:
         queue: str | None = Query(None, description="Only the schedules of this queue"),
         source: Source | None = Query(None, description="Only schedules from this source"),
         limit: int = Query(100, ge=1, le=MAX_SCHEDULES_LISTED),
+        after: str | None = Query(
+            None, description="Only schedules whose names sort after this one: the "
+            "next_cursor of the previous page"
+        ),
     ):
-        schedules = await run_in_threadpool(engine.list_schedules, queue, source, limit)
-        return json_response({"schedules": [s.to_wire() for s in schedules]})
+        schedules = await run_in_threadpool(
+            engine.list_schedules, queue, source, limit, after
+        )
+        next_cursor = schedules[-1].name if len(schedules) == limit else None
+        return json_response({
+            "schedules": [s.to_wire() for s in schedules],
+            "next_cursor": next_cursor,
+        })
 
     @router.post(
         "",
