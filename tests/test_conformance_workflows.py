@@ -241,6 +241,35 @@ def test_list_filters_and_pages(wf_engine):
     assert len(wf_engine.list_workflows(state="succeeded")[0]) == 3
 
 
+def fail_first_step(engine: Engine, spec: dict) -> str:
+    workflow = engine.start_workflow(spec)
+    message = engine.reserve("wf", 1)[0]
+    engine.nack("wf", [lease(message, error="boom", dead=True)])
+    return workflow.id
+
+
+def test_failed_filter_shows_failure(wf_engine):
+    workflow_id = fail_first_step(wf_engine, chain(task("a"), task("b")))
+    listed = wf_engine.list_workflows(state="failed")[0]
+    assert [w.id for w in listed] == [workflow_id]
+    assert listed[0].state == "failed"
+    assert listed[0].failed_step == 0
+    assert "boom" in listed[0].error
+
+
+def test_failed_filter_pages(wf_engine):
+    failed = [fail_first_step(wf_engine, task("a")) for _ in range(3)]
+    wf_engine.start_workflow(task("b"))
+    first, cursor = wf_engine.list_workflows(state="failed", limit=2)
+    assert [w.id for w in first] == [failed[2], failed[1]]
+    second, end = wf_engine.list_workflows(state="failed", cursor=cursor, limit=2)
+    assert [w.id for w in second] == [failed[0]]
+    assert end is None
+    assert {w.state for w in first + second} == {"failed"}
+    running = wf_engine.list_workflows(state="running")[0]
+    assert [w.state for w in running] == ["running"]
+
+
 def test_non_workflow_acks_unaffected(wf_engine):
     ids = [r.id for r in wf_engine.post("wf", [NewMessage(i) for i in range(3)])]
     messages = wf_engine.reserve("wf", 3)

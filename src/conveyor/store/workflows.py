@@ -325,7 +325,9 @@ def list_workflows(
     """Return up to `limit` workflows, newest first, and the cursor of the next page.
 
     A workflow read as failed is stored as running with a stopped step, so
-    the running and failed filters test the steps in SQL.
+    the running and failed filters test the steps in SQL. Every listed
+    running workflow then gets its derived state, failed_step and error,
+    whatever the filter, so a filtered list shows what `get` shows.
     """
     query = sql.list_query(state)
     params: list[Any] = [] if state in (None, RUNNING, FAILED) else [state]
@@ -333,8 +335,7 @@ def list_workflows(
     rows = execute(query, tuple(params)).fetchall()
     page = rows[:limit]
     workflows = [_workflow_from_row(row[1:], None) for row in page]
-    if state is None:
-        _derive_list_states(execute, sql, workflows)
+    _derive_list_states(execute, sql, workflows)
     next_cursor = page[-1][0] if len(rows) > limit else None
     return workflows, next_cursor
 
