@@ -432,3 +432,26 @@ def test_independent_branch_goes_on(wf_engine):
     read = wf_engine.get_workflow(workflow.id)
     assert read.state == "failed"
     assert read.failed_step == 0
+
+
+def test_step_stopped_after_cancel_reads_cancelled(wf_engine):
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b")))
+    message = wf_engine.reserve("wf", 1)[0]
+    wf_engine.cancel_workflow(workflow.id)
+    # A worker that learns of the cancel request nacks the run.
+    wf_engine.nack("wf", [lease(message, error="cancelled")])
+    step = wf_engine.get_workflow(workflow.id).steps[0]
+    assert step.state == "cancelled"
+    assert step.result is None
+    assert wf_engine.reserve("wf", 10) == []
+
+
+def test_step_acked_after_cancel_keeps_result(wf_engine):
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b")))
+    message = wf_engine.reserve("wf", 1)[0]
+    wf_engine.cancel_workflow(workflow.id)
+    wf_engine.ack("wf", [lease(message, result="a-done")])
+    steps = wf_engine.get_workflow(workflow.id).steps
+    assert steps[0].state == "succeeded"
+    assert steps[0].result == "a-done"
+    assert steps[1].state == "waiting"

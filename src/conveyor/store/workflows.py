@@ -19,8 +19,9 @@ count of parents that have not succeeded yet.
   is read as failed, cancelled or expired (`step_state`). A redrive brings
   the message back under the same id, so its ack then finishes the step.
 - Cancelling a workflow marks it cancelled and cancels its posted
-  messages; a step that succeeds afterwards keeps its result but posts no
-  children.
+  messages. A running step's nack then finishes it as cancelled; a step
+  acked before its worker learned of the cancel keeps its result. Neither
+  posts children.
 
 Each function takes the transaction's `execute(query, params)`, the
 store's module of workflow statements, and for posting a `post` callable,
