@@ -455,3 +455,10 @@ def test_step_acked_after_cancel_keeps_result(wf_engine):
     assert steps[0].state == "succeeded"
     assert steps[0].result == "a-done"
     assert steps[1].state == "waiting"
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "esc\x1b[2J", "bell\x07", "sep\u2028"])
+def test_control_character_name_rejected(wf_engine, name):
+    with pytest.raises(ValidationError, match="control character"):
+        wf_engine.start_workflow(task("a"), name=name)
+    assert wf_engine.list_workflows()[0] == []

@@ -20,6 +20,7 @@ succeeded.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -40,6 +41,8 @@ MAX_STEP_INPUT_BYTES = 8 * 1024 * 1024
 # The spec as JSON, before compiling.
 MAX_SPEC_BYTES = 16 * 1024 * 1024
 MAX_NAME_LENGTH = 200
+# Unicode categories a workflow name may not contain (see is_control_character).
+CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 # Every step message carries these two headers, so a step's own headers
 # may use at most MAX_HEADERS minus two.
 WORKFLOW_HEADER = "conveyor-workflow"
@@ -151,6 +154,21 @@ def _check_name(name: Any) -> None:
             f"invalid workflow name {name!r}: use a string of 1 to {MAX_NAME_LENGTH} "
             "characters, or leave it out"
         )
+    control = next((char for char in name if is_control_character(char)), None)
+    if control is not None:
+        raise ValidationError(
+            f"invalid workflow name {name!r}: it contains the control character "
+            f"{control!r}; use printable characters only"
+        )
+
+
+def is_control_character(char: str) -> bool:
+    """Return True for a control character or a line or paragraph separator.
+
+    These are the Unicode categories Cc (C0, DEL and C1, ESC and newline
+    included), Zl and Zp, which a terminal would act on instead of showing.
+    """
+    return unicodedata.category(char) in CONTROL_CATEGORIES
 
 
 def _check_spec_size(spec: Any) -> None:
