@@ -167,3 +167,24 @@ def test_show_unknown_fails(cli):
     done = cli("workflows", "show", "nope")
     assert done.returncode != 0
     assert "no workflow with id 'nope'" in done.stderr
+
+
+def test_retry_posts_failed_step(cli):
+    client = connect(cli.url)
+    try:
+        client.create_queue("wf")
+        client.create_queue("other")
+        spec = {"chain": [task_step("a"), {"step": {"queue": "other", "body": "plain"}}]}
+        workflow = client.start_workflow(spec, "retry")
+        client.delete_queue("other")
+        first = client.reserve("wf", 1)[0]
+        client.ack("wf", [{"id": first.id, "receipt": first.receipt, "result": 1}])
+        client.create_queue("other")
+    finally:
+        client.close()
+    assert f"conveyor workflows retry {workflow.id}" in cli.ok("workflows", "show", workflow.id)
+    assert "it is running" in cli.ok("workflows", "retry", workflow.id)
+    assert cli.json("workflows", "show", workflow.id)["steps"][1]["state"] == "queued"
+    again = cli("workflows", "retry", workflow.id)
+    assert again.returncode == 1
+    assert "no step whose post failed" in again.stderr

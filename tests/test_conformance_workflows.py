@@ -9,7 +9,12 @@ from __future__ import annotations
 import pytest
 
 from conveyor.engine import Engine
-from conveyor.errors import QueueNotFound, ValidationError, WorkflowNotFound
+from conveyor.errors import (
+    QueueNotFound,
+    ValidationError,
+    WorkflowNotFound,
+    WorkflowNotRetryable,
+)
 from conveyor.models import Message, NewMessage
 from conveyor.workflows.compiler import MAX_NESTING_DEPTH, MAX_WORKFLOW_STEPS
 
@@ -462,3 +467,79 @@ def test_control_character_name_rejected(wf_engine, name):
     with pytest.raises(ValidationError, match="control character"):
         wf_engine.start_workflow(task("a"), name=name)
     assert wf_engine.list_workflows()[0] == []
+
+
+def test_retry_posts_step_after_queue_created(wf_engine):
+    wf_engine.create_queue("other")
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b", queue="other"), task("c")))
+    wf_engine.delete_queue("other")
+    run_ready(wf_engine, expect=1)
+    failed = wf_engine.get_workflow(workflow.id)
+    assert failed.state == "failed"
+    assert f"conveyor workflows retry {workflow.id}" in failed.error
+    wf_engine.create_queue("other")
+    retried = wf_engine.retry_workflow(workflow.id)
+    assert retried.state == "running"
+    assert retried.steps[1].state == "queued"
+    assert retried.steps[1].error is None
+    assert run_ready(wf_engine, "other", expect=1) == {"b": ["a-done"]}
+    assert run_ready(wf_engine, expect=1) == {"c": ["b-done"]}
+    assert wf_engine.get_workflow(workflow.id).state == "succeeded"
+
+
+def test_retry_twice_posts_once(wf_engine):
+    wf_engine.create_queue("other")
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b", queue="other")))
+    wf_engine.delete_queue("other")
+    run_ready(wf_engine, expect=1)
+    wf_engine.create_queue("other")
+    wf_engine.retry_workflow(workflow.id)
+    with pytest.raises(WorkflowNotRetryable, match="no step whose post failed"):
+        wf_engine.retry_workflow(workflow.id)
+    assert len(wf_engine.reserve("other", 10)) == 1
+
+
+def test_retry_still_failing_changes_nothing(wf_engine):
+    wf_engine.create_queue("other")
+    wf_engine.create_queue("gone")
+    workflow = wf_engine.start_workflow(
+        chain(task("a"), group(task("b", queue="other"), task("c", queue="gone")))
+    )
+    wf_engine.delete_queue("other")
+    wf_engine.delete_queue("gone")
+    run_ready(wf_engine, expect=1)
+    wf_engine.create_queue("other")
+    with pytest.raises(QueueNotFound, match="step 2 of workflow"):
+        wf_engine.retry_workflow(workflow.id)
+    read = wf_engine.get_workflow(workflow.id)
+    assert [step.state for step in read.steps] == ["succeeded", "failed", "failed"]
+    assert wf_engine.reserve("other", 10) == []
+
+
+def test_retry_dead_step_rejected(wf_engine):
+    workflow_id = fail_first_step(wf_engine, chain(task("a"), task("b")))
+    with pytest.raises(WorkflowNotRetryable, match="redriven"):
+        wf_engine.retry_workflow(workflow_id)
+
+
+def test_retry_cancelled_workflow_rejected(wf_engine):
+    workflow = wf_engine.start_workflow(task("a"))
+    wf_engine.cancel_workflow(workflow.id)
+    with pytest.raises(WorkflowNotRetryable, match="is cancelled"):
+        wf_engine.retry_workflow(workflow.id)
+
+
+def test_retry_join_after_size_raised(wf_engine):
+    wf_engine.create_queue("small", {"max_message_size": 2048})
+    spec = chain(group(task("a"), task("b")), task("join", queue="small"))
+    workflow = wf_engine.start_workflow(spec)
+    for message in wf_engine.reserve("wf", 10):
+        wf_engine.ack("wf", [lease(message, result="x" * 1500)])
+    failed = wf_engine.get_workflow(workflow.id)
+    assert failed.steps[2].state == "failed"
+    assert "could not post the step" in failed.steps[2].error
+    wf_engine.update_queue("small", {"max_message_size": 8192})
+    assert wf_engine.retry_workflow(workflow.id).state == "running"
+    join = wf_engine.reserve("small", 10)
+    assert len(join) == 1
+    assert join[0].body["args"] == [["x" * 1500, "x" * 1500]]

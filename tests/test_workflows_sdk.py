@@ -206,3 +206,18 @@ def test_http_api_shape(http_server):
     assert "/v1/workflows" in paths
     assert "/v1/workflows/{workflow_id}/cancel" in paths
     client.close()
+
+
+def test_handle_retry_posts_failed_step(app, queue):
+    t = define_tasks(app, queue)
+    other = queue + "-r"
+    app.client.create_queue(other)
+    handle = chain(t["add"].step(1), t["double"].step().options(queue=other)).start()
+    app.client.delete_queue(other)
+    with running_worker(app):
+        with pytest.raises(TaskError, match="could not post the step"):
+            handle.result(timeout_s=RESULT_TIMEOUT_S)
+        app.client.create_queue(other)
+        assert handle.retry() == "running"
+    leased = app.client.reserve(other, 1)[0]
+    assert leased.body["args"] == [1]

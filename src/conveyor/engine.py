@@ -537,6 +537,18 @@ class Engine(ScheduleMethods):
         workflows, next_seq = self.store.list_workflows(state, before_seq, limit)
         return workflows, None if next_seq is None else str(next_seq)
 
+    def retry_workflow(self, workflow_id: str) -> Workflow:
+        """Post again the steps whose post failed (queue deleted, message too large).
+
+        Fix the cause first (create the queue, raise its max_message_size).
+        All the steps are posted in one transaction, or none, and the
+        workflow reads as running again. Raises WorkflowNotRetryable when
+        the workflow finished or has no such step, and the post's own error
+        (QueueNotFound, PayloadTooLarge) when a step still cannot be posted.
+        """
+        workflow_id = self._check_id(workflow_id)
+        return self.store.retry_workflow(workflow_id, self.clock()).result()
+
     def cancel_workflow(self, workflow_id: str) -> Workflow:
         """Cancel a running workflow and return it.
 

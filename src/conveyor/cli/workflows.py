@@ -1,4 +1,4 @@
-"""`conveyor workflows ...`: list, show and cancel workflows."""
+"""`conveyor workflows ...`: list, show, cancel and retry workflows."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ ERROR_LINE_CHARS = 200
 
 @main.group("workflows")
 def workflows_group() -> None:
-    """Inspect and cancel workflows (chains, groups and joins of steps)."""
+    """Inspect, cancel and retry workflows (chains, groups and joins of steps)."""
 
 
 @workflows_group.command("list")
@@ -133,6 +133,20 @@ def cancel_workflow(options: ClientOptions, workflow_id: str) -> None:
         print_line(
             f"Workflow {workflow.id} had already finished ({workflow.state}); nothing changed."
         )
+
+
+@workflows_group.command("retry")
+@click.argument("workflow_id")
+@client_options
+def retry_workflow(options: ClientOptions, workflow_id: str) -> None:
+    """Post again the steps of WORKFLOW_ID whose post failed, after fixing the cause."""
+    with open_client(options) as client:
+        workflow = client.retry_workflow(workflow_id)
+
+    if options.json_output:
+        print_json(workflow.to_wire())
+        return
+    print_line(f"Posted the failed steps of workflow {workflow.id} again; it is {workflow.state}.")
 
 
 def _print_workflow(workflow: Workflow) -> None:

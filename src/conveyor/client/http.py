@@ -295,6 +295,9 @@ class HTTPClient(HTTPScheduleMethods):
     def cancel_workflow(self, workflow_id: str) -> Workflow:
         return workflow_from_wire(self._request("POST", _workflow_path(workflow_id, "cancel")))
 
+    def retry_workflow(self, workflow_id: str) -> Workflow:
+        return workflow_from_wire(self._request("POST", _workflow_path(workflow_id, "retry")))
+
     # Reads -------------------------------------------------------------
 
     def peek(

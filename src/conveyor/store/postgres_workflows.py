@@ -54,6 +54,17 @@ class PostgresWorkflows:
 
         return self._submit(operation)
 
+    def retry_workflow(self, workflow_id: str, now: float) -> Future:
+        """Post again the steps whose post failed, in one transaction."""
+
+        def operation(tx: Transaction) -> Workflow:
+            execute = tx.execute
+            post = self._step_poster(tx, now).post
+            workflows.retry(execute, workflow_sql, post, workflow_id, now)
+            return workflows.get(execute, workflow_sql, workflow_id)
+
+        return self._submit(operation)
+
     def get_workflow(self, workflow_id: str) -> Workflow:
         return self._read(
             lambda conn: workflows.get(conn.execute, workflow_sql, workflow_id)

@@ -35,6 +35,7 @@ from .workflow_sql import (  # noqa: F401 - the shared statements, used unchange
     SELECT_STEP_TEMPLATE,
     SELECT_STEP_VIEW,
     SELECT_STEP_VIEWS,
+    SELECT_UNPOSTED_FAILED_STEPS,
     SELECT_WORKFLOW,
     SET_STEP_FAILED,
     SET_STEP_POSTED,

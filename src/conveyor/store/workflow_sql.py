@@ -17,9 +17,10 @@ INSERT_STEP = (
     "priority, max_attempts, input_expression, parents, children, parents_left, state) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# A retried step had failed, so its error and finished_at are cleared.
 SET_STEP_POSTED = (
-    "UPDATE workflow_steps SET state = 'posted', message_id = ?, input = ?, posted_at = ? "
-    "WHERE workflow_id = ? AND step_index = ?"
+    "UPDATE workflow_steps SET state = 'posted', message_id = ?, input = ?, posted_at = ?, "
+    "error = NULL, finished_at = NULL WHERE workflow_id = ? AND step_index = ?"
 )
 SET_STEP_FAILED = (
     "UPDATE workflow_steps SET state = 'failed', error = ?, finished_at = ? "
@@ -42,6 +43,11 @@ SELECT_STEP_TEMPLATE = (
     "FROM workflow_steps WHERE workflow_id = ? AND step_index = ?"
 )
 SELECT_WORKFLOW = f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?"
+# Steps whose post failed: stored failed and never given a message.
+SELECT_UNPOSTED_FAILED_STEPS = (
+    "SELECT step_index FROM workflow_steps WHERE workflow_id = ? AND state = 'failed' "
+    "AND message_id IS NULL ORDER BY step_index"
+)
 SELECT_POSTED_MESSAGES = (
     "SELECT message_id FROM workflow_steps WHERE workflow_id = ? AND state = 'posted' "
     "ORDER BY step_index"

@@ -44,6 +44,7 @@ from ..errors import (
     PayloadTooLarge,
     ValidationError,
     WorkflowNotFound,
+    WorkflowNotRetryable,
 )
 from ..models import DEAD, RESERVED, NewMessage, Workflow, WorkflowStep
 from ..policy import PreparedMessage, check_for_queue
@@ -229,7 +230,26 @@ def post_child(
 
     A step that cannot be posted (its input too large, its queue deleted
     or its message too large for the queue) is stored as failed instead,
-    so the ack that triggered it still succeeds.
+    so the ack that triggered it still succeeds. `retry` posts it again.
+    """
+    try:
+        _post_step_with_input(execute, sql, post, workflow_id, index, now)
+    except ConveyorError as exc:
+        error = (
+            f"could not post the step; fix this cause, then run 'conveyor workflows "
+            f"retry {workflow_id}': {exc.detail}"
+        )
+        execute(sql.SET_STEP_FAILED, (error, now, workflow_id, index))
+        logger.warning("Workflow %s step %d could not be posted: %s",
+                       workflow_id, index, exc.detail)
+
+
+def _post_step_with_input(
+    execute: Execute, sql: ModuleType, post: Post, workflow_id: str, index: int, now: float
+) -> None:
+    """Build a step's message from its parents' results, post it and mark the step posted.
+
+    Raises the ConveyorError of a failed post before it writes anything.
     """
     row = execute(sql.SELECT_STEP_TEMPLATE, (workflow_id, index)).fetchone()
     queue, body, headers, priority, max_attempts, expression, parents = row
@@ -247,19 +267,53 @@ def post_child(
         index, queue, orjson.loads(body), orjson.loads(headers), priority, max_attempts,
         input_expression, parent_indexes,
     )
-    try:
-        _check_input_size(encoded_input)
-        message = prepare_step(
-            workflow_id, step, compiler.step_body(step.body, input_expression, value)
-        )
-        post(queue, message)
-    except ConveyorError as exc:
-        execute(sql.SET_STEP_FAILED, (f"could not post the step: {exc.detail}", now,
-                                      workflow_id, index))
-        logger.warning("Workflow %s step %d could not be posted: %s",
-                       workflow_id, index, exc.detail)
-        return
+    _check_input_size(encoded_input)
+    message = prepare_step(
+        workflow_id, step, compiler.step_body(step.body, input_expression, value)
+    )
+    post(queue, message)
     execute(sql.SET_STEP_POSTED, (message.id, encoded_input, now, workflow_id, index))
+
+
+# Retry -----------------------------------------------------------------------
+
+
+def retry(
+    execute: Execute, sql: ModuleType, post: Post, workflow_id: str, now: float
+) -> list[int]:
+    """Post again every step whose post failed; return their indexes.
+
+    All of them are posted, or none: the first failed post raises its
+    ConveyorError, naming the step, and the caller rolls the transaction
+    back. The workflow row's lock (on PostgreSQL) and the `failed` state
+    with no message make each step post once, as at an ack. Dead steps are
+    not touched: a redrive resumes them. Raises WorkflowNotRetryable for a
+    finished workflow or one with no such step.
+    """
+    row = execute(sql.SELECT_WORKFLOW_LOCKED, (workflow_id,)).fetchone()
+    if row is None:
+        raise _not_found(workflow_id)
+    if row[2] != RUNNING:
+        raise WorkflowNotRetryable(
+            f"workflow {workflow_id!r} is {row[2]}, so it has no step to post again"
+        )
+    indexes = [index for (index,) in execute(
+        sql.SELECT_UNPOSTED_FAILED_STEPS, (workflow_id,)).fetchall()]
+    if not indexes:
+        raise WorkflowNotRetryable(
+            f"workflow {workflow_id!r} has no step whose post failed; a dead step "
+            "resumes when its message is redriven ('conveyor dlq redrive QUEUE --id ID')"
+        )
+    for index in indexes:
+        try:
+            _post_step_with_input(execute, sql, post, workflow_id, index, now)
+        except ConveyorError as exc:
+            raise type(exc)(
+                f"step {index} of workflow {workflow_id!r} could not be posted again: "
+                f"{exc.detail}"
+            ) from exc
+    logger.info("Workflow %s: posted steps %s again", workflow_id, indexes)
+    return indexes
 
 
 def _check_input_size(encoded_input: str) -> None:

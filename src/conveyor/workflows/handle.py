@@ -41,6 +41,14 @@ class WorkflowHandle:
         """Cancel the workflow; return its state afterwards."""
         return self.app.client.cancel_workflow(self.id).state
 
+    def retry(self) -> str:
+        """Post again the steps whose post failed; return the workflow's state afterwards.
+
+        Raises WorkflowNotRetryable when there is no such step, and the
+        post's error when a step still cannot be posted.
+        """
+        return self.app.client.retry_workflow(self.id).state
+
     def result(self, timeout_s: float | None = 30.0) -> Any:
         """Wait for the workflow to finish and return its result.
 
