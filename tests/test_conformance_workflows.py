@@ -10,6 +10,7 @@ import pytest
 
 from conveyor.engine import Engine
 from conveyor.errors import (
+    PayloadTooLarge,
     QueueNotFound,
     ValidationError,
     WorkflowNotFound,
@@ -543,3 +544,20 @@ def test_retry_join_after_size_raised(wf_engine):
     join = wf_engine.reserve("small", 10)
     assert len(join) == 1
     assert join[0].body["args"] == [["x" * 1500, "x" * 1500]]
+
+
+def test_oversized_argument_names_step(wf_engine):
+    spec = chain(task("a"), task("b", "x" * (300 * 1024)))
+    with pytest.raises(PayloadTooLarge) as raised:
+        wf_engine.start_workflow(spec)
+    assert raised.value.detail.startswith("spec.chain[1].step: the step's message is ")
+    assert "message 0" not in raised.value.detail
+    assert wf_engine.list_workflows()[0] == []
+
+
+def test_bad_header_names_step_once(wf_engine):
+    step = {"step": {"queue": "wf", "body": "b", "headers": {"a": 5}}}
+    with pytest.raises(ValidationError) as raised:
+        wf_engine.start_workflow(chain(task("a"), step))
+    assert raised.value.detail.startswith("spec.chain[1].step: the step's message header 'a'")
+    assert "message 0" not in raised.value.detail

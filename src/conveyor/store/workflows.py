@@ -31,6 +31,7 @@ as `redrive_jobs.py` does.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Iterable
@@ -100,6 +101,10 @@ STOPPED_STEP_STATES = (FAILED, CANCELLED, EXPIRED)
 # workflow whose failed step is never redriven stays stored.
 WORKFLOW_RETENTION_S = 7 * 86_400.0
 
+# The position prefix that message checks put before their errors:
+# `message 0: ` or `message 0 `.
+BATCH_PREFIX = re.compile(r"message \d+:? ")
+
 EXPIRED_ERROR = (
     "its message is no longer stored and never succeeded: a dead message "
     "expired from its DLQ, or its queue was purged or deleted"
@@ -125,7 +130,18 @@ def prepare_step(
     message = NewMessage(
         body=body, headers=headers, priority=step.priority, max_attempts=step.max_attempts
     )
-    return prepare(message, index)
+    try:
+        return prepare(message, index)
+    except ConveyorError as exc:
+        raise _step_error(step, exc) from exc
+
+
+def _step_error(step: CompiledStep, exc: ConveyorError) -> ConveyorError:
+    """Return the error of a message check, naming the step instead of a batch index."""
+    detail = exc.detail
+    while (match := BATCH_PREFIX.match(detail)) is not None:
+        detail = detail[match.end():]
+    return type(exc)(f"{step.label}: the step's message {detail}")
 
 
 def start(
@@ -504,4 +520,7 @@ def check_step_queue(
         if step.queue == queue:
             # A new id has the length of the workflow id the message will carry.
             message = prepare_step(new_message_id(), step, step.body, step.index)
-            check_for_queue(queue, settings, [message])
+            try:
+                check_for_queue(queue, settings, [message])
+            except ConveyorError as exc:
+                raise _step_error(step, exc) from exc

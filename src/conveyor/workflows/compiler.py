@@ -65,6 +65,14 @@ class CompiledStep:
     input_expression: InputExpression
     parents: list[int]
     children: list[int] = field(default_factory=list)
+    # Where the step sits in the spec, such as `spec.chain[1].step`; empty
+    # for a step rebuilt from its stored row.
+    path: str = ""
+
+    @property
+    def label(self) -> str:
+        """Return the name errors use for the step: its spec path, else `step N`."""
+        return self.path or f"step {self.index}"
 
     @property
     def task(self) -> str | None:
@@ -254,6 +262,7 @@ def _compile_step(
             max_attempts=_check_attempts(content.get("max_attempts"), path),
             input_expression=incoming,
             parents=parents_of(incoming),
+            path=f"{path}.step",
         )
     )
     return index
