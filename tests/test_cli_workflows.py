@@ -188,3 +188,16 @@ def test_retry_posts_failed_step(cli):
     again = cli("workflows", "retry", workflow.id)
     assert again.returncode == 1
     assert "no step whose post failed" in again.stderr
+
+
+def test_dead_step_named_in_dlq(cli, failed_id):
+    message_id = cli.json("workflows", "show", failed_id)["steps"][1]["message_id"]
+    label = f"step 1 of workflow {failed_id}"
+    assert f"  {message_id}: {label}" in cli.ok("dlq", "list", "wf")
+    assert label in cli.ok("message", "show", message_id)
+
+
+def test_cancel_empties_dlq_of_steps(cli, failed_id):
+    cli.ok("workflows", "cancel", failed_id)
+    assert "No dead messages" in cli.ok("dlq", "list", "wf")
+    assert cli.json("workflows", "show", failed_id)["steps"][1]["state"] == "cancelled"

@@ -561,3 +561,13 @@ def test_bad_header_names_step_once(wf_engine):
         wf_engine.start_workflow(chain(task("a"), step))
     assert raised.value.detail.startswith("spec.chain[1].step: the step's message header 'a'")
     assert "message 0" not in raised.value.detail
+
+
+def test_cancel_removes_dead_steps(wf_engine):
+    workflow_id = fail_first_step(wf_engine, chain(task("a"), task("b")))
+    cancelled = wf_engine.cancel_workflow(workflow_id)
+    assert cancelled.state == "cancelled"
+    assert cancelled.steps[0].state == "cancelled"
+    assert wf_engine.peek("wf.dlq", 10) == []
+    assert wf_engine.redrive("wf.dlq") == 0
+    assert wf_engine.reserve("wf", 10) == []

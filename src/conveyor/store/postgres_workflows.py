@@ -47,7 +47,7 @@ class PostgresWorkflows:
     def cancel_workflow(self, workflow_id: str, now: float) -> Future:
         def operation(tx: Transaction) -> Workflow:
             def cancel_message(message_id: str) -> None:
-                postgres_runs.cancel(tx, message_id, None, now)
+                postgres_runs.cancel(tx, message_id, None, now, include_dead=True)
 
             workflows.cancel(tx.execute, workflow_sql, cancel_message, workflow_id, now)
             return workflows.get(tx.execute, workflow_sql, workflow_id)

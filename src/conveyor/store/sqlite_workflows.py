@@ -43,7 +43,7 @@ class SQLiteWorkflows:
     def cancel_workflow(self, workflow_id: str, now: float) -> Future:
         def operation(tx: Transaction) -> Workflow:
             def cancel_message(message_id: str) -> None:
-                sqlite_runs.cancel(tx, message_id, None, now)
+                sqlite_runs.cancel(tx, message_id, None, now, include_dead=True)
 
             execute = tx.conn.execute
             workflows.cancel(execute, workflow_sql, cancel_message, workflow_id, now)

@@ -19,7 +19,7 @@ count of parents that have not succeeded yet.
   is read as failed, cancelled or expired (`step_state`). A redrive brings
   the message back under the same id, so its ack then finishes the step.
 - Cancelling a workflow marks it cancelled and cancels its posted
-  messages. A running step's nack then finishes it as cancelled; a step
+  messages, dead ones included. A running step's nack then finishes it as cancelled; a step
   acked before its worker learned of the cancel keeps its result. Neither
   posts children.
 
@@ -75,7 +75,7 @@ class StepPoster:
 
 
 # Cancels one stored message by id in the caller's transaction, as
-# POST /v1/messages/{id}/cancel does.
+# POST /v1/messages/{id}/cancel does, and removes a dead one from its DLQ.
 CancelMessage = Callable[[str], Any]
 
 # Stored workflow states. FAILED is only ever derived on read.
@@ -360,8 +360,9 @@ def cancel(
     """Cancel a running workflow: no further step is posted, posted messages are cancelled.
 
     A message that already runs gets a cancel request, as a message cancel
-    does; a dead message stays in its DLQ. A finished workflow is left as
-    it is.
+    does. A dead message is removed from its DLQ with a `cancelled` result,
+    so a later redrive of that DLQ cannot run it. A finished workflow is
+    left as it is.
     """
     row = execute(sql.SELECT_WORKFLOW_LOCKED, (workflow_id,)).fetchone()
     if row is None:

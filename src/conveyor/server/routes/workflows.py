@@ -62,7 +62,7 @@ def workflow_routes(engine: Engine) -> APIRouter:
         response_model=WorkflowModel,
         summary="Cancel a workflow",
         description="No further step is posted. Queued step messages are removed, "
-        "running ones get a cancel request, dead ones stay in their DLQ. A finished "
+        "running ones get a cancel request, dead ones are removed from their DLQ. A finished "
         "workflow is returned unchanged.",
     )
     async def cancel_workflow(workflow_id: str):
