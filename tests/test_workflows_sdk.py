@@ -221,3 +221,11 @@ def test_handle_retry_posts_failed_step(app, queue):
         assert handle.retry() == "running"
     leased = app.client.reserve(other, 1)[0]
     assert leased.body["args"] == [1]
+
+
+def test_sdk_start_creates_missing_queue(app, queue):
+    t = define_tasks(app, queue)
+    missing = queue + "-new"
+    handle = chain(t["add"].step(1), t["add"].step(2).options(queue=missing)).start()
+    assert missing in [info.name for info in app.client.list_queues()]
+    assert handle.steps()[0].state == "queued"
