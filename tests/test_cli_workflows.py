@@ -91,7 +91,7 @@ def test_show_pinned_at_80_columns(cli, failed_id):
         "Steps",
         "#   Task     Queue   State       After   Tries",
         "──────────────────────────────────────────────",
-        "0   submit   wf      succeeded   -       -",
+        "0   submit   wf      succeeded   -       1",
         "1   pay      wf      failed      0       1",
         "2   notify   wf      waiting     1       -",
         "Step errors:",
@@ -146,7 +146,7 @@ def test_show_json(cli, failed_id):
     document = cli.json("workflows", "show", failed_id)
     assert document["state"] == "failed"
     assert document["failed_step"] == 1
-    assert [step["attempts"] for step in document["steps"]] == [None, 1, None]
+    assert [step["attempts"] for step in document["steps"]] == [1, 1, None]
 
 
 def test_list_filters_by_state(cli, failed_id):

@@ -571,3 +571,24 @@ def test_cancel_removes_dead_steps(wf_engine):
     assert wf_engine.peek("wf.dlq", 10) == []
     assert wf_engine.redrive("wf.dlq") == 0
     assert wf_engine.reserve("wf", 10) == []
+
+
+def test_succeeded_step_keeps_attempts(wf_engine, clock):
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b")))
+    first = wf_engine.reserve("wf", 1)[0]
+    wf_engine.nack("wf", [lease(first, error="retry me")])
+    clock.advance(3600)
+    again = wf_engine.reserve("wf", 1)[0]
+    wf_engine.ack("wf", [lease(again, result=1)])
+    steps = wf_engine.get_workflow(workflow.id).steps
+    assert steps[0].state == "succeeded"
+    assert steps[0].attempts == 2
+    assert steps[1].attempts == 0
+
+
+def test_entry_ack_keeps_attempts(wf_engine):
+    workflow = wf_engine.start_workflow(task("a"))
+    message = wf_engine.reserve("wf", 1)[0]
+    # Logs make the store ack entry by entry instead of with one statement.
+    wf_engine.ack("wf", [lease(message, result=1, logs="ran a")])
+    assert wf_engine.get_workflow(workflow.id).steps[0].attempts == 1

@@ -112,6 +112,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "add the workflows and workflow_steps tables",
         tuple(workflow_sql.CREATE_TABLES),
     ),
+    Migration(
+        8,
+        "add workflow_steps.attempts, the receive count of a succeeded step",
+        tuple(workflow_sql.ADD_STEP_ATTEMPTS),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -58,6 +58,8 @@ CREATE_TABLES = [
     "CREATE INDEX workflow_steps_message ON workflow_steps (message_id) "
     "WHERE message_id IS NOT NULL",
 ]
+# Schema version 8: a succeeded step keeps its message's receive count.
+ADD_STEP_ATTEMPTS = ["ALTER TABLE workflow_steps ADD COLUMN attempts integer"]
 
 INSERT_WORKFLOW = _placeholders(shared.INSERT_WORKFLOW)
 INSERT_STEP = _placeholders(shared.INSERT_STEP)
@@ -79,8 +81,9 @@ DELETE_OLD_STEPS = _placeholders(shared.DELETE_OLD_STEPS)
 DELETE_OLD_WORKFLOWS = _placeholders(shared.DELETE_OLD_WORKFLOWS)
 
 SELECT_STEPS_BY_MESSAGE = (
-    "SELECT message_id, workflow_id, step_index FROM workflow_steps "
-    "WHERE message_id = ANY(%s::text[])"
+    "SELECT s.message_id, s.workflow_id, s.step_index, m.receive_count "
+    "FROM workflow_steps AS s JOIN messages AS m ON m.id = s.message_id "
+    "WHERE s.message_id = ANY(%s::text[])"
 )
 COUNT_DOWN_PARENTS = (
     "UPDATE workflow_steps SET parents_left = parents_left - 1 "

@@ -80,29 +80,35 @@ class PostgresWorkflows:
         )
 
 
+def find_steps(tx: Transaction, entries: list[dict[str, Any]]) -> list[tuple]:
+    """Return (message id, workflow id, step index, receive count) of the entries' steps.
+
+    It runs before the acks delete the messages.
+    """
+    ids = [entry["id"] for entry in entries]
+    return tx.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (ids,)).fetchall()
+
+
 def finish_acked_steps(
     tx: Transaction,
     entries: list[dict[str, Any]],
     results: list[EntryResult],
-    steps: list[tuple] | None,
+    steps: list[tuple],
     poster: Callable[[], StepPoster],
     now: float,
 ) -> None:
     """Finish the workflow steps among an ack batch's acked entries.
 
-    `steps` are the rows the batch's DELETE returned with its CTE, or None
-    when the batch was acked entry by entry. One lookup per batch finds
-    them then.
+    `steps` are the (message id, workflow id, step index, receive count)
+    rows of the batch's messages that are workflow steps, from the DELETE's
+    CTE or from find_steps.
     """
     acked = {
         entry["id"]: entry.get("result")
         for entry, result in zip(entries, results)
         if result.ok
     }
-    if not acked:
-        return
-    if steps is None:
-        steps = tx.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (list(acked),)).fetchall()
+    steps = [row for row in steps if row[0] in acked]
     if steps:
         post = poster().post
         workflows.finish_steps(tx.execute, workflow_sql, post, steps, acked, now)

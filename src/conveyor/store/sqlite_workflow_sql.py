@@ -13,7 +13,8 @@ Tables and indexes:
   `max_attempts`), `task` (the task name of a task-call body), the JSON
   `input_expression`, `parents` and `children` lists, `parents_left`,
   `state` (waiting, posted, succeeded or failed), the `message_id` once
-  posted, the JSON `input` and `result`, and `error`.
+  posted, the JSON `input` and `result`, `error`, and `attempts` (the
+  message's receive count, stored at the ack that succeeds it).
   - `workflow_steps_message`: finds the step of an acked message.
 """
 
@@ -78,16 +79,22 @@ CREATE TABLE IF NOT EXISTS workflow_steps (
     error               TEXT,
     posted_at           REAL,
     finished_at         REAL,
+    attempts            INTEGER,
     PRIMARY KEY (workflow_id, step_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS workflow_steps_message
     ON workflow_steps (message_id) WHERE message_id IS NOT NULL;
 """
 
+# Columns added after the first release of the workflow tables, which
+# sqlite_runs.add_missing_columns adds to an older file.
+ADDED_STEP_COLUMNS = (("attempts", "INTEGER"),)
+
 # One lookup per ack batch: the steps among the acked message ids (a JSON array).
 SELECT_STEPS_BY_MESSAGE = (
-    "SELECT message_id, workflow_id, step_index FROM workflow_steps "
-    "WHERE message_id IN (SELECT value FROM json_each(?))"
+    "SELECT s.message_id, s.workflow_id, s.step_index, m.receive_count "
+    "FROM workflow_steps AS s JOIN messages AS m ON m.id = s.message_id "
+    "WHERE s.message_id IN (SELECT value FROM json_each(?))"
 )
 COUNT_DOWN_PARENTS = (
     "UPDATE workflow_steps SET parents_left = parents_left - 1 "

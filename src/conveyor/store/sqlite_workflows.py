@@ -88,33 +88,41 @@ class SQLiteWorkflows:
 
 def prepare_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(workflow_sql.SCHEMA)
+    sqlite_runs.add_missing_columns(conn, "workflow_steps", workflow_sql.ADDED_STEP_COLUMNS)
 
 
 def delete_old_workflows(tx: Transaction, now: float) -> int:
     return workflows.delete_old_workflows(tx.conn.execute, workflow_sql, now)
 
 
+def find_steps(tx: Transaction, entries: list[dict[str, Any]]) -> list[tuple]:
+    """Return (message id, workflow id, step index, receive count) of the entries' steps.
+
+    One indexed lookup per ack batch, before the acks delete the messages,
+    so acks of other messages pay only that.
+    """
+    ids = orjson.dumps([entry.get("id") for entry in entries]).decode()
+    return tx.conn.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (ids,)).fetchall()
+
+
 def finish_acked_steps(
     tx: Transaction,
     entries: list[dict[str, Any]],
     results: list[EntryResult],
+    steps: list[tuple],
     poster: Callable[[], StepPoster],
     now: float,
 ) -> None:
     """Finish the workflow steps among an ack batch's acked entries.
 
-    One indexed lookup per batch finds them, so acks of other messages pay
-    only that.
+    `steps` are the rows find_steps returned before the acks.
     """
     acked = {
         entry["id"]: entry.get("result")
         for entry, result in zip(entries, results)
         if result.ok
     }
-    if not acked:
-        return
-    ids = orjson.dumps(list(acked)).decode()
-    steps = tx.conn.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (ids,)).fetchall()
+    steps = [row for row in steps if row[0] in acked]
     if steps:
         post = poster().post
         workflows.finish_steps(tx.conn.execute, workflow_sql, post, steps, acked, now)

@@ -28,7 +28,7 @@ SET_STEP_FAILED = (
 )
 # Only a posted step finishes, once; RETURNING gives its children.
 SET_STEP_SUCCEEDED = (
-    "UPDATE workflow_steps SET state = 'succeeded', result = ?, finished_at = ? "
+    "UPDATE workflow_steps SET state = 'succeeded', result = ?, finished_at = ?, attempts = ? "
     "WHERE workflow_id = ? AND step_index = ? AND state = 'posted' RETURNING children"
 )
 # On PostgreSQL this UPDATE locks the workflow row until the ack commits,
@@ -54,7 +54,8 @@ SELECT_POSTED_MESSAGES = (
 )
 STEP_VIEW = (
     "SELECT s.step_index, s.queue, s.task, s.state, s.parents, s.message_id, s.input, "
-    "s.result, s.error, s.posted_at, s.finished_at, m.state, m.receive_count, "
+    "s.result, s.error, s.posted_at, s.finished_at, m.state, "
+    "COALESCE(m.receive_count, s.attempts), "
     "m.last_error, r.status FROM workflow_steps AS s "
     "LEFT JOIN messages AS m ON m.id = s.message_id "
     "LEFT JOIN results AS r ON r.id = s.message_id "

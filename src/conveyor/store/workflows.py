@@ -191,24 +191,29 @@ def finish_steps(
     execute: Execute,
     sql: ModuleType,
     post: Post,
-    steps: Iterable[tuple[str, str, int]],
+    steps: Iterable[tuple[str, str, int, int]],
     results: dict[str, Any],
     now: float,
 ) -> None:
     """Finish the steps whose messages an ack just deleted, and post their children.
 
-    `steps` are (message id, workflow id, step index) rows of the acked
-    messages that are workflow steps. `results` maps message ids to the
+    `steps` are (message id, workflow id, step index, receive count) rows
+    of the acked messages that are workflow steps. The receive count is
+    kept as the step's attempts. `results` maps message ids to the
     result their ack reported. Workflows are taken in id order so that
     concurrent acks lock their rows in one order.
     """
-    for message_id, workflow_id, index in sorted(steps, key=lambda row: (row[1], row[2])):
-        _finish_step(execute, sql, post, workflow_id, index, results.get(message_id), now)
+    for message_id, workflow_id, index, attempts in sorted(
+        steps, key=lambda row: (row[1], row[2])
+    ):
+        _finish_step(
+            execute, sql, post, workflow_id, index, results.get(message_id), attempts, now
+        )
 
 
 def _finish_step(
     execute: Execute, sql: ModuleType, post: Post, workflow_id: str, index: int,
-    result: Any, now: float,
+    result: Any, attempts: int, now: float,
 ) -> None:
     encoded = _dump(result)
     if len(encoded) > compiler.MAX_STEP_RESULT_BYTES:
@@ -219,7 +224,9 @@ def _finish_step(
         execute(sql.SET_STEP_FAILED, (error, now, workflow_id, index))
         logger.warning("Workflow %s step %d failed: %s", workflow_id, index, error)
         return
-    updated = execute(sql.SET_STEP_SUCCEEDED, (encoded, now, workflow_id, index)).fetchone()
+    updated = execute(
+        sql.SET_STEP_SUCCEEDED, (encoded, now, attempts, workflow_id, index)
+    ).fetchone()
     if updated is None:
         return
     state, steps_left = execute(sql.COUNT_DOWN_WORKFLOW, (workflow_id,)).fetchone()
