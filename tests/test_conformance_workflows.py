@@ -592,3 +592,34 @@ def test_entry_ack_keeps_attempts(wf_engine):
     # Logs make the store ack entry by entry instead of with one statement.
     wf_engine.ack("wf", [lease(message, result=1, logs="ran a")])
     assert wf_engine.get_workflow(workflow.id).steps[0].attempts == 1
+
+
+def test_idempotent_start_returns_first(wf_engine):
+    first, created = wf_engine.start_workflow_once(task("a"), "one", idempotency_key="k-1")
+    again, created_again = wf_engine.start_workflow_once(task("b"), "two", idempotency_key="k-1")
+    assert created is True
+    assert created_again is False
+    assert again.id == first.id
+    assert again.name == "one"
+    assert len(wf_engine.list_workflows()[0]) == 1
+    assert len(wf_engine.reserve("wf", 10)) == 1
+
+
+def test_other_key_starts_new(wf_engine):
+    first = wf_engine.start_workflow(task("a"), idempotency_key="k-1")
+    second = wf_engine.start_workflow(task("a"), idempotency_key="k-2")
+    unkeyed = wf_engine.start_workflow(task("a"))
+    assert len({first.id, second.id, unkeyed.id}) == 3
+
+
+def test_failed_start_frees_key(wf_engine):
+    with pytest.raises(QueueNotFound):
+        wf_engine.start_workflow(task("a", queue="nowhere"), idempotency_key="k-1")
+    started = wf_engine.start_workflow(task("a"), idempotency_key="k-1")
+    assert wf_engine.get_workflow(started.id).state == "running"
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "tab\there", 5])
+def test_invalid_idempotency_key_rejected(wf_engine, key):
+    with pytest.raises(ValidationError, match="idempotency_key"):
+        wf_engine.start_workflow(task("a"), idempotency_key=key)

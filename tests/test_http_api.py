@@ -1259,3 +1259,14 @@ def test_workflow_retry_endpoint(api: httpx.Client) -> None:
     assert valid(schemas.WorkflowModel, retried)["state"] == "running"
     assert len(reserve(api, "wf-second")) == 1
     assert_problem(api.post(f"/workflows/{workflow_id}/retry"), 409, "workflow-not-retryable")
+
+
+def test_workflow_start_idempotency_key(api: httpx.Client) -> None:
+    assert api.post("/queues", json={"name": "wf-key"}).status_code == 201
+    body = {"spec": {"step": {"queue": "wf-key", "body": "a"}}, "idempotency_key": "order-7"}
+    first = api.post("/workflows", json=body)
+    again = api.post("/workflows", json=body)
+    assert first.status_code == 201, first.text
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert len(reserve(api, "wf-key")) == 1

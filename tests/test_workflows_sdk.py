@@ -229,3 +229,13 @@ def test_sdk_start_creates_missing_queue(app, queue):
     handle = chain(t["add"].step(1), t["add"].step(2).options(queue=missing)).start()
     assert missing in [info.name for info in app.client.list_queues()]
     assert handle.steps()[0].state == "queued"
+
+
+def test_sdk_start_idempotency_key(app, queue):
+    t = define_tasks(app, queue)
+    flow = chain(t["add"].step(1), t["double"].step())
+    key = "start-" + queue
+    first = flow.start(idempotency_key=key)
+    again = flow.start(idempotency_key=key)
+    assert again.id == first.id
+    assert len(app.client.reserve(queue, 10)) == 1

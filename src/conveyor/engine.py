@@ -506,14 +506,23 @@ class Engine(ScheduleMethods):
 
     # Workflows ---------------------------------------------------------
 
-    def start_workflow(self, spec: Any, name: str | None = None) -> Workflow:
+    def start_workflow(
+        self, spec: Any, name: str | None = None, idempotency_key: str | None = None
+    ) -> Workflow:
         """Compile a workflow spec, store it and post its first steps, all or nothing.
 
         The spec is the nested step, chain and group form that
         `conveyor/workflows/compiler.py` describes. Every step's queue must
-        exist and be a standard queue.
+        exist and be a standard queue. A start with the idempotency key of a
+        stored workflow returns that workflow and stores nothing.
         """
-        compiled = compile_workflow(spec, name)
+        return self.start_workflow_once(spec, name, idempotency_key)[0]
+
+    def start_workflow_once(
+        self, spec: Any, name: str | None = None, idempotency_key: str | None = None
+    ) -> tuple[Workflow, bool]:
+        """Start a workflow as start_workflow does; also return whether it was created."""
+        compiled = compile_workflow(spec, name, idempotency_key)
         return self.store.start_workflow(compiled, self.clock()).result()
 
     def get_workflow(self, workflow_id: str) -> Workflow:

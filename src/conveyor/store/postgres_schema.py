@@ -117,6 +117,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "add workflow_steps.attempts, the receive count of a succeeded step",
         tuple(workflow_sql.ADD_STEP_ATTEMPTS),
     ),
+    Migration(
+        9,
+        "add workflows.idempotency_key and its unique index",
+        tuple(workflow_sql.ADD_IDEMPOTENCY_KEY),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -60,6 +60,12 @@ CREATE_TABLES = [
 ]
 # Schema version 8: a succeeded step keeps its message's receive count.
 ADD_STEP_ATTEMPTS = ["ALTER TABLE workflow_steps ADD COLUMN attempts integer"]
+# Schema version 9: idempotency keys of workflow starts.
+ADD_IDEMPOTENCY_KEY = [
+    "ALTER TABLE workflows ADD COLUMN idempotency_key text",
+    "CREATE UNIQUE INDEX workflows_idempotency ON workflows (idempotency_key) "
+    "WHERE idempotency_key IS NOT NULL",
+]
 
 INSERT_WORKFLOW = _placeholders(shared.INSERT_WORKFLOW)
 INSERT_STEP = _placeholders(shared.INSERT_STEP)
@@ -70,6 +76,7 @@ COUNT_DOWN_WORKFLOW = _placeholders(shared.COUNT_DOWN_WORKFLOW)
 FINISH_WORKFLOW = _placeholders(shared.FINISH_WORKFLOW)
 SELECT_STEP_TEMPLATE = _placeholders(shared.SELECT_STEP_TEMPLATE)
 SELECT_WORKFLOW = _placeholders(shared.SELECT_WORKFLOW)
+SELECT_WORKFLOW_BY_KEY = _placeholders(shared.SELECT_WORKFLOW_BY_KEY)
 SELECT_WORKFLOW_LOCKED = SELECT_WORKFLOW + " FOR UPDATE"
 SELECT_POSTED_MESSAGES = _placeholders(shared.SELECT_POSTED_MESSAGES)
 SELECT_STEP_VIEWS = _placeholders(shared.SELECT_STEP_VIEWS)

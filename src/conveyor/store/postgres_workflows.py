@@ -35,12 +35,16 @@ class PostgresWorkflows:
         raise NotImplementedError
 
     def start_workflow(self, workflow: CompiledWorkflow, now: float) -> Future:
-        """Store a compiled workflow and post its first steps in one transaction."""
+        """Store a compiled workflow and post its first steps in one transaction.
 
-        def operation(tx: Transaction) -> Workflow:
+        The future's result is (workflow, created): created is False when the
+        workflow's idempotency key returned a stored workflow.
+        """
+
+        def operation(tx: Transaction) -> tuple[Workflow, bool]:
             poster = self._step_poster(tx, now)
-            workflow_id = workflows.start(tx.execute, workflow_sql, poster, workflow, now)
-            return workflows.get(tx.execute, workflow_sql, workflow_id)
+            workflow_id, created = workflows.start(tx.execute, workflow_sql, poster, workflow, now)
+            return workflows.get(tx.execute, workflow_sql, workflow_id), created
 
         return self._submit(operation)
 

@@ -36,7 +36,7 @@ def add_missing_columns(
     transaction, so two processes that open an old file at once take turns
     and the second finds the columns there. `table` and the column
     definitions come from sqlite_sql.RUN_COLUMNS or
-    sqlite_workflow_sql.ADDED_STEP_COLUMNS, never from input.
+    sqlite_workflow_sql.ADDED_*_COLUMNS, never from input.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:

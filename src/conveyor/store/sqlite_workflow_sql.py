@@ -6,7 +6,8 @@ Tables and indexes:
   list cursor. `state` is stored as running, succeeded or cancelled, and
   failed is derived on read. `result_expression` is JSON naming the steps
   whose results form the workflow's result. `steps_left` counts the steps
-  that have not succeeded yet.
+  that have not succeeded yet. `idempotency_key` is unique when set
+  (`workflows_idempotency`).
   - `workflows_finished`: retention of finished workflows.
 - `workflow_steps`: one row per step, by (workflow_id, step_index): the
   message template (`queue`, JSON `body` and `headers`, `priority`,
@@ -38,6 +39,7 @@ from .workflow_sql import (  # noqa: F401 - the shared statements, used unchange
     SELECT_STEP_VIEWS,
     SELECT_UNPOSTED_FAILED_STEPS,
     SELECT_WORKFLOW,
+    SELECT_WORKFLOW_BY_KEY,
     SET_STEP_FAILED,
     SET_STEP_POSTED,
     SET_STEP_SUCCEEDED,
@@ -53,7 +55,8 @@ CREATE TABLE IF NOT EXISTS workflows (
     step_count          INTEGER NOT NULL,
     steps_left          INTEGER NOT NULL,
     created_at          REAL NOT NULL,
-    finished_at         REAL
+    finished_at         REAL,
+    idempotency_key     TEXT
 );
 CREATE INDEX IF NOT EXISTS workflows_state ON workflows (state, seq);
 CREATE INDEX IF NOT EXISTS workflows_finished
@@ -89,6 +92,12 @@ CREATE INDEX IF NOT EXISTS workflow_steps_message
 # Columns added after the first release of the workflow tables, which
 # sqlite_runs.add_missing_columns adds to an older file.
 ADDED_STEP_COLUMNS = (("attempts", "INTEGER"),)
+ADDED_WORKFLOW_COLUMNS = (("idempotency_key", "TEXT"),)
+# Created after the column is added, so that an older file gets it too.
+CREATE_IDEMPOTENCY_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS workflows_idempotency ON workflows (idempotency_key) "
+    "WHERE idempotency_key IS NOT NULL"
+)
 
 # One lookup per ack batch: the steps among the acked message ids (a JSON array).
 SELECT_STEPS_BY_MESSAGE = (

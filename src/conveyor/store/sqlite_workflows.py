@@ -31,12 +31,16 @@ class SQLiteWorkflows:
         raise NotImplementedError
 
     def start_workflow(self, workflow: CompiledWorkflow, now: float) -> Future:
-        """Store a compiled workflow and post its first steps in one transaction."""
+        """Store a compiled workflow and post its first steps in one transaction.
 
-        def operation(tx: Transaction) -> Workflow:
+        The future's result is (workflow, created): created is False when the
+        workflow's idempotency key returned a stored workflow.
+        """
+
+        def operation(tx: Transaction) -> tuple[Workflow, bool]:
             poster = self._step_poster(tx, now)
-            workflow_id = workflows.start(tx.conn.execute, workflow_sql, poster, workflow, now)
-            return workflows.get(tx.conn.execute, workflow_sql, workflow_id)
+            workflow_id, created = workflows.start(tx.conn.execute, workflow_sql, poster, workflow, now)
+            return workflows.get(tx.conn.execute, workflow_sql, workflow_id), created
 
         return self._writer.submit(operation)
 
@@ -89,6 +93,8 @@ class SQLiteWorkflows:
 def prepare_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(workflow_sql.SCHEMA)
     sqlite_runs.add_missing_columns(conn, "workflow_steps", workflow_sql.ADDED_STEP_COLUMNS)
+    sqlite_runs.add_missing_columns(conn, "workflows", workflow_sql.ADDED_WORKFLOW_COLUMNS)
+    conn.execute(workflow_sql.CREATE_IDEMPOTENCY_INDEX)
 
 
 def delete_old_workflows(tx: Transaction, now: float) -> int:

@@ -8,10 +8,13 @@ turns each `?` into psycopg's `%s`. Statements that differ between the two
 WORKFLOW_COLUMNS = (
     "id, name, state, result_expression, step_count, steps_left, created_at, finished_at"
 )
+# A key that a stored workflow has already inserts nothing and returns no row.
 INSERT_WORKFLOW = (
     "INSERT INTO workflows (id, name, state, result_expression, step_count, steps_left, "
-    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "created_at, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
 )
+SELECT_WORKFLOW_BY_KEY = "SELECT id FROM workflows WHERE idempotency_key = ?"
 INSERT_STEP = (
     "INSERT INTO workflow_steps (workflow_id, step_index, queue, task, body, headers, "
     "priority, max_attempts, input_expression, parents, children, parents_left, state) "

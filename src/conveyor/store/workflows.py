@@ -147,21 +147,29 @@ def _step_error(step: CompiledStep, exc: ConveyorError) -> ConveyorError:
 def start(
     execute: Execute, sql: ModuleType, poster: StepPoster, workflow: CompiledWorkflow,
     now: float,
-) -> str:
-    """Store a compiled workflow and post its first steps; return its id.
+) -> tuple[str, bool]:
+    """Store a compiled workflow and post its first steps; return its id and True.
 
-    Every step's queue must exist and accept the step's template (see
-    check_step_queue). The checks run before any write, and a failed post
-    raises, which rolls the whole start back.
+    With an idempotency key that a stored workflow has, nothing is written
+    and that workflow's id is returned with False. Every step's queue must
+    exist and accept the step's template (see check_step_queue). The checks
+    run before any write, and a failed post raises, which rolls the whole
+    start back.
     """
+    existing = _find_by_key(execute, sql, workflow.idempotency_key)
+    if existing is not None:
+        return existing, False
     for queue in sorted({step.queue for step in workflow.steps}):
         check_step_queue(queue, poster.settings(queue), workflow)
     workflow_id = new_message_id()
-    execute(
+    inserted = execute(
         sql.INSERT_WORKFLOW,
         (workflow_id, workflow.name, RUNNING, _dump(workflow.result_expression),
-         len(workflow.steps), len(workflow.steps), now),
-    )
+         len(workflow.steps), len(workflow.steps), now, workflow.idempotency_key),
+    ).fetchone()
+    if inserted is None:
+        # A concurrent start with the same key committed first (PostgreSQL).
+        return _find_by_key(execute, sql, workflow.idempotency_key), False
     for step in workflow.steps:
         execute(sql.INSERT_STEP, _step_row(workflow_id, step))
     for step in workflow.first_steps:
@@ -172,7 +180,14 @@ def start(
         "Workflow %s started with %d steps (%d posted)",
         workflow_id, len(workflow.steps), len(workflow.first_steps),
     )
-    return workflow_id
+    return workflow_id, True
+
+
+def _find_by_key(execute: Execute, sql: ModuleType, key: str | None) -> str | None:
+    if key is None:
+        return None
+    row = execute(sql.SELECT_WORKFLOW_BY_KEY, (key,)).fetchone()
+    return None if row is None else row[0]
 
 
 def _step_row(workflow_id: str, step: CompiledStep) -> tuple:

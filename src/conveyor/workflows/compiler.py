@@ -27,7 +27,7 @@ from typing import Any, Union
 import orjson
 
 from ..errors import ValidationError
-from ..validation import MAX_HEADERS, MAX_PRIORITY, check_int
+from ..validation import MAX_HEADERS, MAX_PRIORITY, check_int, check_key
 from ..settings import MAX_ATTEMPTS_LIMIT, validate_queue_name
 
 # Steps in one workflow, counting every step of every nested chain and group.
@@ -87,13 +87,17 @@ class CompiledWorkflow:
     name: str | None
     steps: list[CompiledStep]
     result_expression: InputExpression
+    # A start with a key that a stored workflow has returns that workflow.
+    idempotency_key: str | None = None
 
     @property
     def first_steps(self) -> list[CompiledStep]:
         return [step for step in self.steps if not step.parents]
 
 
-def compile_workflow(spec: Any, name: Any = None) -> CompiledWorkflow:
+def compile_workflow(
+    spec: Any, name: Any = None, idempotency_key: Any = None
+) -> CompiledWorkflow:
     """Validate `spec` (the wire form above) and compile it.
 
     Raises ValidationError naming the node's path (for example
@@ -101,13 +105,14 @@ def compile_workflow(spec: Any, name: Any = None) -> CompiledWorkflow:
     MAX_WORKFLOW_STEPS steps or nesting deeper than MAX_NESTING_DEPTH.
     """
     _check_name(name)
+    key = _check_idempotency_key(idempotency_key)
     _check_spec_size(spec)
     steps: list[CompiledStep] = []
     result = _compile_node(spec, None, steps, "spec", 1)
     for step in steps:
         for parent in step.parents:
             steps[parent].children.append(step.index)
-    return CompiledWorkflow(name, steps, result)
+    return CompiledWorkflow(name, steps, result, key)
 
 
 def task_name(body: Any) -> str | None:
@@ -168,6 +173,16 @@ def _check_name(name: Any) -> None:
             f"invalid workflow name {name!r}: it contains the control character "
             f"{control!r}; use printable characters only"
         )
+
+
+def _check_idempotency_key(key: Any) -> str | None:
+    checked = check_key("idempotency_key", key)
+    if checked is not None and any(is_control_character(char) for char in checked):
+        raise ValidationError(
+            f"invalid idempotency_key {checked!r}: it contains a control character; "
+            "use printable characters only"
+        )
+    return checked
 
 
 def is_control_character(char: str) -> bool:

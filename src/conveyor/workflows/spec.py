@@ -91,9 +91,11 @@ class Step:
     def steps(self) -> list[Step]:
         return [self]
 
-    def start(self, name: str | None = None) -> WorkflowHandle:
-        """Start a workflow of this one step on its task's app."""
-        return self.app.start_workflow(self, name=name)
+    def start(
+        self, name: str | None = None, idempotency_key: str | None = None
+    ) -> WorkflowHandle:
+        """Start a workflow of this one step on its task's app; see Conveyor.start_workflow."""
+        return self.app.start_workflow(self, name=name, idempotency_key=idempotency_key)
 
 
 class _Composite:
@@ -132,9 +134,11 @@ class _Composite:
     def steps(self) -> list[Step]:
         return [step for node in self.nodes for step in node.steps()]
 
-    def start(self, name: str | None = None) -> WorkflowHandle:
-        """Start the workflow on the app of its first step's task."""
-        return self.app.start_workflow(self, name=name)
+    def start(
+        self, name: str | None = None, idempotency_key: str | None = None
+    ) -> WorkflowHandle:
+        """Start the workflow on the app of its first step's task; see Conveyor.start_workflow."""
+        return self.app.start_workflow(self, name=name, idempotency_key=idempotency_key)
 
 
 class Chain(_Composite):

@@ -33,8 +33,10 @@ def workflow_routes(engine: Engine) -> APIRouter:
     )
     async def start_workflow(http_request: Request):
         request = await read_model(http_request, WorkflowStartRequest)
-        workflow = await run_in_threadpool(engine.start_workflow, request.spec, request.name)
-        return json_response(workflow.to_wire(), 201)
+        workflow, created = await run_in_threadpool(
+            engine.start_workflow_once, request.spec, request.name, request.idempotency_key
+        )
+        return json_response(workflow.to_wire(), 201 if created else 200)
 
     @router.get("", response_model=WorkflowList, summary="List workflows, newest first")
     async def list_workflows(
