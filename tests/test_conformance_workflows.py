@@ -623,3 +623,47 @@ def test_failed_start_frees_key(wf_engine):
 def test_invalid_idempotency_key_rejected(wf_engine, key):
     with pytest.raises(ValidationError, match="idempotency_key"):
         wf_engine.start_workflow(task("a"), idempotency_key=key)
+
+
+def test_pass_result_false_gets_no_input(wf_engine):
+    immutable = task("b", 5)
+    immutable["step"]["pass_result"] = False
+    workflow = wf_engine.start_workflow(chain(task("a"), immutable, task("c")))
+    assert wf_engine.get_workflow(workflow.id).steps[1].state == "waiting"
+    assert run_ready(wf_engine, expect=1) == {"a": []}
+    assert run_ready(wf_engine, expect=1) == {"b": [5]}
+    assert run_ready(wf_engine, expect=1) == {"c": ["b-done"]}
+
+
+def test_step_delay_s_delays_message(wf_engine, clock):
+    delayed = task("b")
+    delayed["step"]["delay_s"] = 60
+    wf_engine.start_workflow(chain(task("a"), delayed))
+    run_ready(wf_engine, expect=1)
+    assert wf_engine.reserve("wf", 10) == []
+    clock.advance(61)
+    assert run_ready(wf_engine, expect=1) == {"b": ["a-done"]}
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"task": "a", "args": "x", "kwargs": {}}, "args"),
+    ({"task": "a", "args": [], "kwargs": [1]}, "kwargs"),
+])
+def test_task_body_shape_checked(wf_engine, body, field):
+    spec = chain(task("a"), {"step": {"queue": "wf", "body": body}})
+    with pytest.raises(ValidationError, match=rf"spec\.chain\[1\]\.step\.body\.{field}"):
+        wf_engine.start_workflow(spec)
+
+
+def test_dlq_step_queue_rejected(wf_engine):
+    with pytest.raises(ValidationError, match="dead-letter queue"):
+        wf_engine.start_workflow(task("a", queue="wf.dlq"))
+    assert wf_engine.list_workflows()[0] == []
+
+
+@pytest.mark.parametrize("key, value", [("delay_s", -1), ("pass_result", "no")])
+def test_bad_step_option_rejected(wf_engine, key, value):
+    step = task("a")
+    step["step"][key] = value
+    with pytest.raises(ValidationError, match=key):
+        wf_engine.start_workflow(step)

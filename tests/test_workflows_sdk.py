@@ -239,3 +239,19 @@ def test_sdk_start_idempotency_key(app, queue):
     again = flow.start(idempotency_key=key)
     assert again.id == first.id
     assert len(app.client.reserve(queue, 10)) == 1
+
+
+def test_sdk_pass_result_false(app, queue):
+    t = define_tasks(app, queue)
+    flow = chain(t["add"].step(1), t["add"].step(10, extra=1).options(pass_result=False))
+    with running_worker(app):
+        assert flow.start().result(timeout_s=RESULT_TIMEOUT_S) == 11
+
+
+def test_sdk_delay_s_option(app, queue):
+    t = define_tasks(app, queue)
+    spec = t["add"].step(1).options(delay_s=30).to_spec()
+    assert spec["step"]["delay_s"] == 30
+    handle = t["add"].step(1).options(delay_s=30).start()
+    assert app.client.reserve(queue, 10) == []
+    assert handle.steps()[0].state == "queued"

@@ -122,6 +122,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "add workflows.idempotency_key and its unique index",
         tuple(workflow_sql.ADD_IDEMPOTENCY_KEY),
     ),
+    Migration(
+        10,
+        "add workflow_steps.delay_s, the delay of a step's message",
+        tuple(workflow_sql.ADD_STEP_DELAY),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -60,6 +60,8 @@ CREATE_TABLES = [
 ]
 # Schema version 8: a succeeded step keeps its message's receive count.
 ADD_STEP_ATTEMPTS = ["ALTER TABLE workflow_steps ADD COLUMN attempts integer"]
+# Schema version 10: the delay of each step's message.
+ADD_STEP_DELAY = ["ALTER TABLE workflow_steps ADD COLUMN delay_s double precision"]
 # Schema version 9: idempotency keys of workflow starts.
 ADD_IDEMPOTENCY_KEY = [
     "ALTER TABLE workflows ADD COLUMN idempotency_key text",

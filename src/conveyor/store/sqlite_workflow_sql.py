@@ -15,7 +15,8 @@ Tables and indexes:
   `input_expression`, `parents` and `children` lists, `parents_left`,
   `state` (waiting, posted, succeeded or failed), the `message_id` once
   posted, the JSON `input` and `result`, `error`, and `attempts` (the
-  message's receive count, stored at the ack that succeeds it).
+  message's receive count, stored at the ack that succeeds it), and the
+  message's `delay_s`.
   - `workflow_steps_message`: finds the step of an acked message.
 """
 
@@ -83,6 +84,7 @@ CREATE TABLE IF NOT EXISTS workflow_steps (
     posted_at           REAL,
     finished_at         REAL,
     attempts            INTEGER,
+    delay_s             REAL,
     PRIMARY KEY (workflow_id, step_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS workflow_steps_message
@@ -91,7 +93,7 @@ CREATE INDEX IF NOT EXISTS workflow_steps_message
 
 # Columns added after the first release of the workflow tables, which
 # sqlite_runs.add_missing_columns adds to an older file.
-ADDED_STEP_COLUMNS = (("attempts", "INTEGER"),)
+ADDED_STEP_COLUMNS = (("attempts", "INTEGER"), ("delay_s", "REAL"))
 ADDED_WORKFLOW_COLUMNS = (("idempotency_key", "TEXT"),)
 # Created after the column is added, so that an older file gets it too.
 CREATE_IDEMPOTENCY_INDEX = (

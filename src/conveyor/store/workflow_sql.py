@@ -17,8 +17,8 @@ INSERT_WORKFLOW = (
 SELECT_WORKFLOW_BY_KEY = "SELECT id FROM workflows WHERE idempotency_key = ?"
 INSERT_STEP = (
     "INSERT INTO workflow_steps (workflow_id, step_index, queue, task, body, headers, "
-    "priority, max_attempts, input_expression, parents, children, parents_left, state) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "priority, max_attempts, input_expression, parents, children, parents_left, state, "
+    "delay_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # A retried step had failed, so its error and finished_at are cleared.
 SET_STEP_POSTED = (
@@ -42,7 +42,7 @@ COUNT_DOWN_WORKFLOW = (
 )
 FINISH_WORKFLOW = "UPDATE workflows SET state = ?, finished_at = ? WHERE id = ?"
 SELECT_STEP_TEMPLATE = (
-    "SELECT queue, body, headers, priority, max_attempts, input_expression, parents "
+    "SELECT queue, body, headers, priority, max_attempts, input_expression, parents, delay_s "
     "FROM workflow_steps WHERE workflow_id = ? AND step_index = ?"
 )
 SELECT_WORKFLOW = f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?"

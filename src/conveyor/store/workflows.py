@@ -128,7 +128,8 @@ def prepare_step(
         compiler.STEP_HEADER: str(step.index),
     }
     message = NewMessage(
-        body=body, headers=headers, priority=step.priority, max_attempts=step.max_attempts
+        body=body, headers=headers, priority=step.priority, max_attempts=step.max_attempts,
+        delay_s=step.delay_s,
     )
     try:
         return prepare(message, index)
@@ -195,7 +196,7 @@ def _step_row(workflow_id: str, step: CompiledStep) -> tuple:
         workflow_id, step.index, step.queue, step.task, _dump(step.body),
         _dump(step.headers), step.priority, step.max_attempts,
         _dump(step.input_expression), _dump(step.parents), _dump(step.children),
-        len(step.parents), WAITING,
+        len(step.parents), WAITING, step.delay_s,
     )
 
 
@@ -290,7 +291,7 @@ def _post_step_with_input(
     Raises the ConveyorError of a failed post before it writes anything.
     """
     row = execute(sql.SELECT_STEP_TEMPLATE, (workflow_id, index)).fetchone()
-    queue, body, headers, priority, max_attempts, expression, parents = row
+    queue, body, headers, priority, max_attempts, expression, parents, delay_s = row
     parent_indexes = orjson.loads(parents)
     results = {
         parent: orjson.loads(value)
@@ -303,7 +304,7 @@ def _post_step_with_input(
     encoded_input = _dump(value)
     step = CompiledStep(
         index, queue, orjson.loads(body), orjson.loads(headers), priority, max_attempts,
-        input_expression, parent_indexes,
+        input_expression, parent_indexes, delay_s=delay_s,
     )
     _check_input_size(encoded_input)
     message = prepare_step(
@@ -531,13 +532,19 @@ def check_step_queue(
     """Raise ValidationError unless every step of `queue` can be posted there.
 
     A FIFO queue needs a group on every message, which step messages do
-    not have. Each step's template (its body before any input) must fit
+    not have. A dead-letter queue (one that is its own dead_letter_queue,
+    as every automatically created DLQ is) is no place to run steps. Each step's template (its body before any input) must fit
     the queue's max_message_size.
     """
     if settings.is_fifo:
         raise ValidationError(
             f"queue {queue!r} is a fifo queue, which workflow steps cannot use "
             "because their messages have no group; use a standard queue"
+        )
+    if settings.dead_letter_queue == queue:
+        raise ValidationError(
+            f"queue {queue!r} is a dead-letter queue (its own dead_letter_queue), "
+            "which workflow steps cannot use; use the queue that sends failures there"
         )
     for step in workflow.steps:
         if step.queue == queue:

@@ -27,8 +27,14 @@ from typing import Any, Union
 import orjson
 
 from ..errors import ValidationError
-from ..validation import MAX_HEADERS, MAX_PRIORITY, check_int, check_key
-from ..settings import MAX_ATTEMPTS_LIMIT, validate_queue_name
+from ..validation import (
+    MAX_HEADERS,
+    MAX_PRIORITY,
+    check_int,
+    check_key,
+    check_optional_duration,
+)
+from ..settings import MAX_ATTEMPTS_LIMIT, MAX_DELAY_S, validate_queue_name
 
 # Steps in one workflow, counting every step of every nested chain and group.
 MAX_WORKFLOW_STEPS = 1000
@@ -47,7 +53,9 @@ CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 # may use at most MAX_HEADERS minus two.
 WORKFLOW_HEADER = "conveyor-workflow"
 STEP_HEADER = "conveyor-workflow-step"
-STEP_KEYS = ("queue", "body", "headers", "priority", "max_attempts")
+STEP_KEYS = (
+    "queue", "body", "headers", "priority", "max_attempts", "delay_s", "pass_result"
+)
 
 InputExpression = Union[None, int, list]
 
@@ -68,6 +76,8 @@ class CompiledStep:
     # Where the step sits in the spec, such as `spec.chain[1].step`; empty
     # for a step rebuilt from its stored row.
     path: str = ""
+    # Seconds the step's message waits in its queue before it is ready.
+    delay_s: float | None = None
 
     @property
     def label(self) -> str:
@@ -262,8 +272,13 @@ def _compile_step(
         raise ValidationError(f"{path}.step has no 'body'; give the message body (JSON)")
     try:
         queue = validate_queue_name(content.get("queue"))
+        delay_s = check_optional_duration("delay_s", content.get("delay_s"), 0.0, MAX_DELAY_S)
     except ValidationError as exc:
         raise ValidationError(f"{path}.step: {exc.detail}") from exc
+    _check_task_body(content["body"], path)
+    # A step that does not receive its parents' result still waits for them:
+    # its parents stay, and its input expression is empty.
+    expression = incoming if _check_pass_result(content.get("pass_result"), path) else None
     index = len(steps)
     steps.append(
         CompiledStep(
@@ -275,12 +290,40 @@ def _compile_step(
                 f"{path}.step.priority", content.get("priority", 0), -MAX_PRIORITY, MAX_PRIORITY
             ),
             max_attempts=_check_attempts(content.get("max_attempts"), path),
-            input_expression=incoming,
+            input_expression=expression,
             parents=parents_of(incoming),
             path=f"{path}.step",
+            delay_s=delay_s,
         )
     )
     return index
+
+
+def _check_task_body(body: Any, path: str) -> None:
+    """Reject a task-call body whose args is not a list or kwargs not an object.
+
+    Such a body would be posted as a plain body without the step's input.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("task"), str):
+        return
+    if not isinstance(body.get("args", []), list):
+        raise ValidationError(
+            f"{path}.step.body.args must be a list of positional arguments, got "
+            f"{type(body['args']).__name__}"
+        )
+    if not isinstance(body.get("kwargs", {}), dict):
+        raise ValidationError(
+            f"{path}.step.body.kwargs must be an object of keyword arguments, got "
+            f"{type(body['kwargs']).__name__}"
+        )
+
+
+def _check_pass_result(value: Any, path: str) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise ValidationError(f"{path}.step.pass_result must be true or false, got {value!r}")
+    return value
 
 
 def _check_headers(headers: Any, path: str) -> dict[str, str]:
