@@ -262,6 +262,7 @@ def _compile_step(
         )
     if not isinstance(content, dict):
         raise ValidationError(f"{path}.step must be an object with 'queue' and 'body'")
+
     unknown = sorted(str(key) for key in content if key not in STEP_KEYS)
     if unknown:
         raise ValidationError(
@@ -270,6 +271,7 @@ def _compile_step(
         )
     if "body" not in content:
         raise ValidationError(f"{path}.step has no 'body'; give the message body (JSON)")
+
     try:
         queue = validate_queue_name(content.get("queue"))
         delay_s = check_optional_duration("delay_s", content.get("delay_s"), 0.0, MAX_DELAY_S)
@@ -279,6 +281,7 @@ def _compile_step(
     # A step that does not receive its parents' result still waits for them:
     # its parents stay, and its input expression is empty.
     expression = incoming if _check_pass_result(content.get("pass_result"), path) else None
+
     index = len(steps)
     steps.append(
         CompiledStep(
