@@ -667,3 +667,12 @@ def test_bad_step_option_rejected(wf_engine, key, value):
     step["step"][key] = value
     with pytest.raises(ValidationError, match=key):
         wf_engine.start_workflow(step)
+
+
+def test_nul_id_ack_beside_step(wf_engine):
+    workflow = wf_engine.start_workflow(task("a"))
+    message = wf_engine.reserve("wf", 1)[0]
+    results = wf_engine.ack("wf", [{"id": message.id + "\x00", "receipt": message.receipt},
+                                   lease(message, result=1)])
+    assert [r.ok for r in results] == [False, True]
+    assert wf_engine.get_workflow(workflow.id).state == "succeeded"

@@ -87,9 +87,10 @@ class PostgresWorkflows:
 def find_steps(tx: Transaction, entries: list[dict[str, Any]]) -> list[tuple]:
     """Return (message id, workflow id, step index, receive count) of the entries' steps.
 
-    It runs before the acks delete the messages.
+    It runs before the acks delete the messages. An id with a NUL is left
+    out, because PostgreSQL text cannot hold it and no stored message has it.
     """
-    ids = [entry["id"] for entry in entries]
+    ids = [entry["id"] for entry in entries if "\0" not in entry["id"]]
     return tx.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (ids,)).fetchall()
 
 
