@@ -167,9 +167,13 @@ def print_table(
 
     When the terminal is narrow, the columns named in `wrapped` (free text
     such as bodies and errors) fold onto more lines, the columns named in
-    `whole` (ids) keep the width of their longest cell, and the other
+    `whole` (ids) ask for the width of their longest cell, and the other
     columns are cut with a visible `…`. Cells are plain text, so brackets
     in a body or an error are not read as rich markup.
+
+    NOTE: rich still narrows a `whole` column when the other columns cannot
+    shrink enough, so a caller keeps the rest of the table narrow; the
+    workflow tables are pinned at 80 columns in tests/test_cli_workflows.py.
     """
     table = Table(
         title=None if title is None else Text(title),
