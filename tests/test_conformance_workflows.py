@@ -9,7 +9,13 @@ from __future__ import annotations
 import pytest
 
 from conveyor.engine import Engine
-from conveyor.errors import QueueNotFound, ValidationError, WorkflowNotFound
+from conveyor.errors import (
+    PayloadTooLarge,
+    QueueNotFound,
+    ValidationError,
+    WorkflowNotFound,
+    WorkflowNotRetryable,
+)
 from conveyor.models import Message, NewMessage
 from conveyor.workflows.compiler import MAX_NESTING_DEPTH, MAX_WORKFLOW_STEPS
 
@@ -241,6 +247,35 @@ def test_list_filters_and_pages(wf_engine):
     assert len(wf_engine.list_workflows(state="succeeded")[0]) == 3
 
 
+def fail_first_step(engine: Engine, spec: dict) -> str:
+    workflow = engine.start_workflow(spec)
+    message = engine.reserve("wf", 1)[0]
+    engine.nack("wf", [lease(message, error="boom", dead=True)])
+    return workflow.id
+
+
+def test_failed_filter_shows_failure(wf_engine):
+    workflow_id = fail_first_step(wf_engine, chain(task("a"), task("b")))
+    listed = wf_engine.list_workflows(state="failed")[0]
+    assert [w.id for w in listed] == [workflow_id]
+    assert listed[0].state == "failed"
+    assert listed[0].failed_step == 0
+    assert "boom" in listed[0].error
+
+
+def test_failed_filter_pages(wf_engine):
+    failed = [fail_first_step(wf_engine, task("a")) for _ in range(3)]
+    wf_engine.start_workflow(task("b"))
+    first, cursor = wf_engine.list_workflows(state="failed", limit=2)
+    assert [w.id for w in first] == [failed[2], failed[1]]
+    second, end = wf_engine.list_workflows(state="failed", cursor=cursor, limit=2)
+    assert [w.id for w in second] == [failed[0]]
+    assert end is None
+    assert {w.state for w in first + second} == {"failed"}
+    running = wf_engine.list_workflows(state="running")[0]
+    assert [w.state for w in running] == ["running"]
+
+
 def test_non_workflow_acks_unaffected(wf_engine):
     ids = [r.id for r in wf_engine.post("wf", [NewMessage(i) for i in range(3)])]
     messages = wf_engine.reserve("wf", 3)
@@ -403,3 +438,241 @@ def test_independent_branch_goes_on(wf_engine):
     read = wf_engine.get_workflow(workflow.id)
     assert read.state == "failed"
     assert read.failed_step == 0
+
+
+def test_step_stopped_after_cancel_reads_cancelled(wf_engine):
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b")))
+    message = wf_engine.reserve("wf", 1)[0]
+    wf_engine.cancel_workflow(workflow.id)
+    # A worker that learns of the cancel request nacks the run.
+    wf_engine.nack("wf", [lease(message, error="cancelled")])
+    step = wf_engine.get_workflow(workflow.id).steps[0]
+    assert step.state == "cancelled"
+    assert step.result is None
+    assert wf_engine.reserve("wf", 10) == []
+
+
+def test_step_acked_after_cancel_keeps_result(wf_engine):
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b")))
+    message = wf_engine.reserve("wf", 1)[0]
+    wf_engine.cancel_workflow(workflow.id)
+    wf_engine.ack("wf", [lease(message, result="a-done")])
+    steps = wf_engine.get_workflow(workflow.id).steps
+    assert steps[0].state == "succeeded"
+    assert steps[0].result == "a-done"
+    assert steps[1].state == "waiting"
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "esc\x1b[2J", "bell\x07", "sep\u2028"])
+def test_control_character_name_rejected(wf_engine, name):
+    with pytest.raises(ValidationError, match="control character"):
+        wf_engine.start_workflow(task("a"), name=name)
+    assert wf_engine.list_workflows()[0] == []
+
+
+def test_retry_posts_step_after_queue_created(wf_engine):
+    wf_engine.create_queue("other")
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b", queue="other"), task("c")))
+    wf_engine.delete_queue("other")
+    run_ready(wf_engine, expect=1)
+    failed = wf_engine.get_workflow(workflow.id)
+    assert failed.state == "failed"
+    assert f"conveyor workflows retry {workflow.id}" in failed.error
+    wf_engine.create_queue("other")
+    retried = wf_engine.retry_workflow(workflow.id)
+    assert retried.state == "running"
+    assert retried.steps[1].state == "queued"
+    assert retried.steps[1].error is None
+    assert run_ready(wf_engine, "other", expect=1) == {"b": ["a-done"]}
+    assert run_ready(wf_engine, expect=1) == {"c": ["b-done"]}
+    assert wf_engine.get_workflow(workflow.id).state == "succeeded"
+
+
+def test_retry_twice_posts_once(wf_engine):
+    wf_engine.create_queue("other")
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b", queue="other")))
+    wf_engine.delete_queue("other")
+    run_ready(wf_engine, expect=1)
+    wf_engine.create_queue("other")
+    wf_engine.retry_workflow(workflow.id)
+    with pytest.raises(WorkflowNotRetryable, match="no step whose post failed"):
+        wf_engine.retry_workflow(workflow.id)
+    assert len(wf_engine.reserve("other", 10)) == 1
+
+
+def test_retry_still_failing_changes_nothing(wf_engine):
+    wf_engine.create_queue("other")
+    wf_engine.create_queue("gone")
+    workflow = wf_engine.start_workflow(
+        chain(task("a"), group(task("b", queue="other"), task("c", queue="gone")))
+    )
+    wf_engine.delete_queue("other")
+    wf_engine.delete_queue("gone")
+    run_ready(wf_engine, expect=1)
+    wf_engine.create_queue("other")
+    with pytest.raises(QueueNotFound, match="step 2 of workflow"):
+        wf_engine.retry_workflow(workflow.id)
+    read = wf_engine.get_workflow(workflow.id)
+    assert [step.state for step in read.steps] == ["succeeded", "failed", "failed"]
+    assert wf_engine.reserve("other", 10) == []
+
+
+def test_retry_dead_step_rejected(wf_engine):
+    workflow_id = fail_first_step(wf_engine, chain(task("a"), task("b")))
+    with pytest.raises(WorkflowNotRetryable, match="redriven"):
+        wf_engine.retry_workflow(workflow_id)
+
+
+def test_retry_cancelled_workflow_rejected(wf_engine):
+    workflow = wf_engine.start_workflow(task("a"))
+    wf_engine.cancel_workflow(workflow.id)
+    with pytest.raises(WorkflowNotRetryable, match="is cancelled"):
+        wf_engine.retry_workflow(workflow.id)
+
+
+def test_retry_join_after_size_raised(wf_engine):
+    wf_engine.create_queue("small", {"max_message_size": 2048})
+    spec = chain(group(task("a"), task("b")), task("join", queue="small"))
+    workflow = wf_engine.start_workflow(spec)
+    for message in wf_engine.reserve("wf", 10):
+        wf_engine.ack("wf", [lease(message, result="x" * 1500)])
+    failed = wf_engine.get_workflow(workflow.id)
+    assert failed.steps[2].state == "failed"
+    assert "could not post the step" in failed.steps[2].error
+    wf_engine.update_queue("small", {"max_message_size": 8192})
+    assert wf_engine.retry_workflow(workflow.id).state == "running"
+    join = wf_engine.reserve("small", 10)
+    assert len(join) == 1
+    assert join[0].body["args"] == [["x" * 1500, "x" * 1500]]
+
+
+def test_oversized_argument_names_step(wf_engine):
+    spec = chain(task("a"), task("b", "x" * (300 * 1024)))
+    with pytest.raises(PayloadTooLarge) as raised:
+        wf_engine.start_workflow(spec)
+    assert raised.value.detail.startswith("spec.chain[1].step: the step's message is ")
+    assert "message 0" not in raised.value.detail
+    assert wf_engine.list_workflows()[0] == []
+
+
+def test_bad_header_names_step_once(wf_engine):
+    step = {"step": {"queue": "wf", "body": "b", "headers": {"a": 5}}}
+    with pytest.raises(ValidationError) as raised:
+        wf_engine.start_workflow(chain(task("a"), step))
+    assert raised.value.detail.startswith("spec.chain[1].step: the step's message header 'a'")
+    assert "message 0" not in raised.value.detail
+
+
+def test_cancel_removes_dead_steps(wf_engine):
+    workflow_id = fail_first_step(wf_engine, chain(task("a"), task("b")))
+    cancelled = wf_engine.cancel_workflow(workflow_id)
+    assert cancelled.state == "cancelled"
+    assert cancelled.steps[0].state == "cancelled"
+    assert wf_engine.peek("wf.dlq", 10) == []
+    assert wf_engine.redrive("wf.dlq") == 0
+    assert wf_engine.reserve("wf", 10) == []
+
+
+def test_succeeded_step_keeps_attempts(wf_engine, clock):
+    workflow = wf_engine.start_workflow(chain(task("a"), task("b")))
+    first = wf_engine.reserve("wf", 1)[0]
+    wf_engine.nack("wf", [lease(first, error="retry me")])
+    clock.advance(3600)
+    again = wf_engine.reserve("wf", 1)[0]
+    wf_engine.ack("wf", [lease(again, result=1)])
+    steps = wf_engine.get_workflow(workflow.id).steps
+    assert steps[0].state == "succeeded"
+    assert steps[0].attempts == 2
+    assert steps[1].attempts == 0
+
+
+def test_entry_ack_keeps_attempts(wf_engine):
+    workflow = wf_engine.start_workflow(task("a"))
+    message = wf_engine.reserve("wf", 1)[0]
+    # Logs make the store ack entry by entry instead of with one statement.
+    wf_engine.ack("wf", [lease(message, result=1, logs="ran a")])
+    assert wf_engine.get_workflow(workflow.id).steps[0].attempts == 1
+
+
+def test_idempotent_start_returns_first(wf_engine):
+    first, created = wf_engine.start_workflow_once(task("a"), "one", idempotency_key="k-1")
+    again, created_again = wf_engine.start_workflow_once(task("b"), "two", idempotency_key="k-1")
+    assert created is True
+    assert created_again is False
+    assert again.id == first.id
+    assert again.name == "one"
+    assert len(wf_engine.list_workflows()[0]) == 1
+    assert len(wf_engine.reserve("wf", 10)) == 1
+
+
+def test_other_key_starts_new(wf_engine):
+    first = wf_engine.start_workflow(task("a"), idempotency_key="k-1")
+    second = wf_engine.start_workflow(task("a"), idempotency_key="k-2")
+    unkeyed = wf_engine.start_workflow(task("a"))
+    assert len({first.id, second.id, unkeyed.id}) == 3
+
+
+def test_failed_start_frees_key(wf_engine):
+    with pytest.raises(QueueNotFound):
+        wf_engine.start_workflow(task("a", queue="nowhere"), idempotency_key="k-1")
+    started = wf_engine.start_workflow(task("a"), idempotency_key="k-1")
+    assert wf_engine.get_workflow(started.id).state == "running"
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "tab\there", 5])
+def test_invalid_idempotency_key_rejected(wf_engine, key):
+    with pytest.raises(ValidationError, match="idempotency_key"):
+        wf_engine.start_workflow(task("a"), idempotency_key=key)
+
+
+def test_pass_result_false_gets_no_input(wf_engine):
+    immutable = task("b", 5)
+    immutable["step"]["pass_result"] = False
+    workflow = wf_engine.start_workflow(chain(task("a"), immutable, task("c")))
+    assert wf_engine.get_workflow(workflow.id).steps[1].state == "waiting"
+    assert run_ready(wf_engine, expect=1) == {"a": []}
+    assert run_ready(wf_engine, expect=1) == {"b": [5]}
+    assert run_ready(wf_engine, expect=1) == {"c": ["b-done"]}
+
+
+def test_step_delay_s_delays_message(wf_engine, clock):
+    delayed = task("b")
+    delayed["step"]["delay_s"] = 60
+    wf_engine.start_workflow(chain(task("a"), delayed))
+    run_ready(wf_engine, expect=1)
+    assert wf_engine.reserve("wf", 10) == []
+    clock.advance(61)
+    assert run_ready(wf_engine, expect=1) == {"b": ["a-done"]}
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"task": "a", "args": "x", "kwargs": {}}, "args"),
+    ({"task": "a", "args": [], "kwargs": [1]}, "kwargs"),
+])
+def test_task_body_shape_checked(wf_engine, body, field):
+    spec = chain(task("a"), {"step": {"queue": "wf", "body": body}})
+    with pytest.raises(ValidationError, match=rf"spec\.chain\[1\]\.step\.body\.{field}"):
+        wf_engine.start_workflow(spec)
+
+
+def test_dlq_step_queue_rejected(wf_engine):
+    with pytest.raises(ValidationError, match="dead-letter queue"):
+        wf_engine.start_workflow(task("a", queue="wf.dlq"))
+    assert wf_engine.list_workflows()[0] == []
+
+
+@pytest.mark.parametrize("key, value", [("delay_s", -1), ("pass_result", "no")])
+def test_bad_step_option_rejected(wf_engine, key, value):
+    step = task("a")
+    step["step"][key] = value
+    with pytest.raises(ValidationError, match=key):
+        wf_engine.start_workflow(step)
+
+
+def test_nul_id_ack_beside_step(wf_engine):
+    workflow = wf_engine.start_workflow(task("a"))
+    message = wf_engine.reserve("wf", 1)[0]
+    results = wf_engine.ack("wf", [{"id": message.id + "\x00", "receipt": message.receipt},
+                                   lease(message, result=1)])
+    assert [r.ok for r in results] == [False, True]
+    assert wf_engine.get_workflow(workflow.id).state == "succeeded"

@@ -23,6 +23,15 @@ SCRIPT_TIMEOUT_S = 90
 
 def run_example(tmp_path: Path, folder: str, app_path: str, script: str, *args: str) -> dict:
     """Run the example's start script against a fresh server and worker; return its JSON."""
+    done, steps = run_script(tmp_path, folder, app_path, script, *args)
+    assert done.returncode == 0, done.stderr
+    return {**json.loads(done.stdout), "steps": steps}
+
+
+def run_script(
+    tmp_path: Path, folder: str, app_path: str, script: str, *args: str
+) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Run the example's start script; return the run and its workflow's steps."""
     server = start_server(tmp_path / "server")
     example = EXAMPLES / folder
     worker = _start_example_worker(tmp_path, example, app_path, server.url)
@@ -33,10 +42,10 @@ def run_example(tmp_path: Path, folder: str, app_path: str, script: str, *args: 
             [sys.executable, script, *args], cwd=example, env=env, capture_output=True,
             text=True, timeout=SCRIPT_TIMEOUT_S,
         )
-        assert done.returncode == 0, done.stderr + worker.log()
-        output = json.loads(done.stdout)
-        steps = httpx.get(f"{server.url}/v1/workflows/{output['workflow_id']}").json()["steps"]
-        return {**output, "steps": steps}
+        workflows = httpx.get(f"{server.url}/v1/workflows").json()["workflows"]
+        assert len(workflows) == 1, done.stderr + worker.log()
+        workflow = httpx.get(f"{server.url}/v1/workflows/{workflows[0]['id']}").json()
+        return done, workflow["steps"]
     finally:
         stop_worker(worker)
         server.stop()
@@ -92,3 +101,15 @@ def test_food_order_group_then_chain(tmp_path):
     assert steps[2]["input"][1]["check"] == "stock"
     assert finish_order(steps)[2:] == [2, 3]
     assert steps[2]["posted_at"] >= max(steps[0]["finished_at"], steps[1]["finished_at"])
+
+
+@pytest.mark.parametrize("folder, app_path, script, args", [
+    ("expense_claim", "expense_tasks:app", "start_claim.py", ("bob", "90000", "travel")),
+    ("food_order", "food_tasks:app", "start_order.py", ("luigi", "sushi")),
+])
+def test_failing_run_prints_one_line(tmp_path, folder, app_path, script, args):
+    done, steps = run_script(tmp_path, folder, app_path, script, *args)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "did not go through: workflow" in done.stderr.splitlines()[-1]
+    assert "failed" in [step["state"] for step in steps]

@@ -163,6 +163,7 @@ def test_openapi_lists_every_endpoint(http_server: ServerProcess) -> None:
         ("/v1/workflows", "get"),
         ("/v1/workflows/{workflow_id}", "get"),
         ("/v1/workflows/{workflow_id}/cancel", "post"),
+        ("/v1/workflows/{workflow_id}/retry", "post"),
     }
     listed = {
         (path, method) for path, item in document["paths"].items() for method in item
@@ -172,7 +173,7 @@ def test_openapi_lists_every_endpoint(http_server: ServerProcess) -> None:
 
 
 # POST endpoints that take no request body.
-BODILESS_ACTIONS = ("/purge", "/pause", "/resume", "/cancel")
+BODILESS_ACTIONS = ("/purge", "/pause", "/resume", "/cancel", "/retry")
 
 
 def test_openapi_declares_request_and_response_models(
@@ -1236,3 +1237,36 @@ def test_server_stops_cleanly_and_keeps_messages(tmp_path: Path) -> None:
         assert httpx.get(again.url + "/v1/queues/keep/stats").json()["ready"] == 50
     finally:
         again.stop()
+
+
+def test_workflow_retry_endpoint(api: httpx.Client) -> None:
+    for queue in ("wf-first", "wf-second"):
+        assert api.post("/queues", json={"name": queue}).status_code == 201
+    spec = {"chain": [{"step": {"queue": "wf-first", "body": "a"}},
+                      {"step": {"queue": "wf-second", "body": "b"}}]}
+    started = api.post("/workflows", json={"spec": spec})
+    assert started.status_code == 201, started.text
+    workflow_id = started.json()["id"]
+    assert api.delete("/queues/wf-second").status_code == 200
+    leased = reserve(api, "wf-first")[0]
+    acked = api.post("/queues/wf-first/ack",
+                     json={"entries": [{"id": leased["id"], "receipt": leased["receipt"]}]})
+    assert acked.status_code == 200, acked.text
+    assert api.get(f"/workflows/{workflow_id}").json()["state"] == "failed"
+    assert api.post("/queues", json={"name": "wf-second"}).status_code == 201
+    retried = api.post(f"/workflows/{workflow_id}/retry")
+    assert retried.status_code == 200, retried.text
+    assert valid(schemas.WorkflowModel, retried)["state"] == "running"
+    assert len(reserve(api, "wf-second")) == 1
+    assert_problem(api.post(f"/workflows/{workflow_id}/retry"), 409, "workflow-not-retryable")
+
+
+def test_workflow_start_idempotency_key(api: httpx.Client) -> None:
+    assert api.post("/queues", json={"name": "wf-key"}).status_code == 201
+    body = {"spec": {"step": {"queue": "wf-key", "body": "a"}}, "idempotency_key": "order-7"}
+    first = api.post("/workflows", json=body)
+    again = api.post("/workflows", json=body)
+    assert first.status_code == 201, first.text
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert len(reserve(api, "wf-key")) == 1

@@ -61,3 +61,22 @@ def test_reopening_adds_nothing_twice(tmp_path: Path) -> None:
     Engine(f"sqlite:///{path}", sweep=False).close()
 
     assert column_names(path, "messages") == columns_after_first
+
+
+def test_old_workflow_steps_gain_attempts(tmp_path: Path) -> None:
+    path = tmp_path / "steps.db"
+    Engine(f"sqlite:///{path}", sweep=False).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE workflow_steps DROP COLUMN attempts")
+    assert "attempts" not in column_names(path, "workflow_steps")
+
+    with Engine(f"sqlite:///{path}", sweep=False) as engine:
+        engine.create_queue("wf")
+        spec = {"step": {"queue": "wf", "body": {"task": "a", "args": [], "kwargs": {}}}}
+        workflow = engine.start_workflow(spec)
+        [message] = engine.reserve("wf")
+        engine.ack("wf", [{"id": message.id, "receipt": message.receipt, "result": 1}])
+        step = engine.get_workflow(workflow.id).steps[0]
+
+    assert "attempts" in column_names(path, "workflow_steps")
+    assert step.attempts == 1

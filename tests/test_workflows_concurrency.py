@@ -57,3 +57,29 @@ def test_parallel_acks_post_join_once(make_engine):
     read = engine.get_workflow(workflow.id)
     assert read.steps_left == 1
     assert read.steps[-1].state == "running"
+
+
+def test_parallel_keyed_starts_create_one(make_engine):
+    make_engine().create_queue("wf")
+    engines = [make_engine() for _ in range(THREADS)]
+    barrier = threading.Barrier(THREADS)
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def start(own: Engine) -> None:
+        try:
+            barrier.wait()
+            ids.append(own.start_workflow(task_step("once"), idempotency_key="same").id)
+        except BaseException as exc:  # reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(own,)) for own in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert errors == []
+    assert len(ids) == THREADS
+    assert len(set(ids)) == 1
+    assert len(engines[0].reserve("wf", 100)) == 1

@@ -206,3 +206,52 @@ def test_http_api_shape(http_server):
     assert "/v1/workflows" in paths
     assert "/v1/workflows/{workflow_id}/cancel" in paths
     client.close()
+
+
+def test_handle_retry_posts_failed_step(app, queue):
+    t = define_tasks(app, queue)
+    other = queue + "-r"
+    app.client.create_queue(other)
+    handle = chain(t["add"].step(1), t["double"].step().options(queue=other)).start()
+    app.client.delete_queue(other)
+    with running_worker(app):
+        with pytest.raises(TaskError, match="could not post the step"):
+            handle.result(timeout_s=RESULT_TIMEOUT_S)
+        app.client.create_queue(other)
+        assert handle.retry() == "running"
+    leased = app.client.reserve(other, 1)[0]
+    assert leased.body["args"] == [1]
+
+
+def test_sdk_start_creates_missing_queue(app, queue):
+    t = define_tasks(app, queue)
+    missing = queue + "-new"
+    handle = chain(t["add"].step(1), t["add"].step(2).options(queue=missing)).start()
+    assert missing in [info.name for info in app.client.list_queues()]
+    assert handle.steps()[0].state == "queued"
+
+
+def test_sdk_start_idempotency_key(app, queue):
+    t = define_tasks(app, queue)
+    flow = chain(t["add"].step(1), t["double"].step())
+    key = "start-" + queue
+    first = flow.start(idempotency_key=key)
+    again = flow.start(idempotency_key=key)
+    assert again.id == first.id
+    assert len(app.client.reserve(queue, 10)) == 1
+
+
+def test_sdk_pass_result_false(app, queue):
+    t = define_tasks(app, queue)
+    flow = chain(t["add"].step(1), t["add"].step(10, extra=1).options(pass_result=False))
+    with running_worker(app):
+        assert flow.start().result(timeout_s=RESULT_TIMEOUT_S) == 11
+
+
+def test_sdk_delay_s_option(app, queue):
+    t = define_tasks(app, queue)
+    spec = t["add"].step(1).options(delay_s=30).to_spec()
+    assert spec["step"]["delay_s"] == 30
+    handle = t["add"].step(1).options(delay_s=30).start()
+    assert app.client.reserve(queue, 10) == []
+    assert handle.steps()[0].state == "queued"

@@ -524,14 +524,23 @@ class Engine(ScheduleMethods):
 
     # Workflows ---------------------------------------------------------
 
-    def start_workflow(self, spec: Any, name: str | None = None) -> Workflow:
+    def start_workflow(
+        self, spec: Any, name: str | None = None, idempotency_key: str | None = None
+    ) -> Workflow:
         """Compile a workflow spec, store it and post its first steps, all or nothing.
 
         The spec is the nested step, chain and group form that
         `conveyor/workflows/compiler.py` describes. Every step's queue must
-        exist and be a standard queue.
+        exist and be a standard queue. A start with the idempotency key of a
+        stored workflow returns that workflow and stores nothing.
         """
-        compiled = compile_workflow(spec, name)
+        return self.start_workflow_once(spec, name, idempotency_key)[0]
+
+    def start_workflow_once(
+        self, spec: Any, name: str | None = None, idempotency_key: str | None = None
+    ) -> tuple[Workflow, bool]:
+        """Start a workflow as start_workflow does; also return whether it was created."""
+        compiled = compile_workflow(spec, name, idempotency_key)
         return self.store.start_workflow(compiled, self.clock()).result()
 
     def get_workflow(self, workflow_id: str) -> Workflow:
@@ -554,6 +563,18 @@ class Engine(ScheduleMethods):
         before_seq = _parse_cursor(cursor)
         workflows, next_seq = self.store.list_workflows(state, before_seq, limit)
         return workflows, None if next_seq is None else str(next_seq)
+
+    def retry_workflow(self, workflow_id: str) -> Workflow:
+        """Post again the steps whose post failed (queue deleted, message too large).
+
+        Fix the cause first (create the queue, raise its max_message_size).
+        All the steps are posted in one transaction, or none, and the
+        workflow reads as running again. Raises WorkflowNotRetryable when
+        the workflow finished or has no such step, and the post's own error
+        (QueueNotFound, PayloadTooLarge) when a step still cannot be posted.
+        """
+        workflow_id = self._check_id(workflow_id)
+        return self.store.retry_workflow(workflow_id, self.clock()).result()
 
     def cancel_workflow(self, workflow_id: str) -> Workflow:
         """Cancel a running workflow and return it.

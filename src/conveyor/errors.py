@@ -112,6 +112,14 @@ class WorkflowNotFound(NotFound):
     title = "Workflow not found"
 
 
+class WorkflowNotRetryable(ConveyorError):
+    """The workflow has no step whose post failed, so a retry has nothing to post."""
+
+    status = 409
+    code = "workflow-not-retryable"
+    title = "Workflow not retryable"
+
+
 class QueueAlreadyExists(ConveyorError):
     """A queue with this name exists already."""
 

@@ -12,6 +12,7 @@ import functools
 import os
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, Callable, Iterator, Sequence
@@ -32,6 +33,10 @@ PREVIEW_CHARS = 60
 # screen: wide enough that ids and queue names are never cut.
 PIPE_WIDTH = 240
 WRAPPED_MIN_WIDTH = 10
+# Unicode categories escape_control escapes: control characters (C0, DEL
+# and C1), format characters such as bidi overrides, line and paragraph
+# separators.
+ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 class CommandError(click.ClickException):
@@ -151,13 +156,19 @@ def print_table(
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
     wrapped: Sequence[str] = (),
+    whole: Sequence[str] = (),
 ) -> None:
     """Print a rich table on stdout.
 
     When the terminal is narrow, the columns named in `wrapped` (free text
-    such as bodies and errors) fold onto more lines and the other columns are
-    cut with a visible `…`. Cells are plain text, so brackets in a body or an error are not
-    read as rich markup.
+    such as bodies and errors) fold onto more lines, the columns named in
+    `whole` (ids) ask for the width of their longest cell, and the other
+    columns are cut with a visible `…`. Cells are plain text, so brackets
+    in a body or an error are not read as rich markup.
+
+    NOTE: rich still narrows a `whole` column when the other columns cannot
+    shrink enough, so a caller keeps the rest of the table narrow; the
+    workflow tables are pinned at 80 columns in tests/test_cli_workflows.py.
     """
     table = Table(
         title=None if title is None else Text(title),
@@ -166,9 +177,12 @@ def print_table(
         show_edge=False,
         pad_edge=False,
     )
-    for column in columns:
+    for position, column in enumerate(columns):
         if column in wrapped:
             table.add_column(column, overflow="fold", min_width=WRAPPED_MIN_WIDTH)
+        elif column in whole:
+            width = max([len(column), *(len(str(row[position])) for row in rows)])
+            table.add_column(column, no_wrap=True, overflow="fold", min_width=width)
         else:
             table.add_column(column, no_wrap=True, overflow="ellipsis")
     for row in rows:
@@ -229,6 +243,20 @@ def preview_body(body: Any, max_chars: int = PREVIEW_CHARS) -> str:
     else:
         text = orjson.dumps(body).decode()
     return shorten(text, max_chars)
+
+
+def escape_control(text: str | None) -> str | None:
+    """Return stored text with control characters escaped (`\\x1b`, `\\n`).
+
+    Text that a client stored (names, errors) must not move the cursor or
+    change the terminal's colours when a table prints it.
+    """
+    if text is None:
+        return None
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) in ESCAPED_CATEGORIES else char
+        for char in text
+    )
 
 
 def shorten(text: str | None, max_chars: int) -> str | None:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..engine import MAX_PEEK
-from ..models import DEAD, RedriveJob
+from ..models import DEAD, Message, RedriveJob
 from ..store.redrive_jobs import JOB_STATES
 from ..validation import MAX_ENTRY_BATCH
 from ..text import plural
@@ -26,7 +26,7 @@ from .common import (
     print_table,
     shorten,
 )
-from .messages import ERROR_PREVIEW_CHARS, message_document
+from .messages import ERROR_PREVIEW_CHARS, message_document, workflow_step_label
 
 
 @main.group("dlq")
@@ -105,6 +105,21 @@ def list_dead(
         ],
         wrapped=("Last error", "Body"),
     )
+    _print_workflow_steps(messages)
+
+
+def _print_workflow_steps(messages: list[Message]) -> None:
+    """Name the workflow of each dead message that is a workflow step.
+
+    Redriving such a message resumes its workflow; cancelling the workflow
+    removes it from the DLQ instead.
+    """
+    steps = [(m.id, workflow_step_label(m)) for m in messages]
+    steps = [(message_id, label) for message_id, label in steps if label is not None]
+    if steps:
+        print_line("Workflow steps:")
+    for message_id, label in steps:
+        print_line(f"  {message_id}: {label}")
 
 
 @dlq_group.command("redrive")

@@ -22,7 +22,7 @@ from .common import (
     print_line,
     print_table,
 )
-from .messages import message_document
+from .messages import message_document, workflow_step_label
 
 
 @main.group("message")
@@ -80,6 +80,9 @@ def _message_rows(message: Message) -> list[tuple[str, str]]:
     rows.extend((f"header {name}", value) for name, value in sorted(message.headers.items()))
     if message.idempotency_key is not None:
         rows.insert(2, ("idempotency key", message.idempotency_key))
+    step = workflow_step_label(message)
+    if step is not None:
+        rows.insert(1, ("workflow", step))
     return rows
 
 

@@ -12,6 +12,7 @@ from ..engine import MAX_PEEK
 from ..errors import ConveyorError
 from ..models import STATES, Message, NewMessage, PostResult
 from ..validation import MAX_POST_BATCH
+from ..workflows.compiler import STEP_HEADER, WORKFLOW_HEADER
 from . import main
 from .common import (
     ClientOptions,
@@ -29,6 +30,18 @@ from .common import (
 )
 
 ERROR_PREVIEW_CHARS = 40
+
+
+def workflow_step_label(message: Message) -> str | None:
+    """Return `step N of workflow ID` for a workflow step's message, else None.
+
+    The workflow sets the two headers on every step message it posts.
+    """
+    headers = message.headers or {}
+    workflow_id = headers.get(WORKFLOW_HEADER)
+    if workflow_id is None:
+        return None
+    return f"step {headers.get(STEP_HEADER, '?')} of workflow {workflow_id}"
 
 
 # post --------------------------------------------------------------------

@@ -1,11 +1,13 @@
-"""`conveyor workflows ...`: list, show and cancel workflows."""
+"""`conveyor workflows ...`: list, show, cancel and retry workflows."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import click
 
 from ..engine import MAX_PEEK
-from ..models import Workflow
+from ..models import Workflow, WorkflowStep
 from ..store.workflows import WORKFLOW_STATES
 from . import main
 from .common import (
@@ -17,14 +19,21 @@ from .common import (
     print_json,
     print_line,
     print_table,
+    escape_control,
     shorten,
 )
 from .messages import ERROR_PREVIEW_CHARS
 
+NAME_PREVIEW_CHARS = 40
+PARENTS_PREVIEW_CHARS = 16
+# An error printed on a line of its own: long enough to read, short enough
+# that a stack trace stored as the error does not fill the screen.
+ERROR_LINE_CHARS = 200
+
 
 @main.group("workflows")
 def workflows_group() -> None:
-    """Inspect and cancel workflows (chains, groups and joins of steps)."""
+    """Inspect, cancel and retry workflows (chains, groups and joins of steps)."""
 
 
 @workflows_group.command("list")
@@ -69,21 +78,25 @@ def list_workflows(
         return
     print_table(
         "Workflows",
-        ["ID", "Name", "State", "Done", "Created", "Finished", "Error"],
+        ["ID", "State", "Done", "Created", "Name"],
         [
             (
                 workflow.id,
-                workflow.name,
                 workflow.state,
                 f"{workflow.step_count - workflow.steps_left}/{workflow.step_count}",
-                format_time(workflow.created_at),
-                format_time(workflow.finished_at),
-                shorten(workflow.error, ERROR_PREVIEW_CHARS),
+                format_short_time(workflow.created_at),
+                escape_control(shorten(workflow.name, NAME_PREVIEW_CHARS)) or "-",
             )
             for workflow in workflows
         ],
-        wrapped=("Error",),
+        wrapped=("Name",),
+        whole=("ID",),
     )
+    failed = [workflow for workflow in workflows if workflow.error]
+    if failed:
+        print_line("Errors:")
+    for workflow in failed:
+        print_line(f"  {workflow.id}: {escape_control(shorten(workflow.error, ERROR_LINE_CHARS))}")
     if next_cursor is not None:
         print_line(f"More workflows: --cursor {next_cursor}")
 
@@ -122,34 +135,81 @@ def cancel_workflow(options: ClientOptions, workflow_id: str) -> None:
         )
 
 
+@workflows_group.command("retry")
+@click.argument("workflow_id")
+@client_options
+def retry_workflow(options: ClientOptions, workflow_id: str) -> None:
+    """Post again the steps of WORKFLOW_ID whose post failed, after fixing the cause."""
+    with open_client(options) as client:
+        workflow = client.retry_workflow(workflow_id)
+
+    if options.json_output:
+        print_json(workflow.to_wire())
+        return
+    print_line(f"Posted the failed steps of workflow {workflow.id} again; it is {workflow.state}.")
+
+
 def _print_workflow(workflow: Workflow) -> None:
     title = f"Workflow {workflow.id}"
     if workflow.name:
-        title += f" ({workflow.name})"
+        title += f" ({escape_control(workflow.name)})"
     done = workflow.step_count - workflow.steps_left
     print_line(
         f"{title}: {workflow.state}, {done} of {workflow.step_count} steps succeeded, "
         f"started {format_time(workflow.created_at)}"
     )
     if workflow.error:
-        print_line(f"Error: {workflow.error}")
+        print_line(f"Error: {escape_control(shorten(workflow.error, ERROR_LINE_CHARS))}")
     if workflow.state == "succeeded":
         print_line(f"Result: {shorten(repr(workflow.result), ERROR_PREVIEW_CHARS)}")
+    steps = workflow.steps or []
     print_table(
         "Steps",
-        ["#", "Task", "Queue", "State", "After", "Message", "Attempts", "Error"],
+        ["#", "Task", "Queue", "State", "After", "Tries"],
         [
             (
                 step.index,
-                step.task or "-",
+                escape_control(step.task) or "-",
                 step.queue,
                 step.state,
-                ",".join(str(parent) for parent in step.parents) or "-",
-                step.message_id or "-",
+                shorten(format_ranges(step.parents), PARENTS_PREVIEW_CHARS) or "-",
                 "-" if step.attempts is None else step.attempts,
-                shorten(step.error, ERROR_PREVIEW_CHARS),
             )
-            for step in workflow.steps or []
+            for step in steps
         ],
-        wrapped=("Error",),
+        whole=("#",),
     )
+    _print_step_errors(steps)
+
+
+def _print_step_errors(steps: list[WorkflowStep]) -> None:
+    """Print each step error on a line of its own, with the step's message id."""
+    errors = [step for step in steps if step.error]
+    if errors:
+        print_line("Step errors:")
+    for step in errors:
+        message = f" (message {step.message_id})" if step.message_id else ""
+        error = escape_control(shorten(step.error, ERROR_LINE_CHARS))
+        print_line(f"  step {step.index}{message}: {error}")
+
+
+def format_short_time(timestamp: float) -> str:
+    """Format a Unix time in local time without year and seconds: `05-01 14:03`."""
+    return datetime.fromtimestamp(timestamp).strftime("%m-%d %H:%M")
+
+
+def format_ranges(indexes: list[int]) -> str:
+    """Return sorted step indexes with runs as ranges: `0-199`, `1,3-5`."""
+    parts: list[str] = []
+    values = sorted(indexes)
+    start = 0
+    while start < len(values):
+        end = start
+        while end + 1 < len(values) and values[end + 1] == values[end] + 1:
+            end += 1
+        if end == start:
+            parts.append(str(values[start]))
+        else:
+            parts.append(f"{values[start]}-{values[end]}")
+        start = end + 1
+    return ",".join(parts)

@@ -277,9 +277,12 @@ class HTTPClient(HTTPScheduleMethods):
 
     # Workflows ---------------------------------------------------------
 
-    def start_workflow(self, spec: dict[str, Any], name: str | None = None) -> Workflow:
+    def start_workflow(
+        self, spec: dict[str, Any], name: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Workflow:
         """Start a workflow from its spec; see Engine.start_workflow."""
-        body = {"spec": spec, "name": name}
+        body = {"spec": spec, "name": name, "idempotency_key": idempotency_key}
         return workflow_from_wire(self._request("POST", "/workflows", body))
 
     def get_workflow(self, workflow_id: str) -> Workflow:
@@ -299,6 +302,9 @@ class HTTPClient(HTTPScheduleMethods):
 
     def cancel_workflow(self, workflow_id: str) -> Workflow:
         return workflow_from_wire(self._request("POST", _workflow_path(workflow_id, "cancel")))
+
+    def retry_workflow(self, workflow_id: str) -> Workflow:
+        return workflow_from_wire(self._request("POST", _workflow_path(workflow_id, "retry")))
 
     # Reads -------------------------------------------------------------
 

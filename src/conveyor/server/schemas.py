@@ -528,6 +528,12 @@ class WorkflowStartRequest(BaseModel):
         "most 32 levels deep."
     )
     name: str | None = Field(None, description="A label shown in lists, 1 to 200 characters")
+    idempotency_key: str | None = Field(
+        None,
+        description="1 to 128 characters. A start with the key of a stored workflow "
+        "returns that workflow with 200 and stores nothing, so a start retried after "
+        "a timeout does not run twice. The key is freed when the workflow is deleted.",
+    )
 
 
 class WorkflowStepModel(BaseModel):

@@ -430,8 +430,10 @@ class PostgresStore(PostgresWorkflows):
     def ack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
             info = _require_queue(tx, queue, lock=" FOR KEY SHARE")
-            steps: list[tuple] | None = None
             if not outcomes.can_ack_set_wise(entries):
+                # Steps are found before the acks delete their messages, which
+                # contain the receive counts the steps keep as attempts.
+                steps = postgres_workflows.find_steps(tx, entries)
                 results = [_ack_one(tx, queue, entry, now) for entry in entries]
             else:
                 results, steps = _ack_all(tx, queue, entries, now)
@@ -1071,7 +1073,7 @@ def _ack_all(
     receipts = [entry["receipt"] for entry in entries]
     rows = tx.execute(workflow_sql.ACK_LEASED_STEPS, (ids, receipts, queue, now)).fetchall()
     acked = {row[0]: row[1] for row in rows}
-    steps = [(row[0], row[2], row[3]) for row in rows if row[2] is not None]
+    steps = [(row[0], row[2], row[3], row[1]) for row in rows if row[2] is not None]
     results = outcomes.acked_results(
         queue, entries, set(acked),
         lambda message_id: tx.execute(sql.SELECT_MESSAGE_QUEUE, (message_id,)).fetchone(),

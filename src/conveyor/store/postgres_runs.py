@@ -111,11 +111,15 @@ def insert_cancelled_result(
     finish_logs(tx, message_id, ttl_s, now)
 
 
-def cancel(tx: Transaction, message_id: str, result_ttl_s: float | None, now: float) -> EntryResult:
+def cancel(
+    tx: Transaction, message_id: str, result_ttl_s: float | None, now: float,
+    include_dead: bool = False,
+) -> EntryResult:
     """Cancel a message by id: remove it if it waits, flag it if it runs.
 
-    Raises MessageFinished for a dead or finished message, MessageNotFound
-    for an unknown id.
+    Raises MessageFinished for a finished message, or for a dead one unless
+    `include_dead` (a workflow cancel) removes that from its DLQ too.
+    Raises MessageNotFound for an unknown id.
     """
     row = None
     if "\0" not in message_id:
@@ -126,7 +130,8 @@ def cancel(tx: Transaction, message_id: str, result_ttl_s: float | None, now: fl
             status = tx.execute(sql.SELECT_RESULT_STATUS, (message_id, now)).fetchone()
         raise run_records.missing_message_error(message_id, status[0] if status else None)
     seq, queue, state, reserved_until = row
-    run_records.check_cancellable(message_id, queue, state)
+    if not include_dead:
+        run_records.check_cancellable(message_id, queue, state)
 
     if not run_records.cancel_is_immediate(state, reserved_until, now):
         tx.execute(sql.REQUEST_CANCEL, (seq,))

@@ -117,6 +117,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         "add schedules.grace_s, the misfire grace of each schedule",
         tuple(schedule_sql.ADD_GRACE_COLUMN),
     ),
+    Migration(
+        9,
+        "add workflow_steps.attempts, the receive count of a succeeded step",
+        tuple(workflow_sql.ADD_STEP_ATTEMPTS),
+    ),
+    Migration(
+        10,
+        "add workflows.idempotency_key and its unique index",
+        tuple(workflow_sql.ADD_IDEMPOTENCY_KEY),
+    ),
+    Migration(
+        11,
+        "add workflow_steps.delay_s, the delay of a step's message",
+        tuple(workflow_sql.ADD_STEP_DELAY),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

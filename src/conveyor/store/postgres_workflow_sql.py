@@ -58,6 +58,16 @@ CREATE_TABLES = [
     "CREATE INDEX workflow_steps_message ON workflow_steps (message_id) "
     "WHERE message_id IS NOT NULL",
 ]
+# Schema version 8: a succeeded step keeps its message's receive count.
+ADD_STEP_ATTEMPTS = ["ALTER TABLE workflow_steps ADD COLUMN attempts integer"]
+# Schema version 10: the delay of each step's message.
+ADD_STEP_DELAY = ["ALTER TABLE workflow_steps ADD COLUMN delay_s double precision"]
+# Schema version 9: idempotency keys of workflow starts.
+ADD_IDEMPOTENCY_KEY = [
+    "ALTER TABLE workflows ADD COLUMN idempotency_key text",
+    "CREATE UNIQUE INDEX workflows_idempotency ON workflows (idempotency_key) "
+    "WHERE idempotency_key IS NOT NULL",
+]
 
 INSERT_WORKFLOW = _placeholders(shared.INSERT_WORKFLOW)
 INSERT_STEP = _placeholders(shared.INSERT_STEP)
@@ -68,18 +78,21 @@ COUNT_DOWN_WORKFLOW = _placeholders(shared.COUNT_DOWN_WORKFLOW)
 FINISH_WORKFLOW = _placeholders(shared.FINISH_WORKFLOW)
 SELECT_STEP_TEMPLATE = _placeholders(shared.SELECT_STEP_TEMPLATE)
 SELECT_WORKFLOW = _placeholders(shared.SELECT_WORKFLOW)
+SELECT_WORKFLOW_BY_KEY = _placeholders(shared.SELECT_WORKFLOW_BY_KEY)
 SELECT_WORKFLOW_LOCKED = SELECT_WORKFLOW + " FOR UPDATE"
 SELECT_POSTED_MESSAGES = _placeholders(shared.SELECT_POSTED_MESSAGES)
 SELECT_STEP_VIEWS = _placeholders(shared.SELECT_STEP_VIEWS)
 SELECT_STEP_VIEW = _placeholders(shared.SELECT_STEP_VIEW)
+SELECT_UNPOSTED_FAILED_STEPS = _placeholders(shared.SELECT_UNPOSTED_FAILED_STEPS)
 SELECT_FIRST_STOPPED_STEP = _placeholders(shared.SELECT_FIRST_STOPPED_STEP)
 MAX_SEQ = shared.MAX_SEQ
 DELETE_OLD_STEPS = _placeholders(shared.DELETE_OLD_STEPS)
 DELETE_OLD_WORKFLOWS = _placeholders(shared.DELETE_OLD_WORKFLOWS)
 
 SELECT_STEPS_BY_MESSAGE = (
-    "SELECT message_id, workflow_id, step_index FROM workflow_steps "
-    "WHERE message_id = ANY(%s::text[])"
+    "SELECT s.message_id, s.workflow_id, s.step_index, m.receive_count "
+    "FROM workflow_steps AS s JOIN messages AS m ON m.id = s.message_id "
+    "WHERE s.message_id = ANY(%s::text[])"
 )
 COUNT_DOWN_PARENTS = (
     "UPDATE workflow_steps SET parents_left = parents_left - 1 "

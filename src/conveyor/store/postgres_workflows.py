@@ -35,22 +35,37 @@ class PostgresWorkflows:
         raise NotImplementedError
 
     def start_workflow(self, workflow: CompiledWorkflow, now: float) -> Future:
-        """Store a compiled workflow and post its first steps in one transaction."""
+        """Store a compiled workflow and post its first steps in one transaction.
 
-        def operation(tx: Transaction) -> Workflow:
+        The future's result is (workflow, created): created is False when the
+        workflow's idempotency key returned a stored workflow.
+        """
+
+        def operation(tx: Transaction) -> tuple[Workflow, bool]:
             poster = self._step_poster(tx, now)
-            workflow_id = workflows.start(tx.execute, workflow_sql, poster, workflow, now)
-            return workflows.get(tx.execute, workflow_sql, workflow_id)
+            workflow_id, created = workflows.start(tx.execute, workflow_sql, poster, workflow, now)
+            return workflows.get(tx.execute, workflow_sql, workflow_id), created
 
         return self._submit(operation)
 
     def cancel_workflow(self, workflow_id: str, now: float) -> Future:
         def operation(tx: Transaction) -> Workflow:
             def cancel_message(message_id: str) -> None:
-                postgres_runs.cancel(tx, message_id, None, now)
+                postgres_runs.cancel(tx, message_id, None, now, include_dead=True)
 
             workflows.cancel(tx.execute, workflow_sql, cancel_message, workflow_id, now)
             return workflows.get(tx.execute, workflow_sql, workflow_id)
+
+        return self._submit(operation)
+
+    def retry_workflow(self, workflow_id: str, now: float) -> Future:
+        """Post again the steps whose post failed, in one transaction."""
+
+        def operation(tx: Transaction) -> Workflow:
+            execute = tx.execute
+            post = self._step_poster(tx, now).post
+            workflows.retry(execute, workflow_sql, post, workflow_id, now)
+            return workflows.get(execute, workflow_sql, workflow_id)
 
         return self._submit(operation)
 
@@ -69,29 +84,36 @@ class PostgresWorkflows:
         )
 
 
+def find_steps(tx: Transaction, entries: list[dict[str, Any]]) -> list[tuple]:
+    """Return (message id, workflow id, step index, receive count) of the entries' steps.
+
+    It runs before the acks delete the messages. An id with a NUL is left
+    out, because PostgreSQL text cannot hold it and no stored message has it.
+    """
+    ids = [entry["id"] for entry in entries if "\0" not in entry["id"]]
+    return tx.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (ids,)).fetchall()
+
+
 def finish_acked_steps(
     tx: Transaction,
     entries: list[dict[str, Any]],
     results: list[EntryResult],
-    steps: list[tuple] | None,
+    steps: list[tuple],
     poster: Callable[[], StepPoster],
     now: float,
 ) -> None:
     """Finish the workflow steps among an ack batch's acked entries.
 
-    `steps` are the rows the batch's DELETE returned with its CTE, or None
-    when the batch was acked entry by entry. One lookup per batch finds
-    them then.
+    `steps` are the (message id, workflow id, step index, receive count)
+    rows of the batch's messages that are workflow steps, from the DELETE's
+    CTE or from find_steps.
     """
     acked = {
         entry["id"]: entry.get("result")
         for entry, result in zip(entries, results)
         if result.ok
     }
-    if not acked:
-        return
-    if steps is None:
-        steps = tx.execute(workflow_sql.SELECT_STEPS_BY_MESSAGE, (list(acked),)).fetchall()
+    steps = [row for row in steps if row[0] in acked]
     if steps:
         post = poster().post
         workflows.finish_steps(tx.execute, workflow_sql, post, steps, acked, now)

@@ -212,12 +212,15 @@ class SQLiteStore(SQLiteWorkflows):
     def ack(self, queue: str, entries: list[dict[str, Any]], now: float) -> Future:
         def operation(tx: Transaction) -> list[EntryResult]:
             info = _require_queue(tx.conn, queue)
+            # Steps are found before the acks delete their messages, which
+            # contain the receive counts the steps keep as attempts.
+            steps = sqlite_workflows.find_steps(tx, entries)
             if not outcomes.can_ack_set_wise(entries):
                 results = [_ack_one(tx, queue, entry, now) for entry in entries]
             else:
                 results = _ack_all(tx, queue, entries, now)
             sqlite_workflows.finish_acked_steps(
-                tx, entries, results, lambda: _step_poster(tx, now), now
+                tx, entries, results, steps, lambda: _step_poster(tx, now), now
             )
             if info.settings.get("breaker"):
                 acked = sum(1 for result in results if result.ok)

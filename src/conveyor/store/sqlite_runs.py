@@ -35,7 +35,8 @@ def add_missing_columns(
     columns from PRAGMA table_info first. It runs in one IMMEDIATE
     transaction, so two processes that open an old file at once take turns
     and the second finds the columns there. `table` and the column
-    definitions come from sqlite_sql.RUN_COLUMNS, never from input.
+    definitions come from sqlite_sql.RUN_COLUMNS or
+    sqlite_workflow_sql.ADDED_*_COLUMNS, never from input.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -129,11 +130,15 @@ def insert_cancelled_result(
     finish_logs(conn, message_id, ttl_s, now)
 
 
-def cancel(tx: Transaction, message_id: str, result_ttl_s: float | None, now: float) -> EntryResult:
+def cancel(
+    tx: Transaction, message_id: str, result_ttl_s: float | None, now: float,
+    include_dead: bool = False,
+) -> EntryResult:
     """Cancel a message by id: remove it if it waits, flag it if it runs.
 
-    Raises MessageFinished for a dead or finished message, MessageNotFound
-    for an unknown id.
+    Raises MessageFinished for a finished message, or for a dead one unless
+    `include_dead` (a workflow cancel) removes that from its DLQ too.
+    Raises MessageNotFound for an unknown id.
     """
     conn = tx.conn
     row = conn.execute(sql.SELECT_CANCEL_TARGET, (message_id,)).fetchone()
@@ -141,7 +146,8 @@ def cancel(tx: Transaction, message_id: str, result_ttl_s: float | None, now: fl
         status = conn.execute(sql.SELECT_RESULT_STATUS, (message_id, now)).fetchone()
         raise run_records.missing_message_error(message_id, status[0] if status else None)
     seq, queue, state, reserved_until = row
-    run_records.check_cancellable(message_id, queue, state)
+    if not include_dead:
+        run_records.check_cancellable(message_id, queue, state)
 
     if not run_records.cancel_is_immediate(state, reserved_until, now):
         conn.execute(sql.REQUEST_CANCEL, (seq,))

@@ -6,14 +6,17 @@ Tables and indexes:
   list cursor. `state` is stored as running, succeeded or cancelled, and
   failed is derived on read. `result_expression` is JSON naming the steps
   whose results form the workflow's result. `steps_left` counts the steps
-  that have not succeeded yet.
+  that have not succeeded yet. `idempotency_key` is unique when set
+  (`workflows_idempotency`).
   - `workflows_finished`: retention of finished workflows.
 - `workflow_steps`: one row per step, by (workflow_id, step_index): the
   message template (`queue`, JSON `body` and `headers`, `priority`,
   `max_attempts`), `task` (the task name of a task-call body), the JSON
   `input_expression`, `parents` and `children` lists, `parents_left`,
   `state` (waiting, posted, succeeded or failed), the `message_id` once
-  posted, the JSON `input` and `result`, and `error`.
+  posted, the JSON `input` and `result`, `error`, and `attempts` (the
+  message's receive count, stored at the ack that succeeds it), and the
+  message's `delay_s`.
   - `workflow_steps_message`: finds the step of an acked message.
 """
 
@@ -35,7 +38,9 @@ from .workflow_sql import (  # noqa: F401 - the shared statements, used unchange
     SELECT_STEP_TEMPLATE,
     SELECT_STEP_VIEW,
     SELECT_STEP_VIEWS,
+    SELECT_UNPOSTED_FAILED_STEPS,
     SELECT_WORKFLOW,
+    SELECT_WORKFLOW_BY_KEY,
     SET_STEP_FAILED,
     SET_STEP_POSTED,
     SET_STEP_SUCCEEDED,
@@ -51,7 +56,8 @@ CREATE TABLE IF NOT EXISTS workflows (
     step_count          INTEGER NOT NULL,
     steps_left          INTEGER NOT NULL,
     created_at          REAL NOT NULL,
-    finished_at         REAL
+    finished_at         REAL,
+    idempotency_key     TEXT
 );
 CREATE INDEX IF NOT EXISTS workflows_state ON workflows (state, seq);
 CREATE INDEX IF NOT EXISTS workflows_finished
@@ -77,16 +83,29 @@ CREATE TABLE IF NOT EXISTS workflow_steps (
     error               TEXT,
     posted_at           REAL,
     finished_at         REAL,
+    attempts            INTEGER,
+    delay_s             REAL,
     PRIMARY KEY (workflow_id, step_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS workflow_steps_message
     ON workflow_steps (message_id) WHERE message_id IS NOT NULL;
 """
 
+# Columns added after the first release of the workflow tables, which
+# sqlite_runs.add_missing_columns adds to an older file.
+ADDED_STEP_COLUMNS = (("attempts", "INTEGER"), ("delay_s", "REAL"))
+ADDED_WORKFLOW_COLUMNS = (("idempotency_key", "TEXT"),)
+# Created after the column is added, so that an older file gets it too.
+CREATE_IDEMPOTENCY_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS workflows_idempotency ON workflows (idempotency_key) "
+    "WHERE idempotency_key IS NOT NULL"
+)
+
 # One lookup per ack batch: the steps among the acked message ids (a JSON array).
 SELECT_STEPS_BY_MESSAGE = (
-    "SELECT message_id, workflow_id, step_index FROM workflow_steps "
-    "WHERE message_id IN (SELECT value FROM json_each(?))"
+    "SELECT s.message_id, s.workflow_id, s.step_index, m.receive_count "
+    "FROM workflow_steps AS s JOIN messages AS m ON m.id = s.message_id "
+    "WHERE s.message_id IN (SELECT value FROM json_each(?))"
 )
 COUNT_DOWN_PARENTS = (
     "UPDATE workflow_steps SET parents_left = parents_left - 1 "

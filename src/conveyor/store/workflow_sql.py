@@ -8,18 +8,22 @@ turns each `?` into psycopg's `%s`. Statements that differ between the two
 WORKFLOW_COLUMNS = (
     "id, name, state, result_expression, step_count, steps_left, created_at, finished_at"
 )
+# A key that a stored workflow has already inserts nothing and returns no row.
 INSERT_WORKFLOW = (
     "INSERT INTO workflows (id, name, state, result_expression, step_count, steps_left, "
-    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "created_at, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
 )
+SELECT_WORKFLOW_BY_KEY = "SELECT id FROM workflows WHERE idempotency_key = ?"
 INSERT_STEP = (
     "INSERT INTO workflow_steps (workflow_id, step_index, queue, task, body, headers, "
-    "priority, max_attempts, input_expression, parents, children, parents_left, state) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "priority, max_attempts, input_expression, parents, children, parents_left, state, "
+    "delay_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# A retried step had failed, so its error and finished_at are cleared.
 SET_STEP_POSTED = (
-    "UPDATE workflow_steps SET state = 'posted', message_id = ?, input = ?, posted_at = ? "
-    "WHERE workflow_id = ? AND step_index = ?"
+    "UPDATE workflow_steps SET state = 'posted', message_id = ?, input = ?, posted_at = ?, "
+    "error = NULL, finished_at = NULL WHERE workflow_id = ? AND step_index = ?"
 )
 SET_STEP_FAILED = (
     "UPDATE workflow_steps SET state = 'failed', error = ?, finished_at = ? "
@@ -27,7 +31,7 @@ SET_STEP_FAILED = (
 )
 # Only a posted step finishes, once; RETURNING gives its children.
 SET_STEP_SUCCEEDED = (
-    "UPDATE workflow_steps SET state = 'succeeded', result = ?, finished_at = ? "
+    "UPDATE workflow_steps SET state = 'succeeded', result = ?, finished_at = ?, attempts = ? "
     "WHERE workflow_id = ? AND step_index = ? AND state = 'posted' RETURNING children"
 )
 # On PostgreSQL this UPDATE locks the workflow row until the ack commits,
@@ -38,17 +42,23 @@ COUNT_DOWN_WORKFLOW = (
 )
 FINISH_WORKFLOW = "UPDATE workflows SET state = ?, finished_at = ? WHERE id = ?"
 SELECT_STEP_TEMPLATE = (
-    "SELECT queue, body, headers, priority, max_attempts, input_expression, parents "
+    "SELECT queue, body, headers, priority, max_attempts, input_expression, parents, delay_s "
     "FROM workflow_steps WHERE workflow_id = ? AND step_index = ?"
 )
 SELECT_WORKFLOW = f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?"
+# Steps whose post failed: stored failed and never given a message.
+SELECT_UNPOSTED_FAILED_STEPS = (
+    "SELECT step_index FROM workflow_steps WHERE workflow_id = ? AND state = 'failed' "
+    "AND message_id IS NULL ORDER BY step_index"
+)
 SELECT_POSTED_MESSAGES = (
     "SELECT message_id FROM workflow_steps WHERE workflow_id = ? AND state = 'posted' "
     "ORDER BY step_index"
 )
 STEP_VIEW = (
     "SELECT s.step_index, s.queue, s.task, s.state, s.parents, s.message_id, s.input, "
-    "s.result, s.error, s.posted_at, s.finished_at, m.state, m.receive_count, "
+    "s.result, s.error, s.posted_at, s.finished_at, m.state, "
+    "COALESCE(m.receive_count, s.attempts), "
     "m.last_error, r.status FROM workflow_steps AS s "
     "LEFT JOIN messages AS m ON m.id = s.message_id "
     "LEFT JOIN results AS r ON r.id = s.message_id "

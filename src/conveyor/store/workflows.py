@@ -19,8 +19,9 @@ count of parents that have not succeeded yet.
   is read as failed, cancelled or expired (`step_state`). A redrive brings
   the message back under the same id, so its ack then finishes the step.
 - Cancelling a workflow marks it cancelled and cancels its posted
-  messages; a step that succeeds afterwards keeps its result but posts no
-  children.
+  messages, dead ones included. A running step's nack then finishes it as cancelled; a step
+  acked before its worker learned of the cancel keeps its result. Neither
+  posts children.
 
 Each function takes the transaction's `execute(query, params)`, the
 store's module of workflow statements, and for posting a `post` callable,
@@ -30,6 +31,7 @@ as `redrive_jobs.py` does.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Iterable
@@ -43,6 +45,7 @@ from ..errors import (
     PayloadTooLarge,
     ValidationError,
     WorkflowNotFound,
+    WorkflowNotRetryable,
 )
 from ..models import DEAD, RESERVED, NewMessage, Workflow, WorkflowStep
 from ..policy import PreparedMessage, check_for_queue
@@ -72,7 +75,7 @@ class StepPoster:
 
 
 # Cancels one stored message by id in the caller's transaction, as
-# POST /v1/messages/{id}/cancel does.
+# POST /v1/messages/{id}/cancel does, and removes a dead one from its DLQ.
 CancelMessage = Callable[[str], Any]
 
 # Stored workflow states. FAILED is only ever derived on read.
@@ -98,6 +101,10 @@ STOPPED_STEP_STATES = (FAILED, CANCELLED, EXPIRED)
 # workflow whose failed step is never redriven stays stored.
 WORKFLOW_RETENTION_S = 7 * 86_400.0
 
+# The position prefix that message checks put before their errors:
+# `message 0: ` or `message 0 `.
+BATCH_PREFIX = re.compile(r"message \d+:? ")
+
 EXPIRED_ERROR = (
     "its message is no longer stored and never succeeded: a dead message "
     "expired from its DLQ, or its queue was purged or deleted"
@@ -121,29 +128,49 @@ def prepare_step(
         compiler.STEP_HEADER: str(step.index),
     }
     message = NewMessage(
-        body=body, headers=headers, priority=step.priority, max_attempts=step.max_attempts
+        body=body, headers=headers, priority=step.priority, max_attempts=step.max_attempts,
+        delay_s=step.delay_s,
     )
-    return prepare(message, index)
+    try:
+        return prepare(message, index)
+    except ConveyorError as exc:
+        raise _step_error(step, exc) from exc
+
+
+def _step_error(step: CompiledStep, exc: ConveyorError) -> ConveyorError:
+    """Return the error of a message check, naming the step instead of a batch index."""
+    detail = exc.detail
+    while (match := BATCH_PREFIX.match(detail)) is not None:
+        detail = detail[match.end():]
+    return type(exc)(f"{step.label}: the step's message {detail}")
 
 
 def start(
     execute: Execute, sql: ModuleType, poster: StepPoster, workflow: CompiledWorkflow,
     now: float,
-) -> str:
-    """Store a compiled workflow and post its first steps; return its id.
+) -> tuple[str, bool]:
+    """Store a compiled workflow and post its first steps; return its id and True.
 
-    Every step's queue must exist and accept the step's template (see
-    check_step_queue). The checks run before any write, and a failed post
-    raises, which rolls the whole start back.
+    With an idempotency key that a stored workflow has, nothing is written
+    and that workflow's id is returned with False. Every step's queue must
+    exist and accept the step's template (see check_step_queue). The checks
+    run before any write, and a failed post raises, which rolls the whole
+    start back.
     """
+    existing = _find_by_key(execute, sql, workflow.idempotency_key)
+    if existing is not None:
+        return existing, False
     for queue in sorted({step.queue for step in workflow.steps}):
         check_step_queue(queue, poster.settings(queue), workflow)
     workflow_id = new_message_id()
-    execute(
+    inserted = execute(
         sql.INSERT_WORKFLOW,
         (workflow_id, workflow.name, RUNNING, _dump(workflow.result_expression),
-         len(workflow.steps), len(workflow.steps), now),
-    )
+         len(workflow.steps), len(workflow.steps), now, workflow.idempotency_key),
+    ).fetchone()
+    if inserted is None:
+        # A concurrent start with the same key committed first (PostgreSQL).
+        return _find_by_key(execute, sql, workflow.idempotency_key), False
     for step in workflow.steps:
         execute(sql.INSERT_STEP, _step_row(workflow_id, step))
     for step in workflow.first_steps:
@@ -154,7 +181,14 @@ def start(
         "Workflow %s started with %d steps (%d posted)",
         workflow_id, len(workflow.steps), len(workflow.first_steps),
     )
-    return workflow_id
+    return workflow_id, True
+
+
+def _find_by_key(execute: Execute, sql: ModuleType, key: str | None) -> str | None:
+    if key is None:
+        return None
+    row = execute(sql.SELECT_WORKFLOW_BY_KEY, (key,)).fetchone()
+    return None if row is None else row[0]
 
 
 def _step_row(workflow_id: str, step: CompiledStep) -> tuple:
@@ -162,7 +196,7 @@ def _step_row(workflow_id: str, step: CompiledStep) -> tuple:
         workflow_id, step.index, step.queue, step.task, _dump(step.body),
         _dump(step.headers), step.priority, step.max_attempts,
         _dump(step.input_expression), _dump(step.parents), _dump(step.children),
-        len(step.parents), WAITING,
+        len(step.parents), WAITING, step.delay_s,
     )
 
 
@@ -173,24 +207,29 @@ def finish_steps(
     execute: Execute,
     sql: ModuleType,
     post: Post,
-    steps: Iterable[tuple[str, str, int]],
+    steps: Iterable[tuple[str, str, int, int]],
     results: dict[str, Any],
     now: float,
 ) -> None:
     """Finish the steps whose messages an ack just deleted, and post their children.
 
-    `steps` are (message id, workflow id, step index) rows of the acked
-    messages that are workflow steps. `results` maps message ids to the
+    `steps` are (message id, workflow id, step index, receive count) rows
+    of the acked messages that are workflow steps. The receive count is
+    kept as the step's attempts. `results` maps message ids to the
     result their ack reported. Workflows are taken in id order so that
     concurrent acks lock their rows in one order.
     """
-    for message_id, workflow_id, index in sorted(steps, key=lambda row: (row[1], row[2])):
-        _finish_step(execute, sql, post, workflow_id, index, results.get(message_id), now)
+    for message_id, workflow_id, index, attempts in sorted(
+        steps, key=lambda row: (row[1], row[2])
+    ):
+        _finish_step(
+            execute, sql, post, workflow_id, index, results.get(message_id), attempts, now
+        )
 
 
 def _finish_step(
     execute: Execute, sql: ModuleType, post: Post, workflow_id: str, index: int,
-    result: Any, now: float,
+    result: Any, attempts: int, now: float,
 ) -> None:
     encoded = _dump(result)
     if len(encoded) > compiler.MAX_STEP_RESULT_BYTES:
@@ -201,7 +240,9 @@ def _finish_step(
         execute(sql.SET_STEP_FAILED, (error, now, workflow_id, index))
         logger.warning("Workflow %s step %d failed: %s", workflow_id, index, error)
         return
-    updated = execute(sql.SET_STEP_SUCCEEDED, (encoded, now, workflow_id, index)).fetchone()
+    updated = execute(
+        sql.SET_STEP_SUCCEEDED, (encoded, now, attempts, workflow_id, index)
+    ).fetchone()
     if updated is None:
         return
     state, steps_left = execute(sql.COUNT_DOWN_WORKFLOW, (workflow_id,)).fetchone()
@@ -228,10 +269,29 @@ def post_child(
 
     A step that cannot be posted (its input too large, its queue deleted
     or its message too large for the queue) is stored as failed instead,
-    so the ack that triggered it still succeeds.
+    so the ack that triggered it still succeeds. `retry` posts it again.
+    """
+    try:
+        _post_step_with_input(execute, sql, post, workflow_id, index, now)
+    except ConveyorError as exc:
+        error = (
+            f"could not post the step; fix this cause, then run 'conveyor workflows "
+            f"retry {workflow_id}': {exc.detail}"
+        )
+        execute(sql.SET_STEP_FAILED, (error, now, workflow_id, index))
+        logger.warning("Workflow %s step %d could not be posted: %s",
+                       workflow_id, index, exc.detail)
+
+
+def _post_step_with_input(
+    execute: Execute, sql: ModuleType, post: Post, workflow_id: str, index: int, now: float
+) -> None:
+    """Build a step's message from its parents' results, post it and mark the step posted.
+
+    Raises the ConveyorError of a failed post before it writes anything.
     """
     row = execute(sql.SELECT_STEP_TEMPLATE, (workflow_id, index)).fetchone()
-    queue, body, headers, priority, max_attempts, expression, parents = row
+    queue, body, headers, priority, max_attempts, expression, parents, delay_s = row
     parent_indexes = orjson.loads(parents)
     results = {
         parent: orjson.loads(value)
@@ -244,21 +304,55 @@ def post_child(
     encoded_input = _dump(value)
     step = CompiledStep(
         index, queue, orjson.loads(body), orjson.loads(headers), priority, max_attempts,
-        input_expression, parent_indexes,
+        input_expression, parent_indexes, delay_s=delay_s,
     )
-    try:
-        _check_input_size(encoded_input)
-        message = prepare_step(
-            workflow_id, step, compiler.step_body(step.body, input_expression, value)
-        )
-        post(queue, message)
-    except ConveyorError as exc:
-        execute(sql.SET_STEP_FAILED, (f"could not post the step: {exc.detail}", now,
-                                      workflow_id, index))
-        logger.warning("Workflow %s step %d could not be posted: %s",
-                       workflow_id, index, exc.detail)
-        return
+    _check_input_size(encoded_input)
+    message = prepare_step(
+        workflow_id, step, compiler.step_body(step.body, input_expression, value)
+    )
+    post(queue, message)
     execute(sql.SET_STEP_POSTED, (message.id, encoded_input, now, workflow_id, index))
+
+
+# Retry -----------------------------------------------------------------------
+
+
+def retry(
+    execute: Execute, sql: ModuleType, post: Post, workflow_id: str, now: float
+) -> list[int]:
+    """Post again every step whose post failed; return their indexes.
+
+    All of them are posted, or none: the first failed post raises its
+    ConveyorError, naming the step, and the caller rolls the transaction
+    back. The workflow row's lock (on PostgreSQL) and the `failed` state
+    with no message make each step post once, as at an ack. Dead steps are
+    not touched: a redrive resumes them. Raises WorkflowNotRetryable for a
+    finished workflow or one with no such step.
+    """
+    row = execute(sql.SELECT_WORKFLOW_LOCKED, (workflow_id,)).fetchone()
+    if row is None:
+        raise _not_found(workflow_id)
+    if row[2] != RUNNING:
+        raise WorkflowNotRetryable(
+            f"workflow {workflow_id!r} is {row[2]}, so it has no step to post again"
+        )
+    indexes = [index for (index,) in execute(
+        sql.SELECT_UNPOSTED_FAILED_STEPS, (workflow_id,)).fetchall()]
+    if not indexes:
+        raise WorkflowNotRetryable(
+            f"workflow {workflow_id!r} has no step whose post failed; a dead step "
+            "resumes when its message is redriven ('conveyor dlq redrive QUEUE --id ID')"
+        )
+    for index in indexes:
+        try:
+            _post_step_with_input(execute, sql, post, workflow_id, index, now)
+        except ConveyorError as exc:
+            raise type(exc)(
+                f"step {index} of workflow {workflow_id!r} could not be posted again: "
+                f"{exc.detail}"
+            ) from exc
+    logger.info("Workflow %s: posted steps %s again", workflow_id, indexes)
+    return indexes
 
 
 def _check_input_size(encoded_input: str) -> None:
@@ -289,8 +383,9 @@ def cancel(
     """Cancel a running workflow: no further step is posted, posted messages are cancelled.
 
     A message that already runs gets a cancel request, as a message cancel
-    does; a dead message stays in its DLQ. A finished workflow is left as
-    it is.
+    does. A dead message is removed from its DLQ with a `cancelled` result,
+    so a later redrive of that DLQ cannot run it. A finished workflow is
+    left as it is.
     """
     row = execute(sql.SELECT_WORKFLOW_LOCKED, (workflow_id,)).fetchone()
     if row is None:
@@ -325,7 +420,9 @@ def list_workflows(
     """Return up to `limit` workflows, newest first, and the cursor of the next page.
 
     A workflow read as failed is stored as running with a stopped step, so
-    the running and failed filters test the steps in SQL.
+    the running and failed filters test the steps in SQL. Every listed
+    running workflow then gets its derived state, failed_step and error,
+    whatever the filter, so a filtered list shows what `get` shows.
     """
     query = sql.list_query(state)
     params: list[Any] = [] if state in (None, RUNNING, FAILED) else [state]
@@ -333,8 +430,7 @@ def list_workflows(
     rows = execute(query, tuple(params)).fetchall()
     page = rows[:limit]
     workflows = [_workflow_from_row(row[1:], None) for row in page]
-    if state is None:
-        _derive_list_states(execute, sql, workflows)
+    _derive_list_states(execute, sql, workflows)
     next_cursor = page[-1][0] if len(rows) > limit else None
     return workflows, next_cursor
 
@@ -436,7 +532,8 @@ def check_step_queue(
     """Raise ValidationError unless every step of `queue` can be posted there.
 
     A FIFO queue needs a group on every message, which step messages do
-    not have. Each step's template (its body before any input) must fit
+    not have. A dead-letter queue (one that is its own dead_letter_queue,
+    as every automatically created DLQ is) is no place to run steps. Each step's template (its body before any input) must fit
     the queue's max_message_size.
     """
     if settings.is_fifo:
@@ -444,8 +541,16 @@ def check_step_queue(
             f"queue {queue!r} is a fifo queue, which workflow steps cannot use "
             "because their messages have no group; use a standard queue"
         )
+    if settings.dead_letter_queue == queue:
+        raise ValidationError(
+            f"queue {queue!r} is a dead-letter queue (its own dead_letter_queue), "
+            "which workflow steps cannot use; use the queue that sends failures there"
+        )
     for step in workflow.steps:
         if step.queue == queue:
             # A new id has the length of the workflow id the message will carry.
             message = prepare_step(new_message_id(), step, step.body, step.index)
-            check_for_queue(queue, settings, [message])
+            try:
+                check_for_queue(queue, settings, [message])
+            except ConveyorError as exc:
+                raise _step_error(step, exc) from exc

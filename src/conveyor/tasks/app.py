@@ -116,11 +116,15 @@ class Conveyor:
             )
         return TaskHandle(self, message_id)
 
-    def start_workflow(self, workflow: Any, name: str | None = None) -> WorkflowHandle:
+    def start_workflow(
+        self, workflow: Any, name: str | None = None, idempotency_key: str | None = None
+    ) -> WorkflowHandle:
         """Start a workflow built with chain, group and task.step; return its handle.
 
         Creates each step's queue if it is missing, then stores the workflow
-        and posts its first steps in one transaction.
+        and posts its first steps in one transaction. A start with the
+        idempotency key of a stored workflow returns that workflow's handle
+        and starts nothing, so a start retried after a timeout is safe.
         """
         from ..workflows.handle import WorkflowHandle
         from ..workflows.spec import Chain, Group, Step
@@ -133,7 +137,7 @@ class Conveyor:
         spec = workflow.to_spec()
         for queue in sorted({step.queue for step in workflow.steps()}):
             self.ensure_queue(queue)
-        started = self.client.start_workflow(spec, name)
+        started = self.client.start_workflow(spec, name, idempotency_key)
         return WorkflowHandle(self, started.id)
 
     def workflow(self, workflow_id: str) -> WorkflowHandle:

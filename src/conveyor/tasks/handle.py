@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotFound, ResultTimeout, TaskCancelled, TaskError
+from ..errors import NotFound, TaskCancelled, TaskError
 from ..models import DEAD, DELAYED, READY, RESERVED, AttemptLog
 from ..validation import MAX_ATTEMPT_NUMBER, check_int
+from .polling import ResultPoller
 
 if TYPE_CHECKING:
     from .app import Conveyor
@@ -122,11 +122,15 @@ class TaskHandle:
         TaskCancelled (a TaskError) if it was cancelled, ResultTimeout if it
         has not finished within timeout_s seconds (None waits without
         limit), and NotFound if neither the message nor its result is stored.
+        A read that fails with TransportError or StoreUnavailable (a server
+        restarting) is retried until the deadline, and the last such error
+        is raised if reads still fail then.
         """
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        interval_s = FIRST_POLL_INTERVAL_S
+        poller = ResultPoller(
+            timeout_s, self._label(), FIRST_POLL_INTERVAL_S, MAX_POLL_INTERVAL_S
+        )
         while True:
-            status, value, error = self._poll()
+            status, value, error = poller.read(self._poll)
             if status == SUCCEEDED:
                 return value
             if status == FAILED:
@@ -139,19 +143,7 @@ class TaskHandle:
                     "wrong, its result expired, or the task keeps no result "
                     "(result_ttl_s=0)"
                 )
-            interval_s = self._sleep_before_poll(deadline, interval_s, status)
-
-    def _sleep_before_poll(self, deadline: float | None, interval_s: float, status: str) -> float:
-        if deadline is not None:
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                raise ResultTimeout(
-                    f"{self._label()} is still {status}; wait "
-                    "longer with result(timeout_s=...) or check status() later"
-                )
-            interval_s = min(interval_s, remaining_s)
-        time.sleep(interval_s)
-        return min(interval_s * 2, MAX_POLL_INTERVAL_S)
+            poller.wait(status)
 
     def _result_ttl_s(self) -> float | None:
         """Return how long the task keeps results, when this app defines the task."""

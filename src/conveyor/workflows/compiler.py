@@ -20,14 +20,21 @@ succeeded.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 import orjson
 
 from ..errors import ValidationError
-from ..validation import MAX_HEADERS, MAX_PRIORITY, check_int
-from ..settings import MAX_ATTEMPTS_LIMIT, validate_queue_name
+from ..validation import (
+    MAX_HEADERS,
+    MAX_PRIORITY,
+    check_int,
+    check_key,
+    check_optional_duration,
+)
+from ..settings import MAX_ATTEMPTS_LIMIT, MAX_DELAY_S, validate_queue_name
 
 # Steps in one workflow, counting every step of every nested chain and group.
 MAX_WORKFLOW_STEPS = 1000
@@ -40,11 +47,15 @@ MAX_STEP_INPUT_BYTES = 8 * 1024 * 1024
 # The spec as JSON, before compiling.
 MAX_SPEC_BYTES = 16 * 1024 * 1024
 MAX_NAME_LENGTH = 200
+# Unicode categories a workflow name may not contain (see is_control_character).
+CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 # Every step message carries these two headers, so a step's own headers
 # may use at most MAX_HEADERS minus two.
 WORKFLOW_HEADER = "conveyor-workflow"
 STEP_HEADER = "conveyor-workflow-step"
-STEP_KEYS = ("queue", "body", "headers", "priority", "max_attempts")
+STEP_KEYS = (
+    "queue", "body", "headers", "priority", "max_attempts", "delay_s", "pass_result"
+)
 
 InputExpression = Union[None, int, list]
 
@@ -62,6 +73,16 @@ class CompiledStep:
     input_expression: InputExpression
     parents: list[int]
     children: list[int] = field(default_factory=list)
+    # Where the step sits in the spec, such as `spec.chain[1].step`; empty
+    # for a step rebuilt from its stored row.
+    path: str = ""
+    # Seconds the step's message waits in its queue before it is ready.
+    delay_s: float | None = None
+
+    @property
+    def label(self) -> str:
+        """Return the name errors use for the step: its spec path, else `step N`."""
+        return self.path or f"step {self.index}"
 
     @property
     def task(self) -> str | None:
@@ -76,13 +97,17 @@ class CompiledWorkflow:
     name: str | None
     steps: list[CompiledStep]
     result_expression: InputExpression
+    # A start with a key that a stored workflow has returns that workflow.
+    idempotency_key: str | None = None
 
     @property
     def first_steps(self) -> list[CompiledStep]:
         return [step for step in self.steps if not step.parents]
 
 
-def compile_workflow(spec: Any, name: Any = None) -> CompiledWorkflow:
+def compile_workflow(
+    spec: Any, name: Any = None, idempotency_key: Any = None
+) -> CompiledWorkflow:
     """Validate `spec` (the wire form above) and compile it.
 
     Raises ValidationError naming the node's path (for example
@@ -90,13 +115,14 @@ def compile_workflow(spec: Any, name: Any = None) -> CompiledWorkflow:
     MAX_WORKFLOW_STEPS steps or nesting deeper than MAX_NESTING_DEPTH.
     """
     _check_name(name)
+    key = _check_idempotency_key(idempotency_key)
     _check_spec_size(spec)
     steps: list[CompiledStep] = []
     result = _compile_node(spec, None, steps, "spec", 1)
     for step in steps:
         for parent in step.parents:
             steps[parent].children.append(step.index)
-    return CompiledWorkflow(name, steps, result)
+    return CompiledWorkflow(name, steps, result, key)
 
 
 def task_name(body: Any) -> str | None:
@@ -151,6 +177,31 @@ def _check_name(name: Any) -> None:
             f"invalid workflow name {name!r}: use a string of 1 to {MAX_NAME_LENGTH} "
             "characters, or leave it out"
         )
+    control = next((char for char in name if is_control_character(char)), None)
+    if control is not None:
+        raise ValidationError(
+            f"invalid workflow name {name!r}: it contains the control character "
+            f"{control!r}; use printable characters only"
+        )
+
+
+def _check_idempotency_key(key: Any) -> str | None:
+    checked = check_key("idempotency_key", key)
+    if checked is not None and any(is_control_character(char) for char in checked):
+        raise ValidationError(
+            f"invalid idempotency_key {checked!r}: it contains a control character; "
+            "use printable characters only"
+        )
+    return checked
+
+
+def is_control_character(char: str) -> bool:
+    """Return True for a control character or a line or paragraph separator.
+
+    These are the Unicode categories Cc (C0, DEL and C1, ESC and newline
+    included), Zl and Zp, which a terminal would act on instead of showing.
+    """
+    return unicodedata.category(char) in CONTROL_CATEGORIES
 
 
 def _check_spec_size(spec: Any) -> None:
@@ -211,6 +262,7 @@ def _compile_step(
         )
     if not isinstance(content, dict):
         raise ValidationError(f"{path}.step must be an object with 'queue' and 'body'")
+
     unknown = sorted(str(key) for key in content if key not in STEP_KEYS)
     if unknown:
         raise ValidationError(
@@ -219,10 +271,17 @@ def _compile_step(
         )
     if "body" not in content:
         raise ValidationError(f"{path}.step has no 'body'; give the message body (JSON)")
+
     try:
         queue = validate_queue_name(content.get("queue"))
+        delay_s = check_optional_duration("delay_s", content.get("delay_s"), 0.0, MAX_DELAY_S)
     except ValidationError as exc:
         raise ValidationError(f"{path}.step: {exc.detail}") from exc
+    _check_task_body(content["body"], path)
+    # A step that does not receive its parents' result still waits for them:
+    # its parents stay, and its input expression is empty.
+    expression = incoming if _check_pass_result(content.get("pass_result"), path) else None
+
     index = len(steps)
     steps.append(
         CompiledStep(
@@ -234,11 +293,40 @@ def _compile_step(
                 f"{path}.step.priority", content.get("priority", 0), -MAX_PRIORITY, MAX_PRIORITY
             ),
             max_attempts=_check_attempts(content.get("max_attempts"), path),
-            input_expression=incoming,
+            input_expression=expression,
             parents=parents_of(incoming),
+            path=f"{path}.step",
+            delay_s=delay_s,
         )
     )
     return index
+
+
+def _check_task_body(body: Any, path: str) -> None:
+    """Reject a task-call body whose args is not a list or kwargs not an object.
+
+    Such a body would be posted as a plain body without the step's input.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("task"), str):
+        return
+    if not isinstance(body.get("args", []), list):
+        raise ValidationError(
+            f"{path}.step.body.args must be a list of positional arguments, got "
+            f"{type(body['args']).__name__}"
+        )
+    if not isinstance(body.get("kwargs", {}), dict):
+        raise ValidationError(
+            f"{path}.step.body.kwargs must be an object of keyword arguments, got "
+            f"{type(body['kwargs']).__name__}"
+        )
+
+
+def _check_pass_result(value: Any, path: str) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise ValidationError(f"{path}.step.pass_result must be true or false, got {value!r}")
+    return value
 
 
 def _check_headers(headers: Any, path: str) -> dict[str, str]:

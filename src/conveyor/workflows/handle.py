@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ResultTimeout, TaskCancelled, TaskError
+from ..errors import TaskCancelled, TaskError
 from ..models import Workflow, WorkflowStep
+from ..tasks.polling import ResultPoller
 
 if TYPE_CHECKING:
     from ..tasks.app import Conveyor
@@ -41,33 +41,35 @@ class WorkflowHandle:
         """Cancel the workflow; return its state afterwards."""
         return self.app.client.cancel_workflow(self.id).state
 
+    def retry(self) -> str:
+        """Post again the steps whose post failed; return the workflow's state afterwards.
+
+        Raises WorkflowNotRetryable when there is no such step, and the
+        post's error when a step still cannot be posted.
+        """
+        return self.app.client.retry_workflow(self.id).state
+
     def result(self, timeout_s: float | None = 30.0) -> Any:
         """Wait for the workflow to finish and return its result.
 
         Raises TaskError naming the failed step and its error when it
         failed, TaskCancelled when it was cancelled, and ResultTimeout when
         it is still running after timeout_s seconds (None waits without
-        limit). A failed workflow resumes if its dead step is redriven, so
-        calling result again later may still succeed.
+        limit). A read that fails with TransportError or StoreUnavailable
+        (a server restarting) is retried until the deadline, and the last
+        such error is raised if reads still fail then. A failed workflow
+        resumes if its dead step is redriven, so calling result again later
+        may still succeed.
         """
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        interval_s = FIRST_POLL_INTERVAL_S
+        poller = ResultPoller(
+            timeout_s, f"workflow {self.id}", FIRST_POLL_INTERVAL_S, MAX_POLL_INTERVAL_S
+        )
         while True:
-            workflow = self.get()
+            workflow = poller.read(self.get)
             if workflow.state == "succeeded":
                 return workflow.result
             if workflow.state == "failed":
                 raise TaskError(f"workflow {self.id} failed: {workflow.error}")
             if workflow.state == "cancelled":
                 raise TaskCancelled(f"workflow {self.id} was cancelled")
-            if deadline is not None:
-                remaining_s = deadline - time.monotonic()
-                if remaining_s <= 0:
-                    raise ResultTimeout(
-                        f"workflow {self.id} is still running after {timeout_s}s with "
-                        f"{workflow.steps_left} steps left; wait longer with "
-                        "result(timeout_s=...) or check status() later"
-                    )
-                interval_s = min(interval_s, remaining_s)
-            time.sleep(interval_s)
-            interval_s = min(interval_s * 2, MAX_POLL_INTERVAL_S)
+            poller.wait(f"running with {workflow.steps_left} steps left")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # Stands for the input in a signature check; any JSON value would do.
 _INPUT_PLACEHOLDER = None
-STEP_OPTION_NAMES = ("queue", "priority", "max_attempts", "headers")
+STEP_OPTION_NAMES = ("queue", "priority", "max_attempts", "headers", "delay_s", "pass_result")
 
 Node = Union["Step", "Chain", "Group"]
 
@@ -54,7 +54,13 @@ class Step:
         return f"<Step {self.task.name} args={self.args!r} kwargs={self.kwargs!r}>"
 
     def options(self, **options: Any) -> Step:
-        """Return a copy with message options: queue, priority, max_attempts, headers."""
+        """Return a copy with other options.
+
+        Message options are queue, priority, max_attempts, headers and
+        delay_s (seconds the message waits once posted). pass_result=False
+        makes the step wait for its parents without receiving their result,
+        as Celery's immutable signatures (`.si()`) do.
+        """
         unknown = sorted(set(options) - set(STEP_OPTION_NAMES))
         if unknown:
             raise ValidationError(
@@ -72,7 +78,9 @@ class Step:
 
     def to_spec(self, has_input: bool = False) -> dict[str, Any]:
         """Return the wire form, after checking the call against the task's signature."""
-        args = [_INPUT_PLACEHOLDER, *self.args] if has_input else self.args
+        pass_result = self.step_options.get("pass_result", True)
+        receives_input = has_input and pass_result is not False
+        args = [_INPUT_PLACEHOLDER, *self.args] if receives_input else self.args
         self.task.check_call(args, self.kwargs)
         task = self.task
         priority = self.step_options.get("priority", task.priority)
@@ -86,14 +94,19 @@ class Step:
             step["max_attempts"] = max_attempts
         if self.step_options.get("headers"):
             step["headers"] = self.step_options["headers"]
+        for name in ("delay_s", "pass_result"):
+            if self.step_options.get(name) is not None:
+                step[name] = self.step_options[name]
         return {"step": step}
 
     def steps(self) -> list[Step]:
         return [self]
 
-    def start(self, name: str | None = None) -> WorkflowHandle:
-        """Start a workflow of this one step on its task's app."""
-        return self.app.start_workflow(self, name=name)
+    def start(
+        self, name: str | None = None, idempotency_key: str | None = None
+    ) -> WorkflowHandle:
+        """Start a workflow of this one step on its task's app; see Conveyor.start_workflow."""
+        return self.app.start_workflow(self, name=name, idempotency_key=idempotency_key)
 
 
 class _Composite:
@@ -132,9 +145,11 @@ class _Composite:
     def steps(self) -> list[Step]:
         return [step for node in self.nodes for step in node.steps()]
 
-    def start(self, name: str | None = None) -> WorkflowHandle:
-        """Start the workflow on the app of its first step's task."""
-        return self.app.start_workflow(self, name=name)
+    def start(
+        self, name: str | None = None, idempotency_key: str | None = None
+    ) -> WorkflowHandle:
+        """Start the workflow on the app of its first step's task; see Conveyor.start_workflow."""
+        return self.app.start_workflow(self, name=name, idempotency_key=idempotency_key)
 
 
 class Chain(_Composite):

@@ -1,4 +1,4 @@
-"""Workflows: start, list, show and cancel them.
+"""Workflows: start, list, show, cancel and retry them.
 
 See docs/workflows.md for chains, groups, joins and how a step's input and
 result are passed.
@@ -33,8 +33,10 @@ def workflow_routes(engine: Engine) -> APIRouter:
     )
     async def start_workflow(http_request: Request):
         request = await read_model(http_request, WorkflowStartRequest)
-        workflow = await run_in_threadpool(engine.start_workflow, request.spec, request.name)
-        return json_response(workflow.to_wire(), 201)
+        workflow, created = await run_in_threadpool(
+            engine.start_workflow_once, request.spec, request.name, request.idempotency_key
+        )
+        return json_response(workflow.to_wire(), 201 if created else 200)
 
     @router.get("", response_model=WorkflowList, summary="List workflows, newest first")
     async def list_workflows(
@@ -62,11 +64,25 @@ def workflow_routes(engine: Engine) -> APIRouter:
         response_model=WorkflowModel,
         summary="Cancel a workflow",
         description="No further step is posted. Queued step messages are removed, "
-        "running ones get a cancel request, dead ones stay in their DLQ. A finished "
+        "running ones get a cancel request, dead ones are removed from their DLQ. A finished "
         "workflow is returned unchanged.",
     )
     async def cancel_workflow(workflow_id: str):
         workflow = await run_in_threadpool(engine.cancel_workflow, workflow_id)
+        return json_response(workflow.to_wire())
+
+    @router.post(
+        "/{workflow_id}/retry",
+        response_model=WorkflowModel,
+        summary="Post again the steps whose post failed",
+        description="A step whose post failed (its queue was deleted, or its input "
+        "made its message larger than the queue's max_message_size) fails the "
+        "workflow. After fixing the cause, this posts every such step again in one "
+        "transaction, or none, and the workflow reads as running. 409 when the "
+        "workflow finished or has no such step; a dead step resumes by redrive instead.",
+    )
+    async def retry_workflow(workflow_id: str):
+        workflow = await run_in_threadpool(engine.retry_workflow, workflow_id)
         return json_response(workflow.to_wire())
 
     return router
