@@ -37,6 +37,8 @@ def begin_unit(worker: Worker, unit: list[Job]) -> list[Job]:
 
 def unit_recorder(worker: Worker, unit: list[Job]):
     """Return the completion recorder of a unit, or None if no job has an idempotency key."""
+    if len(unit) == 1 and not unit[0].idempotent:
+        return None  # most units: one job without an idempotency key
     receipts = [job.receipt if job.idempotent else None for job in unit]
     return make_recorder(worker.client, receipts)
 
@@ -94,7 +96,7 @@ class ThreadRunner:
             self._inbox.put(None)
 
     def _serve(self, index: int) -> None:
-        """Run units from the inbox; `index` is this thread's flag in `_in_call`."""
+        """Run units from the inbox until stop(). `index` is this thread's flag in `_in_call`."""
         slot = CallSlot()
         while True:
             unit = self._inbox.get()
