@@ -414,7 +414,7 @@ def workflow_from_wire(data: dict[str, Any]) -> Workflow:
 
 def message_from_wire(data: dict[str, Any]) -> Message:
     """Rebuild a Message from its JSON form; `body_base64` becomes bytes."""
-    values = [data.get(name) for name in _MESSAGE_FIELDS]
+    values = list(map(data.get, _MESSAGE_FIELDS))
     values[_BODY_INDEX] = decode_body(data)
     values[_HEADERS_INDEX] = values[_HEADERS_INDEX] or {}
     return Message(*values)

@@ -37,6 +37,8 @@ def begin_unit(worker: Worker, unit: list[Job]) -> list[Job]:
 
 def unit_recorder(worker: Worker, unit: list[Job]):
     """Return the completion recorder of a unit, or None if no job has an idempotency key."""
+    if len(unit) == 1 and not unit[0].idempotent:
+        return None  # most units: one job without an idempotency key
     receipts = [job.receipt if job.idempotent else None for job in unit]
     return make_recorder(worker.client, receipts)
 
@@ -68,11 +70,14 @@ class ThreadRunner:
         self._worker = worker
         self._inbox: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
         self._threads = [
-            threading.Thread(target=self._serve, name=f"conveyor-task-{i}", daemon=True)
+            threading.Thread(
+                target=self._serve, args=(i,), name=f"conveyor-task-{i}", daemon=True
+            )
             for i in range(threads)
         ]
-        self._busy = 0
-        self._busy_lock = threading.Lock()
+        # One flag per thread, written only by that thread, so that marking a
+        # call takes no lock, because storing one list item is atomic.
+        self._in_call = [False] * threads
 
     def start(self) -> None:
         for thread in self._threads:
@@ -83,14 +88,15 @@ class ThreadRunner:
 
     def busy_threads(self) -> int:
         """Return how many threads are inside a task function now."""
-        return self._busy
+        return sum(self._in_call)
 
     def stop(self) -> None:
         """Ask every thread to exit once its current task returns."""
         for _ in self._threads:
             self._inbox.put(None)
 
-    def _serve(self) -> None:
+    def _serve(self, index: int) -> None:
+        """Run units from the inbox until stop(). `index` is this thread's flag in `_in_call`."""
         slot = CallSlot()
         while True:
             unit = self._inbox.get()
@@ -102,12 +108,12 @@ class ThreadRunner:
                 job.executor = slot
             started = begin_unit(self._worker, unit)
             if started:
-                self._run(slot, started)
+                self._run(index, slot, started)
 
-    def _run(self, slot: CallSlot, unit: list[Job]) -> None:
+    def _run(self, index: int, slot: CallSlot, unit: list[Job]) -> None:
         task = unit[0].task
         assert task is not None
-        self._set_busy(1)
+        self._in_call[index] = True
         try:
             recorder = unit_recorder(self._worker, unit)
             results, duration_ms = run_sync_unit(task, outcomes.runs_of(unit), slot, recorder)
@@ -115,12 +121,8 @@ class ThreadRunner:
             logger.exception("Runner failed to run task %s", task.name)
             results, duration_ms = [ItemResult(error=exc) for _ in unit], 0.0
         finally:
-            self._set_busy(-1)
+            self._in_call[index] = False
         complete_unit(self._worker, unit, results, duration_ms)
-
-    def _set_busy(self, change: int) -> None:
-        with self._busy_lock:
-            self._busy += change
 
 
 class AsyncRunner:
