@@ -119,7 +119,11 @@ def show_workflow(options: ClientOptions, workflow_id: str) -> None:
 @click.argument("workflow_id")
 @client_options
 def cancel_workflow(options: ClientOptions, workflow_id: str) -> None:
-    """Cancel workflow WORKFLOW_ID: no further step runs and queued steps are removed."""
+    """Cancel workflow WORKFLOW_ID: no further step runs.
+
+    Queued steps and dead steps in a DLQ are removed, and running steps get
+    a cancel request.
+    """
     with open_client(options) as client:
         was_running = client.get_workflow(workflow_id).state in ("running", "failed")
         workflow = client.cancel_workflow(workflow_id)
