@@ -277,6 +277,25 @@ def test_grace_decides_late_tick(engine, queue, clock):
     assert posted == ["lenient"]
 
 
+def test_zero_grace_fires_slightly_late_tick(engine, queue, clock):
+    every(engine, grace_s=0, interval_s=60)
+    engine.run_schedules()
+    clock.advance(60.2)
+
+    assert engine.run_schedules() == 1
+    [_, message] = messages(engine)
+    assert "conveyor-schedule-missed" not in message.headers
+
+
+def test_zero_grace_skips_late_tick(engine, queue, clock):
+    every(engine, grace_s=0, interval_s=60)
+    engine.run_schedules()
+    clock.advance(62)
+
+    assert engine.run_schedules() == 0
+    assert len(messages(engine)) == 1
+
+
 def test_outage_skip_posts_one_for_second_schedule(engine, queue, clock):
     every(engine, interval_s=1)
     clock.advance(59.5)

@@ -37,7 +37,7 @@ from ..schedule_input import (
     build_message,
     check_definition,
 )
-from ..schedule_times import FirePlan, PlannedTick, plan_ticks, to_iso
+from ..schedule_times import FIRE_SLACK_S, FirePlan, PlannedTick, plan_ticks, to_iso
 from ..validation import prepare
 from .schedule_post_errors import POST_ERRORS
 
@@ -298,7 +298,8 @@ def fire_schedule(
         return 0
     schedule = schedule_from_row(row)
     return _fire_due_ticks(
-        execute, sql, schedule, now, post, schedule.grace_s, "while no server fired it"
+        execute, sql, schedule, now, post, schedule.grace_s + FIRE_SLACK_S,
+        "while no server fired it",
     )
 
 
