@@ -11,7 +11,7 @@ import pytest
 from conveyor import Conveyor
 from conveyor.errors import ScheduleAlreadyExists, ValidationError
 from http_fixtures import start_server
-from task_workers import read_records, start_worker, stop_worker, wait_until
+from task_workers import launch_worker, read_records, start_worker, stop_worker, wait_until
 
 
 @pytest.fixture
@@ -259,3 +259,20 @@ def test_default_name_of_script_task(app):
     f.__qualname__ = "f"
     app.periodic(every=60, queue="misc")(f)
     assert list(app.periodic_schedules) == ["main.f"]
+
+
+def test_worker_bad_declaration_one_line(tmp_path):
+    (tmp_path / "bad_periodic.py").write_text(
+        "from conveyor import Conveyor\n"
+        "app = Conveyor()\n"
+        "@app.periodic(every=5, name='bad name!')\n"
+        "def job():\n"
+        "    pass\n"
+    )
+    worker = launch_worker(tmp_path, "bad_periodic:app", "http://127.0.0.1:9")
+
+    assert worker.wait() == 1
+    log = worker.log()
+    assert "Error: module 'bad_periodic' declares an invalid task or schedule" in log
+    assert "'bad name!'" in log
+    assert "Traceback" not in log

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConveyorError
+from ..errors import ConveyorError, ValidationError
 from ..tasks.app import Conveyor
 from ..worker.worker import (
     DEFAULT_GRACE_PERIOD_S,
@@ -193,6 +193,12 @@ def load_app(app_path: str) -> Conveyor:
                 param_hint="MODULE:APP",
             ) from exc
         raise
+    except ValidationError as exc:
+        # A task or schedule declaration rejected at import: its message names
+        # the declaration and the fix, so a traceback would only bury it.
+        raise click.ClickException(
+            f"module {module_name!r} declares an invalid task or schedule: {exc}"
+        ) from exc
     app: Any = module
     for part in attribute.split("."):
         app = getattr(app, part, None)
