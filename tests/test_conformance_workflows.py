@@ -519,8 +519,9 @@ def test_retry_still_failing_changes_nothing(wf_engine):
 
 def test_retry_dead_step_rejected(wf_engine):
     workflow_id = fail_first_step(wf_engine, chain(task("a"), task("b")))
-    with pytest.raises(WorkflowNotRetryable, match="redriven"):
+    with pytest.raises(WorkflowNotRetryable, match="redriven") as caught:
         wf_engine.retry_workflow(workflow_id)
+    assert f"conveyor workflows cancel {workflow_id}" in str(caught.value)
 
 
 def test_retry_cancelled_workflow_rejected(wf_engine):

@@ -83,8 +83,9 @@ def create_schedule(
     ))
     if not inserted.rowcount:
         raise ScheduleAlreadyExists(
-            f"schedule {name!r} exists already; change it with PATCH /v1/schedules/"
-            f"{name}, delete it first, or pick another name"
+            f"schedule {name!r} exists already; change it with 'conveyor schedules "
+            f"update {name}' (PATCH /v1/schedules/{name}), delete it first, or pick "
+            "another name"
         )
     logger.info(
         "Schedule %s created (%s) posting to queue %s; next tick at %s",

@@ -341,7 +341,9 @@ def retry(
     if not indexes:
         raise WorkflowNotRetryable(
             f"workflow {workflow_id!r} has no step whose post failed; a dead step "
-            "resumes when its message is redriven ('conveyor dlq redrive QUEUE --id ID')"
+            "resumes when its message is redriven ('conveyor dlq redrive QUEUE --id ID'), "
+            "and a cancelled or expired step cannot resume, so cancel the workflow "
+            f"('conveyor workflows cancel {workflow_id}') and start it again"
         )
     for index in indexes:
         try:
