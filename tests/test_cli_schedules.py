@@ -162,7 +162,7 @@ def test_queue_delete_names_schedules(cli: Cli) -> None:
     cli.ok("schedules", "create", "feeder", "doomed", "--every-s", "30")
     done = cli("queue", "delete", "doomed", "--yes")
     assert done.returncode == 0
-    assert "schedules feeder post to queue doomed" in done.stderr.decode()
+    assert "schedule feeder posts to queue doomed" in done.stderr.decode()
 
 
 def test_list_shows_last_error(cli: Cli) -> None:
@@ -263,3 +263,17 @@ def test_cli_log_lines_use_utc_iso_times(tmp_path: Path) -> None:
     lines = [line for line in done.stderr.decode().splitlines() if "INFO" in line]
     assert lines, "the CLI logged nothing at INFO"
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO ", lines[0])
+
+
+def test_list_fits_80_columns(cli: Cli) -> None:
+    cli.ok("queue", "create", "reports-queue")
+    cli.ok("schedules", "create", "nightly-report-builder", "reports-queue",
+           "--cron", "30 2 * * *", "--timezone", "Europe/Berlin")
+    done = cli("schedules", "list", env={"COLUMNS": "80"})
+    out = done.stdout.decode()
+
+    assert done.returncode == 0, done.stderr
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "nightly-report-builder" in out
+    assert "active" in out
+    assert "…" not in out

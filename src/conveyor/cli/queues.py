@@ -465,7 +465,7 @@ def delete_queue(options: ClientOptions, name: str, yes: bool) -> None:
         schedules = [s.name for s in client.list_schedules(queue=name, limit=1000)]
         if schedules:
             click.echo(
-                f"warning: schedules {', '.join(schedules)} post to queue {name}; after the "
+                f"warning: {_schedules_phrase(schedules)} to queue {name}; after the "
                 "delete their ticks post nothing until the queue exists again. "
                 "Delete or change them with 'conveyor schedules delete' or "
                 "'conveyor schedules update'.",
@@ -506,6 +506,13 @@ def purge_queue(options: ClientOptions, name: str, yes: bool) -> None:
         print_json({"queue": name, "messages_deleted": removed})
         return
     print_line(f"Purged queue {name}: {plural(removed, 'message')} deleted.")
+
+
+def _schedules_phrase(names: list[str]) -> str:
+    """Return `schedule a posts` or `schedules a, b post`."""
+    if len(names) == 1:
+        return f"schedule {names[0]} posts"
+    return f"schedules {', '.join(names)} post"
 
 
 # pause and resume --------------------------------------------------------

@@ -76,25 +76,44 @@ def list_schedules(options: ClientOptions, queue: str | None, limit: int) -> Non
     if not schedules:
         print_line("No schedules.")
         return
+    _print_schedule_list(schedules)
+
+
+def _print_schedule_list(schedules: list[Schedule]) -> None:
+    """Print the list table; `show` and --json carry the last tick and source.
+
+    The Error column appears only when a schedule has an error, so the
+    table fits 80 columns in the usual case.
+    """
+    columns = ["Name", "Queue", "Timing", "State", "Runs", "Next tick"]
+    with_errors = any(s.last_error for s in schedules)
+    if with_errors:
+        columns.append("Error")
+    rows = []
+    for s in schedules:
+        row = [
+            s.name,
+            s.queue,
+            describe_timing(s),
+            s.state,
+            str(s.run_count) if s.max_runs is None else f"{s.run_count}/{s.max_runs}",
+            _format_short_time(s.next_fire_at),
+        ]
+        if with_errors:
+            row.append(_short_error(s.last_error))
+        rows.append(tuple(row))
+    offset = datetime.now().astimezone().strftime("%z")
     print_table(
-        "Schedules",
-        ["Name", "Queue", "Timing", "State", "Runs", "Last tick", "Next tick", "Source",
-         "Error"],
-        [
-            (
-                s.name,
-                s.queue,
-                describe_timing(s),
-                s.state,
-                s.run_count if s.max_runs is None else f"{s.run_count}/{s.max_runs}",
-                format_zoned_time(s.last_fire_at),
-                format_zoned_time(s.next_fire_at),
-                s.source,
-                _short_error(s.last_error),
-            )
-            for s in schedules
-        ],
+        f"Schedules (times in local time, UTC{offset[:3]}:{offset[3:]})", columns, rows,
+        whole=("Name", "State", "Runs", "Next tick"), wrapped=("Queue", "Timing", "Error"),
     )
+
+
+def _format_short_time(timestamp: float | None) -> str:
+    """Format a Unix time in local time without year and seconds: `05-01 14:03`."""
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).strftime("%m-%d %H:%M")
 
 
 @schedules_group.command("show")
