@@ -585,3 +585,29 @@ def test_reporter_drops_outcomes_of_deleted_queue(
     assert sorted(j.message_id for j in delivered) == sorted(j.message_id for j in jobs)
     assert "Queue gone no longer exists, so 8 outcomes for it were dropped" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_worker_serves_recreated_queue(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = Conveyor(f"sqlite:///{tmp_path}/again.db")
+
+    @app.task(queue="again")
+    def echo(value: int) -> int:
+        return value
+
+    app.ensure_queue("again")
+    try:
+        with caplog.at_level(logging.ERROR, logger="conveyor.worker.fetcher"):
+            with worker_thread(Worker(app, poll_wait_s=0.2)):
+                app.client.delete_queue("again")
+                wait_until(lambda: "retrying will not help" in caplog.text)
+                app.client.create_queue("again")
+                handle = echo.enqueue(7)
+                # One pause after the error is at most 5 s.
+                value = handle.result(timeout_s=10)
+    finally:
+        app.close()
+
+    assert value == 7
+    assert caplog.text.count("retrying will not help") == 1

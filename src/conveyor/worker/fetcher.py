@@ -24,8 +24,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # After an error that retrying cannot fix (the queue was deleted, the token
-# was revoked), the fetcher waits this long before it tries again.
-PERMANENT_ERROR_PAUSE_S = 30.0
+# was revoked), the fetcher waits this long before it tries again, so a
+# re-created queue is served within seconds.
+PERMANENT_ERROR_PAUSE_S = 5.0
+# The same permanent error is logged again after this many repeats (about a
+# minute), not at every try.
+PERMANENT_ERROR_LOG_EVERY = 12
 
 
 class Fetcher:
@@ -37,6 +41,8 @@ class Fetcher:
         self._shares_capacity = shares_capacity
         self._busy = True
         self._retry = RetryState(f"Reserving from queue {queue}")
+        self._permanent_error = ""
+        self._permanent_repeats = 0
         self._thread = threading.Thread(
             target=self._run, name=f"conveyor-fetch-{queue}", daemon=True
         )
@@ -78,6 +84,7 @@ class Fetcher:
             self._pause_after(exc)
             return
         self._retry.succeeded()
+        self._permanent_error = ""
         self._busy = bool(messages)
         lease_started_at = estimate_lease_start(requested_at, time.monotonic(), visibility_timeout_s)
         # accept() settles the claimed slots before any job can start.
@@ -87,12 +94,18 @@ class Fetcher:
         if is_transient(exc):
             self._worker.stopping.wait(self._retry.failed(exc))
             return
-        logger.error(
-            "Reserving from queue %s failed and retrying will not help until "
-            "the cause is fixed; trying again in %.0f s: %s: %s",
-            self.queue, PERMANENT_ERROR_PAUSE_S, type(exc).__name__, exc,
-            exc_info=not isinstance(exc, ConveyorError),
-        )
+        text = f"{type(exc).__name__}: {exc}"
+        if text == self._permanent_error:
+            self._permanent_repeats += 1
+        else:
+            self._permanent_error, self._permanent_repeats = text, 0
+        if self._permanent_repeats % PERMANENT_ERROR_LOG_EVERY == 0:
+            logger.error(
+                "Reserving from queue %s failed and retrying will not help until "
+                "the cause is fixed; trying again every %.0f s (%d tries so far): %s",
+                self.queue, PERMANENT_ERROR_PAUSE_S, self._permanent_repeats + 1, text,
+                exc_info=not isinstance(exc, ConveyorError),
+            )
         self._worker.stopping.wait(PERMANENT_ERROR_PAUSE_S)
 
 
