@@ -545,7 +545,7 @@ class Engine(ScheduleMethods):
 
     def get_workflow(self, workflow_id: str) -> Workflow:
         """Return a workflow with its steps; raise WorkflowNotFound for an unknown id."""
-        return self.store.get_workflow(self._check_id(workflow_id))
+        return self.store.get_workflow(self._check_id(workflow_id, "workflow id"))
 
     def list_workflows(
         self, state: str | None = None, cursor: str | None = None, limit: int = 100
@@ -573,7 +573,7 @@ class Engine(ScheduleMethods):
         the workflow finished or has no such step, and the post's own error
         (QueueNotFound, PayloadTooLarge) when a step still cannot be posted.
         """
-        workflow_id = self._check_id(workflow_id)
+        workflow_id = self._check_id(workflow_id, "workflow id")
         return self.store.retry_workflow(workflow_id, self.clock()).result()
 
     def cancel_workflow(self, workflow_id: str) -> Workflow:
@@ -582,7 +582,7 @@ class Engine(ScheduleMethods):
         Its waiting steps never post and its posted messages are cancelled.
         A finished workflow is returned unchanged.
         """
-        workflow_id = self._check_id(workflow_id)
+        workflow_id = self._check_id(workflow_id, "workflow id")
         return self.store.cancel_workflow(workflow_id, self.clock()).result()
 
     # Circuit breaker ---------------------------------------------------

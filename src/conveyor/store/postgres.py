@@ -438,7 +438,7 @@ class PostgresStore(PostgresWorkflows):
             else:
                 results, steps = _ack_all(tx, queue, entries, now)
             postgres_workflows.finish_acked_steps(
-                tx, entries, results, steps, lambda: _step_poster(tx, now), now
+                tx, entries, results, steps, lambda: self._step_poster(tx, now), now
             )
             if info.settings.get("breaker"):
                 acked = sum(1 for result in results if result.ok)
@@ -621,7 +621,11 @@ class PostgresStore(PostgresWorkflows):
         return self._submit(run)
 
     def _step_poster(self, tx: Transaction, now: float) -> workflows.StepPoster:
-        return _step_poster(tx, now)
+        """Return what posts workflow step messages in this transaction, as `post` does."""
+        return workflows.StepPoster(
+            lambda queue: _require_settings(tx, queue),
+            lambda queue, message: self._post(tx, queue, [message], now),
+        )
 
     # Circuit breaker ---------------------------------------------------
 
@@ -1088,18 +1092,6 @@ def _ack_all(
         tx.wake(queue)
     return results, steps
 
-
-def _step_poster(tx: Transaction, now: float) -> workflows.StepPoster:
-    """Return what posts workflow step messages in this transaction."""
-
-    def post(queue: str, message: PreparedMessage) -> None:
-        settings = _require_settings(tx, queue)
-        policy.check_for_queue(queue, settings, [message])
-        _, rows = _prepare_rows(tx, queue, settings, [message], now)
-        tx.execute(sql.INSERT_MESSAGES, (queue, now, *map(list, zip(*rows))))
-        tx.wake(queue)
-
-    return workflows.StepPoster(lambda queue: _require_settings(tx, queue), post)
 
 
 def _store_results(

@@ -828,15 +828,11 @@ def _ack_all(
 
 
 def _step_poster(tx: Transaction, now: float) -> workflows.StepPoster:
-    """Return what posts workflow step messages in this transaction."""
-
-    def post(queue: str, message: PreparedMessage) -> None:
-        settings = _require_settings(tx.conn, queue)
-        policy.check_for_queue(queue, settings, [message])
-        _insert_message(tx.conn, queue, settings, message, now)
-        tx.wake(queue)
-
-    return workflows.StepPoster(lambda queue: _require_settings(tx.conn, queue), post)
+    """Return what posts workflow step messages in this transaction, as `post` does."""
+    return workflows.StepPoster(
+        lambda queue: _require_settings(tx.conn, queue),
+        lambda queue, message: _post(tx, queue, [message], now),
+    )
 
 
 def _store_result(
