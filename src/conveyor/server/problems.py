@@ -48,7 +48,7 @@ class MethodNotAllowed(ConveyorError):
     title = "Method not allowed"
 
 
-# The longest request path a problem document repeats as its `instance`.
+# The maximum length of the request path a problem document repeats as its `instance`.
 MAX_INSTANCE_CHARS = 200
 
 
